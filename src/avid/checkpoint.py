@@ -1,0 +1,84 @@
+"""Model files: a folder with ``model.safetensors`` (weights) and ``config.yaml`` (what built them).
+
+Every trained model of the project, the shipped base model included, is such a folder. Loading
+checks that the weights fit the configuration, so a checkpoint of another model fails clearly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save
+
+from avid.data.storage import atomic_write, atomic_write_text
+
+WEIGHTS, CONFIG = "model.safetensors", "config.yaml"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def resolve(path: str | Path) -> Path:
+    """A path as given, or else relative to the repository (for shipped assets and configs)."""
+    p = Path(path)
+    if p.exists() or p.is_absolute():
+        return p
+    return REPO_ROOT / p if (REPO_ROOT / p).exists() else p
+
+
+def sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def save_model(folder: str | Path, state: dict[str, torch.Tensor], config: dict[str, Any],
+               dtype: torch.dtype | None = None) -> Path:
+    folder = Path(folder)
+    tensors = {k: (v.to(dtype) if dtype and v.is_floating_point() else v).detach().cpu().contiguous()
+               for k, v in state.items()}
+    atomic_write(folder / WEIGHTS, lambda f: f.write(save(tensors)))
+    atomic_write_text(folder / CONFIG, yaml.safe_dump(config, sort_keys=False))
+    return folder
+
+
+def load_config(folder: str | Path) -> dict[str, Any]:
+    folder = resolve(folder)
+    path = folder / CONFIG
+    if not path.exists():
+        raise FileNotFoundError(f"no model at {folder}: missing {CONFIG}")
+    try:
+        cfg = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ValueError(f"corrupt model config {path}: {e}") from e
+    if not isinstance(cfg, dict):
+        raise ValueError(f"model config {path} is not a mapping")
+    return cfg
+
+
+def load_weights(folder: str | Path, module: torch.nn.Module, prefix: str = "") -> None:
+    """Load ``model.safetensors`` into ``module`` strictly, in the module's own dtype."""
+    folder = resolve(folder)
+    path = folder / WEIGHTS
+    if not path.exists():
+        raise FileNotFoundError(f"no weights at {path}")
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError) as e:
+        raise ValueError(f"corrupt weights file {path}: {e}") from e
+    if prefix:
+        state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    own = module.state_dict()
+    missing, extra = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    wrong = [k for k in own if k in state and own[k].shape != state[k].shape]
+    if missing or extra or wrong:
+        raise ValueError(
+            f"{path} does not fit this model (a checkpoint of another model?): "
+            f"{len(missing)} missing keys {missing[:3]}, {len(extra)} unexpected {extra[:3]}, "
+            f"{len(wrong)} with other shapes {wrong[:3]}")
+    module.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})

@@ -1,0 +1,125 @@
+"""Experiment configuration: one YAML file per run, resolved into small dataclasses.
+
+Every run writes its resolved config next to its checkpoint. ``load_run_config(path, overrides)``
+reads a YAML file and applies ``dotted.key=value`` overrides (values parsed as YAML).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from avid.checkpoint import resolve
+
+
+@dataclass
+class DataConfig:
+    train: str = "data/coinrun-quick"  # dataset folder (see `avid data`)
+    eval: str | None = None  # held-out evaluation trajectories
+    frames: int = 10  # T: conditioning + predicted frames
+    cond_frames: int = 2  # k
+    train_limit: int | None = None  # use at most this many training windows
+
+
+@dataclass
+class MethodConfig:
+    name: str = "avid"
+    options: dict[str, Any] = field(default_factory=dict)  # constructor options, e.g. {unet: {...}}
+
+
+@dataclass
+class TrainConfig:
+    max_steps: int = 1000
+    max_minutes: float | None = None  # stop after this wall time (whichever comes first)
+    batch_size: int = 8
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    ema_decay: float = 0.995
+    precision: str = "bf16-mixed"  # or "32-true"
+    num_workers: int = 0
+    log_every: int = 10
+    ckpt_every: int = 200
+    seed: int = 0
+    devices: int = 1
+    accelerator: str = "auto"
+    strategy: str = "auto"
+    threads: int | None = None  # torch CPU threads (None: all cores)
+    progress: bool = True
+
+
+@dataclass
+class SampleConfig:
+    sampler: str = "ddim"  # "ddpm" (paper, all steps) or "ddim"
+    steps: int | None = 25  # DDIM steps (None: all)
+    eta: float = 0.0
+    batch_size: int = 32
+    seed: int = 0
+
+
+@dataclass
+class RunConfig:
+    name: str = "run"
+    out: str = "runs/run"
+    base: str | None = "assets/base-procgen"  # the black-box model (None when training the base)
+    diffusion: dict[str, Any] = field(default_factory=dict)  # only used without a base model
+    data: DataConfig = field(default_factory=DataConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+_SECTIONS = {"data": DataConfig, "method": MethodConfig, "train": TrainConfig, "sample": SampleConfig}
+
+
+def _build(cls, values: dict[str, Any], where: str):
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ValueError(f"unknown key(s) {unknown} in config section {where!r}; known: {sorted(names)}")
+    return cls(**values)
+
+
+def run_config_from_dict(d: dict[str, Any]) -> RunConfig:
+    d = dict(d)
+    sections = {k: _build(c, d.pop(k) or {}, k) for k, c in _SECTIONS.items() if k in d}
+    return _build(RunConfig, {**d, **sections}, "top level")
+
+
+def set_dotted(d: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    for p in parts[:-1]:
+        d = d.setdefault(p, {})
+        if not isinstance(d, dict):
+            raise ValueError(f"cannot set {key!r}: {p!r} is not a section")
+    d[parts[-1]] = value
+
+
+def load_run_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                    base: dict[str, Any] | None = None) -> RunConfig:
+    """A ``RunConfig`` from defaults (or ``base``), then the YAML file, then ``key=value`` overrides."""
+    d: dict[str, Any] = RunConfig().to_dict() if base is None else base
+    if path is not None:
+        p = resolve(path)
+        if not p.exists():
+            raise FileNotFoundError(f"config file {path} not found")
+        loaded = yaml.safe_load(p.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"config {path} must be a mapping")
+        for k, v in loaded.items():
+            if isinstance(v, dict) and isinstance(d.get(k), dict):
+                d[k] = {**d[k], **v}
+            else:
+                d[k] = v
+    for ov in overrides or []:
+        if "=" not in ov:
+            raise ValueError(f"override {ov!r} must look like key=value")
+        k, v = ov.split("=", 1)
+        set_dotted(d, k.strip(), yaml.safe_load(v))
+    return run_config_from_dict(d)

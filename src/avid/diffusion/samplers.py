@@ -1,0 +1,90 @@
+"""DDPM and DDIM samplers over any ``predict(x_i, i) -> prediction`` callable.
+
+``predict`` returns a prediction in the diffusion's parameterisation. It may also return a tuple
+``(prediction, extras)`` where ``extras`` is a dict of tensors (e.g. AVID's mask); the sampler
+passes each step's extras to ``on_step(step_index, i, extras)`` so callers can record them.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from avid.diffusion.process import Diffusion
+
+Predict = Callable[[torch.Tensor, torch.Tensor], "torch.Tensor | tuple[torch.Tensor, dict]"]
+
+
+def _call(predict: Predict, x: torch.Tensor, i: torch.Tensor):
+    out = predict(x, i)
+    return out if isinstance(out, tuple) else (out, {})
+
+
+def ddim_timesteps(num_steps: int, sample_steps: int) -> list[int]:
+    """Evenly spaced descending steps from ``num_steps - 1`` to 0 (``sample_steps`` of them)."""
+    if not 1 <= sample_steps <= num_steps:
+        raise ValueError(f"sample_steps must be in [1, {num_steps}], got {sample_steps}")
+    steps = torch.linspace(num_steps - 1, 0, sample_steps).round().long().tolist()
+    return sorted(set(steps), reverse=True)
+
+
+@torch.no_grad()
+def sample(
+    diffusion: Diffusion,
+    predict: Predict,
+    shape: tuple[int, ...],
+    *,
+    sampler: str = "ddpm",
+    steps: int | None = None,
+    eta: float = 0.0,
+    clip_x0: bool = True,
+    generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
+    on_step: Callable[[int, int, dict], None] | None = None,
+    progress: bool = False,
+    x_start: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Draw ``x_0`` of ``shape`` (``(B, C, T, H, W)``) by reverse diffusion.
+
+    ``sampler="ddpm"`` walks all N steps with the posterior of eq. 1 (``steps`` must be None or N);
+    ``sampler="ddim"`` takes ``steps`` evenly spaced steps (Song et al., 2021) with stochasticity
+    ``eta`` (``eta=1`` with all steps has the DDPM posterior variance).
+    """
+    n = diffusion.num_steps
+    if sampler == "ddpm":
+        if steps not in (None, n):
+            raise ValueError(f"DDPM walks all {n} steps; use sampler='ddim' for {steps}")
+        seq = list(range(n - 1, -1, -1))
+    elif sampler == "ddim":
+        seq = ddim_timesteps(n, steps or n)
+    else:
+        raise ValueError(f"unknown sampler {sampler!r}; expected 'ddpm' or 'ddim'")
+    x = torch.randn(shape, generator=generator, device=device) if x_start is None else x_start.clone()
+    ac = diffusion.alphas_cumprod.to(device)
+    for k, t in enumerate(tqdm(seq, desc=f"{sampler} sampling", disable=not progress, leave=False)):
+        i = torch.full((shape[0],), t, device=device, dtype=torch.long)
+        pred, extras = _call(predict, x, i)
+        pred = pred.float()
+        if on_step is not None:
+            on_step(k, t, extras)
+        x0 = diffusion.to_x0(pred, x, i)
+        if clip_x0:
+            x0 = x0.clamp(-1, 1)
+        if sampler == "ddpm":
+            mean, var = diffusion.posterior(x0, x, i)
+            noise = torch.randn(shape, generator=generator, device=device) if t > 0 else torch.zeros_like(x)
+            x = mean + var.sqrt() * noise
+            continue
+        a_t = ac[t]
+        eps = _eps_from_x0(x0, x, a_t)
+        a_s = ac[seq[k + 1]] if k + 1 < len(seq) else torch.ones((), device=device, dtype=ac.dtype)
+        sigma = eta * ((1 - a_s) / (1 - a_t) * (1 - a_t / a_s)).clamp(min=0).sqrt()
+        noise = torch.randn(shape, generator=generator, device=device) if k + 1 < len(seq) else 0.0
+        x = a_s.sqrt() * x0 + (1 - a_s - sigma**2).clamp(min=0).sqrt() * eps + sigma * noise
+    return x
+
+
+def _eps_from_x0(x0: torch.Tensor, x: torch.Tensor, a_t: torch.Tensor) -> torch.Tensor:
+    return (x - a_t.sqrt() * x0) / (1 - a_t).sqrt()

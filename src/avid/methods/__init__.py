@@ -1,0 +1,33 @@
+"""Methods: every way of producing the final prediction, behind one interface (``Method``).
+
+``build_method(name, ctx, options)`` builds one by the name used in configs and tables.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any, Callable
+
+from avid.methods.avid import AVID
+from avid.methods.base import Context, Method
+from avid.methods.scratch import Base, Scratch
+
+REGISTRY: dict[str, Callable[..., Method]] = {
+    "avid": AVID,
+    "avid-no-mask": partial(AVID, mask=False),
+    "avid-no-cond": partial(AVID, condition_on_base=False),
+    "scratch": Scratch,
+    "pretrain": partial(Scratch, use_actions=False),
+    "base": Base,
+}
+
+
+def build_method(name: str, ctx: Context, options: dict[str, Any] | None = None) -> Method:
+    if name not in REGISTRY:
+        raise ValueError(f"unknown method {name!r}; available: {sorted(REGISTRY)}")
+    method = REGISTRY[name](ctx, **(options or {}))
+    method.name = name
+    return method
+
+
+__all__ = ["AVID", "Base", "Context", "Method", "REGISTRY", "Scratch", "build_method"]

@@ -1,0 +1,46 @@
+"""AVID (paper section 3.3): a small action-conditioned 3D UNet reads the noisy video, the
+black-box model's prediction and the first frames, and outputs a mask ``m`` and its own
+prediction; ``final = out_pre * m + out_adapt * (1 - m)`` (eq. 5), trained with eq. 6.
+
+Ablations (Table 3): ``mask=False`` ("no mask": ``final = out_pre + zero_conv(out_adapt)``) and
+``condition_on_base=False`` ("no conditioning": the adapter does not see ``out_pre``).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from avid.methods._unet import build_unet
+from avid.methods.base import Context, Method
+from avid.nn import with_first_frames, zero_module
+
+
+class AVID(Method):
+    name = "avid"
+
+    def __init__(self, ctx: Context, unet: dict | None = None, mask: bool = True,
+                 condition_on_base: bool = True) -> None:
+        super().__init__(ctx)
+        c, k = ctx.channels, ctx.cond_frames
+        self.unet_options, self.use_mask, self.condition_on_base = dict(unet or {}), mask, condition_on_base
+        in_ch = c * (1 + int(condition_on_base) + k)  # x_i, out_pre, first frames (3c for one frame)
+        self.adapter = build_unet(ctx, self.unet_options, in_ch, c + int(mask), actions=True)
+        if mask:
+            self.mask_head = zero_module(nn.Conv3d(1, 1, 1))  # mask logit starts at 0: m = 0.5
+        else:
+            self.out_head = zero_module(nn.Conv3d(c, c, 1))  # final starts as out_pre
+
+    def predict(self, x_i, i, first, actions):
+        out_pre = self.base(x_i, i, first)  # black-box call: no parameters, no gradient
+        inputs = (x_i, out_pre) if self.condition_on_base else (x_i,)
+        out = self.adapter(with_first_frames(*inputs, first=first), i, actions)
+        c = self.ctx.channels
+        if not self.use_mask:
+            return out_pre + self.out_head(out), {}
+        out_adapt, m = out[:, :c], torch.sigmoid(self.mask_head(out[:, c:]).float())
+        final = out_pre * m + out_adapt * (1 - m)  # eq. 5, mask broadcast over channels
+        return final, {"mask": m}
+
+    def options(self):
+        return {"unet": self.unet_options, "mask": self.use_mask, "condition_on_base": self.condition_on_base}

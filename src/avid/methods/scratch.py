@@ -1,0 +1,50 @@
+"""Action-conditioned diffusion trained from scratch (paper section 4.1), and the image-to-video
+model itself when ``use_actions=False`` (how ``avid pretrain`` trains the base model).
+
+``action_dropout`` replaces a sample's actions by the learned "no action" embedding with that
+probability during training (classifier-free guidance training, Ho & Salimans 2021).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from avid.methods._unet import build_unet
+from avid.methods.base import Context, Method
+from avid.nn import with_first_frames
+
+
+class Scratch(Method):
+    name = "scratch"
+    uses_base = False
+
+    def __init__(self, ctx: Context, unet: dict | None = None, use_actions: bool = True,
+                 action_dropout: float = 0.0) -> None:
+        super().__init__(ctx)
+        if not 0 <= action_dropout < 1:
+            raise ValueError(f"action_dropout must be in [0, 1), got {action_dropout}")
+        self.unet_options, self.use_actions, self.action_dropout = dict(unet or {}), use_actions, action_dropout
+        c, k = ctx.channels, ctx.cond_frames
+        self.net = build_unet(ctx, self.unet_options, c * (1 + k), c, actions=use_actions)
+
+    def predict(self, x_i, i, first, actions):
+        return self.net(with_first_frames(x_i, first=first), i, actions if self.use_actions else None), {}
+
+    def train_predict(self, x_i, i, batch):
+        drop = None
+        if self.use_actions and self.action_dropout > 0:
+            drop = torch.rand(len(batch), device=x_i.device) < self.action_dropout
+        return self.net(with_first_frames(x_i, first=batch.first), i,
+                        batch.actions if self.use_actions else None, drop), {}
+
+    def options(self):
+        return {"unet": self.unet_options, "use_actions": self.use_actions, "action_dropout": self.action_dropout}
+
+
+class Base(Method):
+    """The pretrained model alone: ignores the actions (the paper's "Pretrained Base Model" row)."""
+
+    name = "base"
+
+    def predict(self, x_i, i, first, actions):
+        return self.base(x_i, i, first), {}

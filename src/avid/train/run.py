@@ -1,0 +1,177 @@
+"""Training runs: build data, the black box and the method from a ``RunConfig``, fit with
+Lightning (EMA, checkpoints, resume, logging), and export ``model.safetensors`` + ``config.yaml``.
+
+A run folder holds ``config.yaml`` (resolved), ``checkpoints/last.ckpt`` (full state for resume),
+``model.safetensors`` (EMA weights of the method's trainable parts), ``logs/`` (CSV + TensorBoard).
+Running the same command again resumes from ``last.ckpt`` at the saved step and optimiser state.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import yaml
+from lightning.pytorch.callbacks import Callback, EMAWeightAveraging, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from torch.utils.data import DataLoader
+
+from avid.blackbox import open_denoiser
+from avid.blackbox.local import BASE_KIND
+from avid.checkpoint import load_config, load_weights, resolve, save_model
+from avid.config import RunConfig, run_config_from_dict
+from avid.data import EpisodeStore, WindowDataset, collate
+from avid.data.storage import atomic_write_text
+from avid.diffusion import Diffusion, DiffusionConfig
+from avid.methods import Context, Method, build_method
+from avid.nn import count_parameters
+from avid.train.module import MethodModule
+
+METHOD_KIND = "avid-method"
+log = logging.getLogger("avid")
+
+
+def build_context(cfg: RunConfig, meta: dict[str, Any], base_precision: str = "bf16") -> Context:
+    """The method's world: the base model's diffusion when there is a base, else ``cfg.diffusion``."""
+    base = None
+    if cfg.base:
+        base = open_denoiser(cfg.base, precision=base_precision)
+        diffusion = Diffusion(base.spec.diffusion)
+        if base.spec.cond_frames != cfg.data.cond_frames:
+            raise ValueError(f"the base model takes {base.spec.cond_frames} first frames, the config "
+                             f"data.cond_frames={cfg.data.cond_frames}")
+        frame_size = meta.get("frame_size", base.spec.frame_size)
+        if frame_size != base.spec.frame_size:
+            raise ValueError(f"data frames are {frame_size}px, the base model expects {base.spec.frame_size}px")
+    else:
+        diffusion = Diffusion(DiffusionConfig(**cfg.diffusion))
+    return Context(diffusion=diffusion, channels=3, cond_frames=cfg.data.cond_frames,
+                   action_kind=meta.get("action_kind", "discrete"), num_actions=int(meta.get("num_actions", 15)),
+                   base=base, base_path=str(cfg.base) if cfg.base else None)
+
+
+def export_config(cfg: RunConfig, method: Method, meta: dict[str, Any], step: int) -> dict[str, Any]:
+    """What ``config.yaml`` beside exported weights records."""
+    ctx = method.ctx
+    common = {"diffusion": vars(ctx.diffusion.cfg).copy(), "channels": ctx.channels,
+              "cond_frames": ctx.cond_frames, "frame_size": int(meta.get("frame_size", 64)),
+              "frames": cfg.data.frames, "step": step}
+    if cfg.method.name == "pretrain":
+        return {"kind": BASE_KIND, "unet": method.net.cfg.to_dict(), **common, "run": cfg.to_dict()}
+    return {"kind": METHOD_KIND, "method": cfg.method.name, "options": method.options(),
+            "needs_parameters": method.needs_parameters,
+            "trainable_parameters": count_parameters(method),
+            "base": cfg.base, "base_fingerprint": ctx.base.spec.fingerprint if ctx.base else None,
+            "action_kind": ctx.action_kind, "num_actions": ctx.num_actions, **common, "run": cfg.to_dict()}
+
+
+class SaveLast(Callback):
+    """Saves ``last.ckpt`` when training ends, before EMA overwrites the raw weights, so a later
+    run with a larger ``max_steps`` resumes exactly where this one stopped."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        trainer.save_checkpoint(self.path)
+
+
+class Export(Callback):
+    """Writes ``model.safetensors`` + ``config.yaml`` from the (EMA) weights at every checkpoint."""
+
+    def __init__(self, cfg: RunConfig, meta: dict[str, Any]) -> None:
+        self.cfg, self.meta = cfg, meta
+
+    def export(self, trainer: L.Trainer, pl_module: MethodModule, state: dict[str, torch.Tensor]) -> None:
+        if trainer.global_rank != 0:
+            return
+        method = pl_module.method
+        own = set(method.state_dict())
+        weights = {k[len("method."):]: v for k, v in state.items() if k.startswith("method.") and k[7:] in own}
+        save_model(self.cfg.out, weights, export_config(self.cfg, method, self.meta, trainer.global_step))
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        self.export(trainer, pl_module, checkpoint["state_dict"])
+
+    def on_train_end(self, trainer, pl_module) -> None:  # EMA weights are copied in by now
+        self.export(trainer, pl_module, pl_module.state_dict())
+
+
+def train(cfg: RunConfig) -> Path:
+    """Fit the configured method; returns the run folder. Resumes if the folder has a checkpoint."""
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    out = Path(cfg.out)
+    _check_same_run(out, cfg)
+    L.seed_everything(cfg.train.seed, workers=True, verbose=False)
+    store = EpisodeStore(resolve(cfg.data.train))
+    data = WindowDataset(store, cfg.data.frames, cfg.data.cond_frames, limit=cfg.data.train_limit)
+    ctx = build_context(cfg, store.meta)
+    method = build_method(cfg.method.name, ctx, cfg.method.options)
+    module = MethodModule(method, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    atomic_write_text(out / "run.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    log.info("method %s: %.2fM trainable parameters, %d training windows", cfg.method.name,
+             count_parameters(method) / 1e6, len(data))
+    loader = DataLoader(data, batch_size=cfg.train.batch_size, shuffle=True, drop_last=True,
+                        num_workers=cfg.train.num_workers, collate_fn=collate,
+                        persistent_workers=cfg.train.num_workers > 0)
+    ckpt_dir = out / "checkpoints"
+    last = ckpt_dir / "last.ckpt"
+    callbacks = [
+        SaveLast(last),  # before EMA: its on_train_end must see the raw weights
+        EMAWeightAveraging(decay=cfg.train.ema_decay),
+        Export(cfg, store.meta),
+        ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0,
+                        every_n_train_steps=cfg.train.ckpt_every, save_on_train_epoch_end=False),
+    ]
+    trainer = L.Trainer(
+        max_steps=cfg.train.max_steps, max_epochs=-1,
+        max_time=timedelta(minutes=cfg.train.max_minutes) if cfg.train.max_minutes else None,
+        accelerator=cfg.train.accelerator, devices=cfg.train.devices, strategy=cfg.train.strategy,
+        precision=cfg.train.precision, gradient_clip_val=cfg.train.grad_clip or None,
+        callbacks=callbacks, logger=[CSVLogger(out, name="logs", version=""),
+                                     TensorBoardLogger(out, name="logs", version="")],
+        log_every_n_steps=cfg.train.log_every, enable_progress_bar=cfg.train.progress,
+        enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=out,
+    )
+    t0 = time.time()
+    trainer.fit(module, loader, ckpt_path=str(last) if last.exists() else None)
+    log.info("trained to step %d in %.0f s; model in %s", trainer.global_step, time.time() - t0, out)
+    return out
+
+
+def _check_same_run(out: Path, cfg: RunConfig) -> None:
+    """Resuming into a folder made by another method or base model is an error, not a mix."""
+    prev = out / "run.yaml"
+    if not prev.exists():
+        return
+    old = run_config_from_dict(yaml.safe_load(prev.read_text()))
+    for key in ("base", "method"):
+        if getattr(old, key) != getattr(cfg, key):
+            raise ValueError(f"{out} holds a run with another {key} ({getattr(old, key)}); "
+                             "choose another `out` folder")
+
+
+def load_method(folder: str | Path, base_precision: str = "bf16") -> tuple[Method, dict[str, Any]]:
+    """A trained method from its exported folder, with its black-box base model re-opened."""
+    folder = resolve(folder)
+    mc = load_config(folder)
+    if mc.get("kind") != METHOD_KIND:
+        raise ValueError(f"{folder} is not a trained method (config kind {mc.get('kind')!r})")
+    cfg = run_config_from_dict(mc["run"])
+    meta = {"action_kind": mc["action_kind"], "num_actions": mc["num_actions"], "frame_size": mc["frame_size"]}
+    ctx = build_context(cfg, meta, base_precision)
+    if ctx.base is not None and ctx.base.spec.fingerprint != mc["base_fingerprint"]:
+        raise ValueError(f"{folder} was trained against another base model than {cfg.base} "
+                         "(weights fingerprint differs)")
+    method = build_method(mc["method"], ctx, mc["options"])
+    if (folder / "model.safetensors").exists() or method.trainable:
+        load_weights(folder, method)
+    method.eval()
+    return method, mc
+
