@@ -1,0 +1,43 @@
+"""Frame metrics (paper section 4.2): PSNR and SSIM per predicted frame, averaged.
+
+Videos are float ``(N, C, T, H, W)`` in [0, 1] (``data_range=1``); only the predicted frames are
+passed in, never the conditioning frames. PSNR of identical frames is infinite; it is capped at
+``PSNR_CAP`` dB (the value of an MSE of 1e-10) so averages stay finite.
+"""
+
+from __future__ import annotations
+
+import torch
+from einops import rearrange
+from torchmetrics.functional.image import structural_similarity_index_measure as _ssim
+
+PSNR_CAP = 100.0
+
+
+def _frames(video: torch.Tensor) -> torch.Tensor:
+    if video.ndim != 5:
+        raise ValueError(f"expected videos (N, C, T, H, W), got {tuple(video.shape)}")
+    return rearrange(video.float(), "n c t h w -> (n t) c h w")
+
+
+def _check(real: torch.Tensor, fake: torch.Tensor) -> None:
+    if real.shape != fake.shape:
+        raise ValueError(f"real and generated videos differ in shape: {tuple(real.shape)} vs {tuple(fake.shape)}")
+
+
+def psnr_per_frame(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    """PSNR (dB) of every frame ``(N * T,)``, from each frame's MSE, capped at ``PSNR_CAP``."""
+    _check(real, fake)
+    mse = (_frames(real) - _frames(fake)).pow(2).flatten(1).mean(1)
+    return (10 * torch.log10(1.0 / mse.clamp(min=10 ** (-PSNR_CAP / 10)))).clamp(max=PSNR_CAP)
+
+
+def ssim_per_frame(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    """SSIM of every frame ``(N * T,)`` (Gaussian window 11, sigma 1.5, ``data_range=1``)."""
+    _check(real, fake)
+    return _ssim(_frames(fake), _frames(real), data_range=1.0, reduction="none")
+
+
+def frame_metrics(real: torch.Tensor, fake: torch.Tensor) -> dict[str, float]:
+    """Mean PSNR and SSIM over all predicted frames."""
+    return {"psnr": float(psnr_per_frame(real, fake).mean()), "ssim": float(ssim_per_frame(real, fake).mean())}

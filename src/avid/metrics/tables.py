@@ -1,0 +1,87 @@
+"""Result tables in the paper's layout: methods x metrics, Markdown and CSV, the best value of each
+metric (and any within 2% of it) in bold, trainable parameters in brackets."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from dataclasses import dataclass, field
+
+# metric -> (column title, higher is better)
+METRICS: dict[str, tuple[str, bool]] = {
+    "aer": ("Action Err. Ratio ↓", False),
+    "fvd": ("FVD ↓", False),
+    "fid": ("FID ↓", False),
+    "ssim": ("SSIM ↑", True),
+    "lpips": ("LPIPS ↓", False),
+    "psnr": ("PSNR ↑", True),
+}
+
+
+@dataclass
+class Row:
+    method: str
+    values: dict[str, float | str]  # a number, or a string such as "n/a (weights not found: ...)"
+    params: int | None = None  # trainable parameters
+    needs_parameters: bool = False  # requires access to the base model's parameters (paper's shading)
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        size = f" ({_fmt_params(self.params)})" if self.params else ""
+        mark = " †" if self.needs_parameters else ""
+        return f"{self.method}{size}{mark}"
+
+
+def _fmt_params(n: int) -> str:
+    return f"{n / 1e6:.1f}M" if n >= 1e5 else f"{n / 1e3:.0f}k"
+
+
+def _fmt(v: float | str) -> str:
+    if isinstance(v, str):
+        return v
+    if math.isinf(v) or math.isnan(v):
+        return str(v)
+    return f"{v:.4g}" if abs(v) < 1000 else f"{v:.1f}"
+
+
+def best_within(rows: list[Row], metric: str, tol: float = 0.02) -> set[int]:
+    """Indices of the rows whose ``metric`` is within ``tol`` (relative) of the best."""
+    higher = METRICS.get(metric, ("", True))[1]
+    vals = [(k, r.values[metric]) for k, r in enumerate(rows)
+            if isinstance(r.values.get(metric), (int, float)) and math.isfinite(r.values[metric])]
+    if not vals:
+        return set()
+    best = max(v for _, v in vals) if higher else min(v for _, v in vals)
+    ok = (lambda v: v >= best - tol * abs(best)) if higher else (lambda v: v <= best + tol * abs(best))
+    return {k for k, v in vals if ok(v)}
+
+
+def columns(rows: list[Row]) -> list[str]:
+    present = {m for r in rows for m in r.values}
+    return [m for m in METRICS if m in present] + sorted(present - set(METRICS))
+
+
+def markdown(rows: list[Row], title: str = "") -> str:
+    cols = columns(rows)
+    bold = {m: best_within(rows, m) for m in cols}
+    head = "| Method | " + " | ".join(METRICS.get(m, (m, True))[0] for m in cols) + " |"
+    lines = [f"### {title}\n" if title else "", head, "|---" * (len(cols) + 1) + "|"]
+    for k, r in enumerate(rows):
+        cells = [f"**{_fmt(r.values[m])}**" if k in bold[m] else _fmt(r.values.get(m, "–")) for m in cols]
+        lines.append(f"| {r.label} | " + " | ".join(cells) + " |")
+    notes = "\nBold: within 2% of the best. Brackets: trainable parameters."
+    if any(r.needs_parameters for r in rows):
+        notes += " †: requires access to the base model's parameters."
+    return "\n".join(line for line in lines if line) + "\n" + notes + "\n"
+
+
+def to_csv(rows: list[Row]) -> str:
+    cols = columns(rows)
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["method", "trainable_params", "needs_parameters", *cols])
+    for r in rows:
+        w.writerow([r.method, r.params or "", int(r.needs_parameters), *(r.values.get(m, "") for m in cols)])
+    return buf.getvalue()
