@@ -42,6 +42,65 @@ def cmd_train(args) -> None:
     print(f"model written to {cfg.out}")
 
 
+def cmd_quickstart(args) -> None:
+    from avid.quickstart import QuickstartOptions, quickstart
+
+    quickstart(QuickstartOptions(config=args.config, base=args.base, minutes=args.minutes, eval_size=args.eval_size,
+                                 train_levels=args.train_levels, report_dir=args.report, threads=args.threads,
+                                 data_dir=args.data_dir, runs_dir=args.runs_dir))
+
+
+def cmd_sample(args) -> None:
+    from pathlib import Path
+
+    import numpy as np
+    import torch
+
+    from avid.config import SampleConfig
+    from avid.data import WindowDataset, collate, to_uint8, to_video
+    from avid.report import mask_to_video, video_grid, write_video
+    from avid.rollout import sample_videos
+    from avid.train import load_method
+
+    method, mc = load_method(args.checkpoint)
+    if args.data:
+        ds = WindowDataset(args.data, mc["frames"], mc["cond_frames"], stride=mc["frames"], limit=args.limit)
+        batch = collate([ds[j] for j in range(len(ds))])
+        first, actions = batch.first, batch.actions
+    else:
+        if not (args.first_frames and args.actions):
+            raise ValueError("give --data DIR, or both --first-frames and --actions (.npy files)")
+        first = to_video(np.load(args.first_frames))  # (N, k, H, W, 3) uint8
+        actions = torch.as_tensor(np.load(args.actions))
+        if first.ndim == 4:
+            first = first[None]
+            actions = actions[None]
+    cfg = SampleConfig(sampler=args.sampler, steps=args.steps, eta=args.eta, batch_size=args.batch_size, seed=args.seed)
+    roll = sample_videos(method, first, actions, cfg)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    np.save(out / "videos.npy", to_uint8(roll.videos).numpy())
+    cols = [first[:, :, -1:].expand(-1, -1, roll.videos.shape[2], -1, -1), roll.videos]
+    if roll.mask is not None:
+        np.save(out / "mask.npy", roll.mask.numpy())
+        np.save(out / "mask_per_step.npy", roll.mask_per_step.numpy())
+        cols.append(mask_to_video(roll.mask))
+    write_video(out / "samples.gif", video_grid(cols, rows=8))
+    print(f"{len(first)} videos -> {out}/videos.npy (N, T, H, W, 3 uint8), samples.gif"
+          + (", mask.npy, mask_per_step.npy" if roll.mask is not None else ""))
+
+
+def cmd_bench(args) -> None:
+    import torch
+
+    from avid.bench import bench, format_result
+    from avid.config import load_run_config
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(format_result(bench(load_run_config(args.config, args.set), repeats=args.repeats)))
+
+
 def main(argv: list[str] | None = None) -> None:
     _quiet()
     p = argparse.ArgumentParser(prog="avid", description=__doc__)
@@ -69,6 +128,39 @@ def main(argv: list[str] | None = None) -> None:
         t.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                        help="override config values, e.g. train.max_steps=500")
         t.set_defaults(fn=cmd_train)
+
+    q = sub.add_parser("quickstart", help="the embedded default end to end: data, AVID training, report")
+    q.add_argument("--config", default="configs/coinrun/quickstart.yaml")
+    q.add_argument("--base", default=None, help="base model folder (default: the shipped assets/base-procgen)")
+    q.add_argument("--minutes", type=float, default=8.0, help="adapter training time (longer: better)")
+    q.add_argument("--eval-size", type=int, default=256, help="held-out trajectories to evaluate")
+    q.add_argument("--train-levels", type=int, default=200, help="Coinrun training levels (500 steps each)")
+    q.add_argument("--report", default="reports/quickstart")
+    q.add_argument("--data-dir", default="data/quickstart")
+    q.add_argument("--runs-dir", default="runs/quickstart")
+    q.add_argument("--threads", type=int, default=None)
+    q.set_defaults(fn=cmd_quickstart)
+
+    s = sub.add_parser("sample", help="videos from first frames + actions with a trained method")
+    s.add_argument("--checkpoint", required=True, help="a trained run folder (model.safetensors + config.yaml)")
+    s.add_argument("--data", help="a dataset folder of trajectories (e.g. an evaluation set)")
+    s.add_argument("--limit", type=int, default=None, help="at most this many trajectories from --data")
+    s.add_argument("--first-frames", help=".npy uint8 (N, k, H, W, 3)")
+    s.add_argument("--actions", help=".npy (N, T') int actions (or (N, T', A) float)")
+    s.add_argument("--sampler", choices=["ddpm", "ddim"], default="ddim")
+    s.add_argument("--steps", type=int, default=25, help="DDIM steps")
+    s.add_argument("--eta", type=float, default=0.0)
+    s.add_argument("--batch-size", type=int, default=32)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", default="samples")
+    s.set_defaults(fn=cmd_sample)
+
+    b = sub.add_parser("bench", help="training and sampling step time and memory of a config")
+    b.add_argument("--config", default="configs/coinrun/quickstart.yaml")
+    b.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
+    b.add_argument("--repeats", type=int, default=5)
+    b.add_argument("--threads", type=int, default=None)
+    b.set_defaults(fn=cmd_bench)
 
     args = p.parse_args(argv)
     try:

@@ -78,12 +78,22 @@ class RunConfig:
 _SECTIONS = {"data": DataConfig, "method": MethodConfig, "train": TrainConfig, "sample": SampleConfig}
 
 
+def _coerce(value: Any, annotation: str, key: str) -> Any:
+    """YAML reads ``1e-4`` as a string (no dot): numbers given as strings become numbers."""
+    if isinstance(value, str) and annotation.split(" |")[0] in ("float", "int"):
+        try:
+            return float(value) if annotation.startswith("float") else int(value)
+        except ValueError:
+            raise ValueError(f"config value {key}={value!r} is not a number") from None
+    return value
+
+
 def _build(cls, values: dict[str, Any], where: str):
-    names = {f.name for f in fields(cls)}
-    unknown = sorted(set(values) - names)
+    types = {f.name: str(f.type) for f in fields(cls)}
+    unknown = sorted(set(values) - set(types))
     if unknown:
-        raise ValueError(f"unknown key(s) {unknown} in config section {where!r}; known: {sorted(names)}")
-    return cls(**values)
+        raise ValueError(f"unknown key(s) {unknown} in config section {where!r}; known: {sorted(types)}")
+    return cls(**{k: _coerce(v, types[k], f"{where}.{k}") for k, v in values.items()})
 
 
 def run_config_from_dict(d: dict[str, Any]) -> RunConfig:

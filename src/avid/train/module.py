@@ -26,7 +26,7 @@ class MethodModule(L.LightningModule):
         loss, logs = self.method.loss(batch)
         if not math.isfinite(float(loss.detach())):
             raise NonFiniteLoss(
-                f"non-finite training loss ({float(loss)}) at step {self.global_step} of method "
+                f"non-finite training loss ({float(loss.detach())}) at step {self.global_step} of method "
                 f"{self.method.name!r}; the last good checkpoint is untouched. Try a lower learning rate, "
                 "train.precision=32-true, or loss weighting 'min_snr'.")
         self.log_dict({f"train/{k}": v for k, v in logs.items()}, prog_bar=True, batch_size=len(batch))

@@ -1,0 +1,6 @@
+"""Data: episode storage, Procgen generators, windows and the per-step batch."""
+
+from avid.data.storage import EpisodeStore
+from avid.data.windows import Batch, WindowDataset, collate, to_uint8, to_video
+
+__all__ = ["Batch", "EpisodeStore", "WindowDataset", "collate", "to_uint8", "to_video"]

@@ -1,0 +1,133 @@
+"""Action-labelled Procgen episodes (paper section 9.1): uniform random actions over the 15
+buttons, 64x64 RGB, one stream per level, and the held-out evaluation trajectories."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from avid.data.storage import EpisodeStore
+
+GAMES = ("bigfish", "bossfight", "caveflyer", "chaser", "climber", "coinrun", "dodgeball", "fruitbot",
+         "heist", "jumper", "leaper", "maze", "miner", "ninja", "plunder", "starpilot")
+PRETRAIN_GAMES = tuple(g for g in GAMES if g != "coinrun")
+NUM_ACTIONS = 15
+
+
+@dataclass
+class ProcgenSpec:
+    """What to generate: a stream of ``steps_per_level`` steps from each level of each game, or,
+    with ``trajectories > 0``, that many ``trajectory_len``-frame trajectories from random levels."""
+
+    games: list[str] = field(default_factory=lambda: ["coinrun"])
+    start_level: int = 0
+    num_levels: int = 100
+    steps_per_level: int = 1000
+    trajectories: int = 0
+    trajectory_len: int = 10
+    distribution_mode: str = "hard"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        bad = [g for g in self.games if g not in GAMES]
+        if bad:
+            raise ValueError(f"unknown Procgen game(s) {bad}; choose from {GAMES}")
+        if self.distribution_mode not in ("easy", "hard"):  # other modes abort the process on most games
+            raise ValueError(f"distribution_mode must be 'easy' or 'hard', got {self.distribution_mode!r}")
+
+    def meta(self) -> dict:
+        return {"source": "procgen", "action_kind": "discrete", "num_actions": NUM_ACTIONS,
+                "frame_size": 64, **self.__dict__}
+
+
+# Named datasets. Paper sizes, plus the small CPU versions the quickstart and tests use.
+PRESETS: dict[str, ProcgenSpec] = {
+    "procgen15": ProcgenSpec(list(PRETRAIN_GAMES), 0, 2000, 1000),
+    "procgen15-cpu": ProcgenSpec(list(PRETRAIN_GAMES), 0, 24, 500),
+    "coinrun100k": ProcgenSpec(["coinrun"], 0, 100, 1000),
+    "coinrun500k": ProcgenSpec(["coinrun"], 0, 500, 1000),
+    "coinrun2.5m": ProcgenSpec(["coinrun"], 0, 2500, 1000),
+    "coinrun-eval": ProcgenSpec(["coinrun"], 10000, 1000, trajectories=1024, seed=1),
+    "coinrun-classifier": ProcgenSpec(["coinrun"], 20000, 10000, 1000, seed=2),
+    "coinrun-classifier-cpu": ProcgenSpec(["coinrun"], 20000, 400, 500, seed=2),
+    "coinrun-classifier-test": ProcgenSpec(["coinrun"], 30000, 1000, trajectories=2048, seed=3),
+}
+
+
+def _make_env(game: str, num: int, start_level: int, num_levels: int, mode: str, seed: int):
+    with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
+        warnings.simplefilter("ignore")
+        from procgen import ProcgenGym3Env
+    return ProcgenGym3Env(num=num, env_name=game, start_level=start_level, num_levels=num_levels,
+                          distribution_mode=mode, rand_seed=seed)
+
+
+def rollout_level(game: str, level: int, steps: int, mode: str = "hard", seed: int = 0):
+    """One stream of ``steps`` frames on a single level with uniform random actions."""
+    env = _make_env(game, 1, level, 1, mode, seed)
+    rng = np.random.default_rng(seed)
+    frames = np.empty((steps, 64, 64, 3), np.uint8)
+    firsts = np.empty(steps, bool)
+    actions = rng.integers(0, NUM_ACTIONS, size=steps)
+    for j in range(steps):
+        _, obs, first = env.observe()
+        frames[j], firsts[j] = obs["rgb"][0], first[0]
+        env.act(actions[j:j + 1].astype(np.int32))
+    return frames, actions.astype(np.int64), firsts
+
+
+def random_trajectories(game: str, n: int, length: int, start_level: int, num_levels: int,
+                        mode: str = "hard", seed: int = 0, num_envs: int = 64, progress: bool = True):
+    """``n`` trajectories of ``length`` frames from levels drawn uniformly in the range, each after
+    a random burn-in of random actions, never crossing an episode boundary."""
+    env = _make_env(game, num_envs, start_level, num_levels, mode, seed)
+    rng = np.random.default_rng(seed)
+    wait = rng.integers(0, 4 * length, size=num_envs)  # steps to skip before the next trajectory
+    cur: list[list] = [[] for _ in range(num_envs)]
+    out_f, out_a = [], []
+    bar = tqdm(total=n, desc=f"{game} trajectories", disable=not progress)
+    while len(out_f) < n:
+        _, obs, first = env.observe()
+        acts = rng.integers(0, NUM_ACTIONS, size=num_envs)
+        for e in range(num_envs):
+            if first[e]:
+                cur[e] = []
+            if wait[e] > 0:
+                wait[e] -= 1
+                continue
+            cur[e].append((obs["rgb"][e].copy(), acts[e]))
+            if len(cur[e]) == length and len(out_f) < n:
+                out_f.append(np.stack([f for f, _ in cur[e]]))
+                out_a.append(np.array([a for _, a in cur[e]], np.int64))
+                cur[e], wait[e] = [], rng.integers(0, 4 * length)
+                bar.update(1)
+        env.act(acts.astype(np.int32))
+    bar.close()
+    frames = np.concatenate(out_f)
+    firsts = np.zeros(len(frames), bool)
+    firsts[::length] = True
+    return frames, np.concatenate(out_a), firsts
+
+
+def generate(spec: ProcgenSpec, out: str, progress: bool = True) -> EpisodeStore:
+    """Write ``spec``'s data to ``out`` (resumes: shards already in the index are skipped)."""
+    store = EpisodeStore(out, meta=spec.meta())
+    if spec.trajectories:
+        for game in spec.games:
+            if not store.has(game):
+                f, a, s = random_trajectories(game, spec.trajectories, spec.trajectory_len, spec.start_level,
+                                              spec.num_levels, spec.distribution_mode, spec.seed, progress=progress)
+                store.write_shard(game, f, a, s, game=game, trajectories=spec.trajectories)
+        return store
+    jobs = [(g, lvl) for g in spec.games for lvl in range(spec.start_level, spec.start_level + spec.num_levels)]
+    todo = [(g, lvl) for g, lvl in jobs if not store.has(f"{g}_{lvl:06d}")]
+    for g, lvl in tqdm(todo, desc=f"procgen -> {out}", disable=not progress, initial=len(jobs) - len(todo),
+                       total=len(jobs)):
+        f, a, s = rollout_level(g, lvl, spec.steps_per_level, spec.distribution_mode, spec.seed * 1_000_003 + lvl)
+        store.write_shard(f"{g}_{lvl:06d}", f, a, s, game=g, level=lvl)
+    return store

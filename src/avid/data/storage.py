@@ -1,0 +1,122 @@
+"""Episode storage: a folder of compressed ``.npz`` shards and an ``index.json``.
+
+A shard holds consecutive environment steps of one stream:
+
+- ``frames``  ``(N, H, W, 3)`` uint8 observations;
+- ``actions`` ``(N,)`` int64 (discrete) or ``(N, A)`` float32 (continuous): ``actions[j]`` is the
+  action taken after observing ``frames[j]``, which leads to ``frames[j + 1]``;
+- ``firsts``  ``(N,)`` bool: ``firsts[j]`` marks the first frame of an episode (the transition
+  into it is not a real transition).
+
+Shards and the index are written to a temporary file and renamed, so a killed writer leaves either
+the old or the new file, never half of one; a generator resumes by skipping shards in the index.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+INDEX = "index.json"
+
+
+def atomic_write(path: Path, write) -> None:
+    """Call ``write(file_object)`` on a temporary file beside ``path``, then rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda f: f.write(text.encode()))
+
+
+class EpisodeStore:
+    """Read and append shards of a dataset folder."""
+
+    def __init__(self, root: str | Path, meta: dict[str, Any] | None = None) -> None:
+        self.root = Path(root)
+        index_path = self.root / INDEX
+        if index_path.exists():
+            try:
+                self.index = json.loads(index_path.read_text())
+            except json.JSONDecodeError as e:
+                raise ValueError(f"corrupt dataset index {index_path}: {e}") from e
+            if meta:
+                old = self.index.get("meta", {})
+                clash = {k: (old.get(k), v) for k, v in meta.items() if k in old and old[k] != v}
+                if clash:
+                    raise ValueError(f"{self.root} holds a dataset made with other settings: {clash} "
+                                     "(choose another --out or delete the folder)")
+        elif meta is None:
+            raise FileNotFoundError(f"no dataset at {self.root} (missing {INDEX}); create one with `avid data`")
+        else:
+            self.index = {"version": 1, "meta": meta, "shards": []}
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        return self.index["meta"]
+
+    @property
+    def shards(self) -> list[dict[str, Any]]:
+        return self.index["shards"]
+
+    def has(self, name: str) -> bool:
+        return any(s["name"] == name for s in self.shards)
+
+    def num_frames(self) -> int:
+        return sum(s["frames"] for s in self.shards)
+
+    def write_shard(self, name: str, frames: np.ndarray, actions: np.ndarray, firsts: np.ndarray,
+                    **info: Any) -> None:
+        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+            raise ValueError(f"frames must be uint8 (N, H, W, 3), got {frames.dtype} {frames.shape}")
+        if len(actions) != len(frames) or len(firsts) != len(frames):
+            raise ValueError(f"frames, actions and firsts differ in length: "
+                             f"{len(frames)}, {len(actions)}, {len(firsts)}")
+        file = f"{name}.npz"
+        atomic_write(self.root / file, lambda f: np.savez_compressed(
+            f, frames=frames, actions=actions, firsts=firsts.astype(bool)))
+        self.index["shards"] = [s for s in self.shards if s["name"] != name]
+        self.shards.append({"name": name, "file": file, "frames": int(len(frames)), **info})
+        self.save_index()
+
+    def save_index(self) -> None:
+        atomic_write_text(self.root / INDEX, json.dumps(self.index, indent=1))
+
+    def load_shard(self, shard: dict[str, Any]) -> dict[str, np.ndarray]:
+        path = self.root / shard["file"]
+        try:
+            with np.load(path) as z:
+                data = {k: z[k] for k in ("frames", "actions", "firsts")}
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
+            raise ValueError(f"cannot read shard {path}: {e} (delete it and rerun `avid data` to regenerate)") from e
+        if len(data["frames"]) != shard["frames"]:
+            raise ValueError(f"shard {path} has {len(data['frames'])} frames, index says {shard['frames']}")
+        return data
+
+    def load_all(self) -> dict[str, np.ndarray]:
+        """Every shard concatenated; ``firsts`` also marks each shard's start."""
+        if not self.shards:
+            raise ValueError(f"dataset {self.root} has no shards")
+        parts = [self.load_shard(s) for s in self.shards]
+        for p in parts:
+            p["firsts"] = p["firsts"].copy()
+            p["firsts"][0] = True
+        return {k: np.concatenate([p[k] for p in parts]) for k in ("frames", "actions", "firsts")}

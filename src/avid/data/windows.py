@@ -1,0 +1,109 @@
+"""Windows of ``T`` consecutive frames for training and evaluation, and the per-step ``Batch``.
+
+A window has ``k`` conditioning frames (the "first frames") followed by ``T - k`` frames to
+predict. Each predicted frame ``x^tau`` is paired with the action that produced it (the action
+taken at frame ``tau - 1``), so a window yields ``T - k`` actions aligned with the predicted frames.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from avid.data.storage import EpisodeStore
+
+
+@dataclass
+class Batch:
+    """One step's data. Videos are float in [-1, 1].
+
+    first:   ``(B, C, k, H, W)``  conditioning frames
+    x0:      ``(B, C, T', H, W)`` frames to predict (``T' = T - k``)
+    actions: ``(B, T')`` int64, or ``(B, T', A)`` float, aligned with ``x0``
+    """
+
+    first: torch.Tensor
+    x0: torch.Tensor
+    actions: torch.Tensor
+
+    def to(self, device) -> "Batch":
+        return Batch(self.first.to(device), self.x0.to(device), self.actions.to(device))
+
+    def __len__(self) -> int:
+        return self.x0.shape[0]
+
+
+def to_video(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """uint8 ``(..., T, H, W, C)`` -> float ``(..., C, T, H, W)`` in [-1, 1]."""
+    x = torch.as_tensor(frames).float().div(127.5).sub(1)
+    return x.movedim(-1, -4)
+
+
+def to_uint8(video: torch.Tensor) -> torch.Tensor:
+    """float ``(..., C, T, H, W)`` in [-1, 1] -> uint8 ``(..., T, H, W, C)``."""
+    return video.clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8).movedim(-4, -1)
+
+
+class WindowDataset(Dataset):
+    """All windows of ``frames`` frames that stay inside one episode.
+
+    ``stride`` spaces the window starts (evaluation sets use ``stride == frames`` so each stored
+    trajectory is one window). Items are dicts ``{"first", "x0", "actions"}`` of one sample.
+    """
+
+    def __init__(self, store: EpisodeStore | str, frames: int = 10, cond_frames: int = 2, stride: int = 1,
+                 limit: int | None = None) -> None:
+        store = store if isinstance(store, EpisodeStore) else EpisodeStore(store)
+        if not 1 <= cond_frames < frames:
+            raise ValueError(f"need 1 <= cond_frames < frames, got cond_frames={cond_frames}, frames={frames}")
+        self.store, self.T, self.k = store, frames, cond_frames
+        data = store.load_all()
+        self.frames, self.actions, firsts = data["frames"], data["actions"], data["firsts"]
+        # a window starting at s is valid when no episode starts inside (s, s + T)
+        starts_after = np.cumsum(firsts)
+        n = len(firsts) - frames + 1
+        if n <= 0:
+            raise ValueError(f"dataset {store.root} has {len(firsts)} frames, fewer than one window of {frames}")
+        s = np.arange(n)
+        ok = starts_after[s + frames - 1] == starts_after[s]
+        self.starts = _strided(s[ok], stride)
+        if limit is not None:
+            self.starts = self.starts[:limit]
+        if len(self.starts) == 0:
+            raise ValueError(f"dataset {store.root} has no window of {frames} frames inside one episode")
+
+    @property
+    def action_kind(self) -> str:
+        return self.store.meta.get("action_kind", "discrete")
+
+    @property
+    def num_actions(self) -> int:
+        return int(self.store.meta.get("num_actions", 15))
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def __getitem__(self, idx: int) -> dict[str, torch.Tensor]:
+        s = int(self.starts[idx])
+        video = to_video(self.frames[s:s + self.T])
+        acts = torch.as_tensor(self.actions[s + self.k - 1:s + self.T - 1])
+        return {"first": video[:, :self.k], "x0": video[:, self.k:], "actions": acts}
+
+
+def _strided(valid: np.ndarray, stride: int) -> np.ndarray:
+    """Greedy non-overlapping starts spaced at least ``stride`` apart."""
+    if stride == 1:
+        return valid
+    out, nxt = [], -1
+    for v in valid:
+        if v >= nxt:
+            out.append(v)
+            nxt = v + stride
+    return np.asarray(out, dtype=np.int64)
+
+
+def collate(items: list[dict[str, torch.Tensor]]) -> Batch:
+    return Batch(*(torch.stack([it[k] for it in items]) for k in ("first", "x0", "actions")))

@@ -1,0 +1,83 @@
+"""Sampling videos from first frames and actions with any method, recording AVID's mask.
+
+All methods sampled with the same ``seed`` see the same initial noise for the same inputs, so
+comparisons between methods differ only by the method.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from avid.config import SampleConfig
+from avid.diffusion import sample
+from avid.methods import Method
+
+
+@dataclass
+class Rollout:
+    """videos: ``(N, C, T', H, W)`` in [-1, 1]; mask: ``(N, 1, T', H, W)`` averaged over the
+    diffusion steps, or None; mask_per_step: ``(S, 2)`` rows of (diffusion step i, mean mask),
+    in sampling order, or None (methods without a mask)."""
+
+    videos: torch.Tensor
+    mask: torch.Tensor | None = None
+    mask_per_step: torch.Tensor | None = None
+
+
+@torch.no_grad()
+def sample_videos(method: Method, first: torch.Tensor, actions: torch.Tensor, cfg: SampleConfig | None = None,
+                  frames: int | None = None, progress: bool = True) -> Rollout:
+    """Generate ``frames`` frames (default: as many as there are actions) after ``first``.
+
+    first: ``(N, C, k, H, W)`` in [-1, 1]; actions: ``(N, T')`` or ``(N, T', A)``.
+    """
+    cfg = cfg or SampleConfig()
+    if first.ndim != 5:
+        raise ValueError(f"expected first frames (N, C, k, H, W), got {tuple(first.shape)}")
+    if actions.shape[0] != first.shape[0]:
+        raise ValueError(f"{first.shape[0]} first-frame sets but {actions.shape[0]} action sequences")
+    n, c, _, h, w = first.shape
+    t = frames or actions.shape[1]
+    method.eval()
+    videos, masks, step_sum, steps = [], [], None, None
+    bs = cfg.batch_size
+    bar = tqdm(range(0, n, bs), desc=f"sampling {method.name}", disable=not progress)
+    for b0 in bar:
+        fb, ab = first[b0:b0 + bs], actions[b0:b0 + bs]
+        rec: list[tuple[int, torch.Tensor]] = []
+
+        def on_step(k: int, i: int, extras: dict) -> None:
+            if "mask" in extras:
+                rec.append((i, extras["mask"].float()))
+
+        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + b0)
+        x = sample(method.diffusion, lambda x_i, i: method.predict(x_i, i, fb, ab), (len(fb), c, t, h, w),
+                   sampler=cfg.sampler, steps=cfg.steps if cfg.sampler == "ddim" else None, eta=cfg.eta,
+                   generator=gen, on_step=on_step)
+        videos.append(x.clamp(-1, 1))
+        if rec:
+            masks.append(torch.stack([m for _, m in rec]).mean(0))
+            means = torch.stack([m.mean() * len(fb) for _, m in rec])
+            step_sum = means if step_sum is None else step_sum + means
+            steps = torch.tensor([i for i, _ in rec], dtype=torch.float32)
+    mask = torch.cat(masks) if masks else None
+    per_step = torch.stack([steps, step_sum / n], dim=1) if step_sum is not None else None
+    return Rollout(torch.cat(videos), mask, per_step)
+
+
+@torch.no_grad()
+def rollout_long(method: Method, first: torch.Tensor, actions: torch.Tensor, cfg: SampleConfig | None = None,
+                 chunk: int = 8, progress: bool = False) -> torch.Tensor:
+    """Autoregressive rollout beyond the training length: generate ``chunk`` frames at a time and
+    condition the next chunk on the last ``k`` generated frames. Returns ``(N, C, L, H, W)`` for
+    ``L = actions.shape[1]``."""
+    k = first.shape[2]
+    out, cur = [], first
+    for s in range(0, actions.shape[1], chunk):
+        part = sample_videos(method, cur, actions[:, s:s + chunk], cfg, progress=progress).videos
+        out.append(part)
+        cur = torch.cat([cur, part], dim=2)[:, :, -k:]
+    return torch.cat(out, dim=2)

@@ -1,0 +1,133 @@
+"""AVID and the black-box door: the paper's identities (section 3.3) and the no-access guarantee."""
+
+import copy
+
+import pytest
+import torch
+
+from avid.blackbox import open_denoiser
+from avid.blackbox.local import load_base_model
+from avid.data import Batch
+from avid.diffusion import Diffusion
+from avid.methods import Context, build_method
+from tests.conftest import K, SIZE, TINY_UNET
+
+
+def ctx_for(denoiser):
+    return Context(diffusion=Diffusion(denoiser.spec.diffusion), channels=3, cond_frames=K,
+                   action_kind="discrete", num_actions=5, base=denoiser)
+
+
+def inputs(b=2, t=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x_i = torch.randn(b, 3, t, SIZE, SIZE, generator=g)
+    first = torch.rand(b, 3, K, SIZE, SIZE, generator=g) * 2 - 1
+    return x_i, torch.tensor([3, 17][:b]), first, torch.randint(0, 5, (b, t), generator=g)
+
+
+def test_mask_starts_at_one_half_everywhere(tiny_denoiser):
+    avid = build_method("avid", ctx_for(tiny_denoiser), {"unet": TINY_UNET})
+    x_i, i, first, a = inputs()
+    final, extras = avid.predict(x_i, i, first, a)
+    assert torch.all(extras["mask"] == 0.5)
+    out_pre = tiny_denoiser(x_i, i, first)
+    out = avid.adapter(torch.cat([x_i, out_pre, first.flatten(1, 2)[:, :, None].expand(-1, -1, 4, -1, -1)], 1), i, a)
+    assert torch.allclose(final, 0.5 * out_pre + 0.5 * out[:, :3], atol=1e-5)  # eq. 5 with m = 0.5
+
+
+def test_no_mask_equals_the_base_at_initialisation(tiny_denoiser):
+    nm = build_method("avid-no-mask", ctx_for(tiny_denoiser), {"unet": TINY_UNET})
+    x_i, i, first, a = inputs()
+    final, _ = nm.predict(x_i, i, first, a)
+    assert torch.equal(final, tiny_denoiser(x_i, i, first))
+
+
+def test_no_conditioning_adapter_does_not_read_the_base_output(tiny_denoiser):
+    avid = build_method("avid", ctx_for(tiny_denoiser), {"unet": TINY_UNET})
+    nc = build_method("avid-no-cond", ctx_for(tiny_denoiser), {"unet": TINY_UNET})
+    assert avid.adapter.cfg.in_channels == 3 * (2 + K) and nc.adapter.cfg.in_channels == 3 * (1 + K)
+
+
+def test_adapter_training_leaves_the_base_bit_identical_and_builds_no_graph_through_it(tiny_base):
+    base_net, _ = load_base_model(tiny_base)
+    before = copy.deepcopy(base_net.state_dict())
+    denoiser = open_denoiser(tiny_base, precision="fp32")
+    avid = build_method("avid", ctx_for(denoiser), {"unet": TINY_UNET})
+    x_i, i, first, a = inputs()
+    out_pre = denoiser(x_i.requires_grad_(), i, first)
+    assert out_pre.grad_fn is None and not out_pre.requires_grad
+    opt = torch.optim.AdamW(avid.parameters(), lr=1e-2)
+    for step in range(3):
+        loss, logs = avid.loss(Batch(first, torch.rand(2, 3, 4, SIZE, SIZE) * 2 - 1, a))
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    after, _ = load_base_model(tiny_base)
+    assert all(torch.equal(before[k], v) for k, v in after.state_dict().items())
+    assert denoiser.calls >= 4 and 0 < logs["mask_mean"] < 1
+
+
+def public_reach(obj, seen=None):
+    """Every object reachable through public attributes, containers and module children."""
+    seen = set() if seen is None else seen
+    if id(obj) in seen or isinstance(obj, (str, int, float, bool, type(None), torch.dtype)):
+        return seen
+    seen.add(id(obj))
+    children = []
+    if isinstance(obj, torch.nn.Module):
+        children += list(obj.children()) + list(obj.parameters(recurse=False)) + list(obj.buffers(recurse=False))
+    if isinstance(obj, dict):
+        children += list(obj.values())
+    elif isinstance(obj, (list, tuple, set)):
+        children += list(obj)
+    if hasattr(obj, "__dict__") and not isinstance(obj, torch.Tensor):
+        children += [v for k, v in vars(obj).items() if not k.startswith("_")]
+    for c in children:
+        public_reach(c, seen)
+    return seen
+
+
+def test_a_method_reaches_no_base_module_or_parameter(tiny_base):
+    denoiser = open_denoiser(tiny_base, precision="fp32")
+    avid = build_method("avid", ctx_for(denoiser), {"unet": TINY_UNET})
+    reached = public_reach(avid)
+    assert id(denoiser) in reached  # the method holds the black box ...
+    fn = denoiser._Denoiser__fn  # ... whose model lives only in the prediction closure
+    base_model = next(c.cell_contents for c in fn.__closure__ if isinstance(c.cell_contents, torch.nn.Module))
+    assert id(base_model) not in reached
+    assert not any(id(p) in reached for p in base_model.parameters())
+    assert sum(p.numel() for p in avid.parameters()) == sum(p.numel() for p in avid.adapter.parameters()) + 2
+    with pytest.raises(TypeError, match="cannot be pickled"):
+        import pickle
+
+        pickle.dumps(denoiser)
+    assert copy.deepcopy(denoiser) is denoiser  # EMA copies share the black box, never copy its model
+
+
+def test_black_box_rejects_wrong_shapes(tiny_denoiser):
+    x_i, i, first, _ = inputs()
+    with pytest.raises(ValueError, match="expects x_i"):
+        tiny_denoiser(torch.randn(2, 3, 4, 32, 32), i, first)
+    with pytest.raises(ValueError, match="first frames"):
+        tiny_denoiser(x_i, i, first[:, :, :1])
+    with pytest.raises(ValueError, match="diffusion steps"):
+        tiny_denoiser(x_i, torch.tensor([0, 99]), first)
+
+
+def test_methods_reject_actions_of_another_space(tiny_denoiser):
+    avid = build_method("avid", ctx_for(tiny_denoiser), {"unet": TINY_UNET})
+    x_i, i, first, _ = inputs()
+    with pytest.raises(ValueError, match=r"lie in \[0, 5\)"):
+        avid.predict(x_i, i, first, torch.full((2, 4), 7))
+    with pytest.raises(ValueError, match="integer actions"):
+        avid.predict(x_i, i, first, torch.randn(2, 4, 7))
+
+
+def test_opening_something_that_is_not_a_base_model_fails(tmp_path, tiny_base):
+    (tmp_path / "x").mkdir()
+    with pytest.raises(FileNotFoundError, match="no model"):
+        open_denoiser(tmp_path / "x")
+    text = (tiny_base / "config.yaml").read_text().replace("avid-base-model", "avid-method")
+    (tiny_base / "config.yaml").write_text(text)
+    with pytest.raises(ValueError, match="not a base model"):
+        open_denoiser(tiny_base)

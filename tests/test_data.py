@@ -1,0 +1,106 @@
+"""Episode storage, Procgen generation and the window dataset's alignment of frames and actions."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from avid.data import EpisodeStore, WindowDataset, collate, to_uint8, to_video
+from avid.data.procgen import PRESETS, ProcgenSpec, generate
+
+
+def counting_store(folder, n=30, episode_starts=(0, 12)):
+    """Frame j has every pixel equal to j; action j equals j (mod 15)."""
+    store = EpisodeStore(folder, meta={"action_kind": "discrete", "num_actions": 15, "frame_size": 4})
+    frames = np.broadcast_to(np.arange(n, dtype=np.uint8)[:, None, None, None], (n, 4, 4, 3)).copy()
+    firsts = np.zeros(n, bool)
+    firsts[list(episode_starts)] = True
+    store.write_shard("s0", frames, np.arange(n) % 15, firsts)
+    return store
+
+
+def frame_ids(video):
+    return to_uint8(video)[..., 0, 0, 0].tolist()  # (C, T, H, W) -> per-frame value
+
+
+def test_windows_pair_each_predicted_frame_with_the_action_that_produced_it(tmp_path):
+    ds = WindowDataset(counting_store(tmp_path), frames=5, cond_frames=2)
+    for item in (ds[j] for j in range(len(ds))):
+        first, x0, acts = frame_ids(item["first"]), frame_ids(item["x0"]), item["actions"].tolist()
+        assert x0 == [first[-1] + 1 + j for j in range(3)]
+        assert acts == [(f - 1) % 15 for f in x0]  # the action taken at frame tau-1 produced frame tau
+
+
+def test_windows_never_cross_an_episode_start(tmp_path):
+    ds = WindowDataset(counting_store(tmp_path), frames=5, cond_frames=2)
+    starts = [frame_ids(ds[j]["first"])[0] for j in range(len(ds))]
+    assert all(not (s < 12 < s + 5) for s in starts)
+    assert len(starts) == (12 - 5 + 1) + (30 - 12 - 5 + 1)
+    strided = WindowDataset(counting_store(tmp_path / "b"), frames=5, cond_frames=2, stride=5)
+    assert [frame_ids(strided[j]["first"])[0] for j in range(len(strided))] == [0, 5, 12, 17, 22]
+
+
+def test_video_conversion_round_trips():
+    frames = torch.randint(0, 256, (2, 3, 8, 8, 3), dtype=torch.uint8)
+    v = to_video(frames)
+    assert v.shape == (2, 3, 3, 8, 8) and v.min() >= -1 and v.max() <= 1
+    assert torch.equal(to_uint8(v), frames)
+
+
+def test_collate_builds_a_batch(tmp_path):
+    ds = WindowDataset(counting_store(tmp_path), frames=5, cond_frames=2)
+    b = collate([ds[0], ds[1]])
+    assert b.first.shape == (2, 3, 2, 4, 4) and b.x0.shape == (2, 3, 3, 4, 4) and b.actions.shape == (2, 3)
+
+
+def test_corrupt_or_missing_files_fail_clearly(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no dataset"):
+        EpisodeStore(tmp_path / "nothing")
+    store = counting_store(tmp_path / "c")
+    (store.root / "s0.npz").write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="cannot read shard"):
+        WindowDataset(store.root)
+    (store.root / "index.json").write_text("{broken")
+    with pytest.raises(ValueError, match="corrupt dataset index"):
+        EpisodeStore(store.root)
+
+
+def test_procgen_generation_is_resumable_and_labelled(tmp_path):
+    spec = ProcgenSpec(["coinrun"], start_level=3, num_levels=2, steps_per_level=60)
+    store = generate(spec, str(tmp_path / "cr"), progress=False)
+    assert [s["level"] for s in store.shards] == [3, 4] and store.num_frames() == 120
+    shard = store.load_shard(store.shards[0])
+    assert shard["frames"].shape == (60, 64, 64, 3) and shard["frames"].dtype == np.uint8
+    assert shard["actions"].min() >= 0 and shard["actions"].max() < 15
+    # a killed run that wrote only the first shard resumes with the second, same data
+    index = json.loads((store.root / "index.json").read_text())
+    index["shards"] = index["shards"][:1]
+    (store.root / "index.json").write_text(json.dumps(index))
+    again = generate(spec, str(tmp_path / "cr"), progress=False)
+    assert len(again.shards) == 2
+    assert np.array_equal(again.load_shard(again.shards[1])["frames"],
+                          generate(spec, str(tmp_path / "fresh"), progress=False).load_shard(
+                              EpisodeStore(tmp_path / "fresh").shards[1])["frames"])
+    with pytest.raises(ValueError, match="other settings"):
+        generate(ProcgenSpec(["coinrun"], 3, 2, 61), str(tmp_path / "cr"), progress=False)
+
+
+def test_evaluation_trajectories_stay_inside_episodes(tmp_path):
+    spec = ProcgenSpec(["coinrun"], 10000, 1000, trajectories=12, seed=1)
+    store = generate(spec, str(tmp_path / "ev"), progress=False)
+    ds = WindowDataset(store, frames=10, cond_frames=2, stride=10)
+    assert len(ds) == 12
+    # consecutive frames of a trajectory are close (no level switch inside)
+    for j in range(12):
+        v = torch.cat([ds[j]["first"], ds[j]["x0"]], dim=1)
+        assert float((v[:, 1:] - v[:, :-1]).abs().mean()) < 0.5
+
+
+def test_presets_match_the_paper():
+    assert len(PRESETS["procgen15"].games) == 15 and "coinrun" not in PRESETS["procgen15"].games
+    assert (PRESETS["coinrun500k"].num_levels, PRESETS["coinrun500k"].steps_per_level) == (500, 1000)
+    ev = PRESETS["coinrun-eval"]
+    assert (ev.start_level, ev.num_levels, ev.trajectories, ev.trajectory_len) == (10000, 1000, 1024, 10)
+    with pytest.raises(ValueError, match="unknown Procgen game"):
+        ProcgenSpec(["pong"])

@@ -1,0 +1,122 @@
+"""Training runs (Lightning): export, resume at the saved step with the saved optimiser state,
+clear errors for bad input, and sampling from a trained run."""
+
+import copy
+
+import pytest
+import torch
+import yaml
+
+from avid.config import load_run_config
+from avid.rollout import rollout_long, sample_videos
+from avid.config import SampleConfig
+from avid.train import NonFiniteLoss, load_method, train
+from tests.conftest import TINY_UNET, make_base, make_store
+
+
+def run_config(tmp_path, base, data, steps=4, method="avid", **train_kw):
+    return load_run_config(None, [
+        f"out={tmp_path / 'run'}", f"base={base}", f"data.train={data}", "data.frames=6",
+        f"method.name={method}", f"method.options={{unet: {TINY_UNET}}}",
+        f"train.max_steps={steps}", "train.batch_size=4", "train.ckpt_every=2", "train.log_every=1",
+        "train.progress=false", "train.precision=32-true",
+        *[f"train.{k}={v}" for k, v in train_kw.items()]])
+
+
+@pytest.fixture
+def setup(tmp_path):
+    return make_base(tmp_path / "base"), make_store(tmp_path / "data").root
+
+
+def test_run_exports_weights_and_config_and_reloads(tmp_path, setup):
+    base, data = setup
+    out = train(run_config(tmp_path, base, data))
+    assert (out / "model.safetensors").exists() and (out / "checkpoints" / "last.ckpt").exists()
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    assert cfg["kind"] == "avid-method" and cfg["method"] == "avid" and cfg["step"] == 4
+    assert cfg["run"]["train"]["max_steps"] == 4 and cfg["base_fingerprint"]
+    method, _ = load_method(out, base_precision="fp32")
+    assert method.name == "avid" and not method.training
+
+
+def test_resume_continues_from_the_saved_step_with_the_same_optimiser_state(tmp_path, setup):
+    base, data = setup
+    train(run_config(tmp_path, base, data, steps=4))
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert ckpt["global_step"] == 4
+    saved_opt = ckpt["optimizer_states"][0]["state"]
+    calls = {}
+    import lightning.pytorch as pl
+
+    class Spy(pl.Callback):
+        def on_train_start(self, trainer, pl_module):
+            calls["start_step"] = trainer.global_step
+            calls["opt"] = copy.deepcopy(trainer.optimizers[0].state_dict()["state"])
+
+    from avid.train import run as run_mod
+
+    orig = run_mod.L.Trainer
+
+    def trainer_with_spy(*a, **kw):
+        kw["callbacks"] = [*kw["callbacks"], Spy()]
+        return orig(*a, **kw)
+
+    run_mod.L.Trainer = trainer_with_spy
+    try:
+        train(run_config(tmp_path, base, data, steps=6))
+    finally:
+        run_mod.L.Trainer = orig
+    assert calls["start_step"] == 4
+    for k, st in saved_opt.items():
+        assert int(calls["opt"][k]["step"]) == int(st["step"]) == 4
+        assert torch.equal(calls["opt"][k]["exp_avg"], st["exp_avg"])
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["step"] == 6
+
+
+def test_resuming_into_a_folder_of_another_method_fails(tmp_path, setup):
+    base, data = setup
+    train(run_config(tmp_path, base, data, steps=2))
+    with pytest.raises(ValueError, match="another method"):
+        train(run_config(tmp_path, base, data, steps=2, method="avid-no-mask"))
+
+
+def test_nan_loss_stops_with_a_clear_error(tmp_path, setup):
+    base, data = setup
+    with pytest.raises(NonFiniteLoss, match="non-finite training loss"):
+        train(run_config(tmp_path, base, data, steps=3, lr=1e30))
+
+
+def test_wrong_frame_size_and_action_space_fail_clearly(tmp_path, setup):
+    base, _ = setup
+    big = make_store(tmp_path / "big", size=32).root
+    with pytest.raises(ValueError, match="32px, the base model expects 16px"):
+        train(run_config(tmp_path, base, big))
+
+
+def test_checkpoint_of_another_model_fails(tmp_path, setup):
+    base, data = setup
+    out = train(run_config(tmp_path, base, data, steps=2))
+    other = make_base(tmp_path / "other", seed=1)
+    text = (out / "config.yaml").read_text().replace(str(base), str(other))
+    (out / "config.yaml").write_text(text)
+    with pytest.raises(ValueError, match="another base model"):
+        load_method(out)
+    (out / "model.safetensors").write_bytes(b"garbage")
+    (out / "config.yaml").write_text(text.replace(str(other), str(base)))
+    with pytest.raises(ValueError, match="corrupt weights"):
+        load_method(out)
+
+
+def test_sampling_records_the_mask_at_every_diffusion_step(tmp_path, setup):
+    base, data = setup
+    method, _ = load_method(train(run_config(tmp_path, base, data, steps=2)), base_precision="fp32")
+    first, actions = torch.rand(3, 3, 2, 16, 16) * 2 - 1, torch.randint(0, 5, (3, 4))
+    ddpm = sample_videos(method, first, actions, SampleConfig(sampler="ddpm", batch_size=2), progress=False)
+    assert ddpm.videos.shape == (3, 3, 4, 16, 16) and ddpm.mask.shape == (3, 1, 4, 16, 16)
+    assert ddpm.mask_per_step.shape == (20, 2) and ddpm.mask_per_step[0, 0] == 19
+    ddim = sample_videos(method, first, actions, SampleConfig(sampler="ddim", steps=5), progress=False)
+    assert ddim.mask_per_step.shape == (5, 2) and torch.all((ddim.mask >= 0) & (ddim.mask <= 1))
+    again = sample_videos(method, first, actions, SampleConfig(sampler="ddim", steps=5), progress=False)
+    assert torch.equal(ddim.videos, again.videos)  # seeded
+    long = rollout_long(method, first, torch.randint(0, 5, (3, 10)), SampleConfig(steps=3), chunk=4)
+    assert long.shape == (3, 3, 10, 16, 16)
