@@ -90,6 +90,19 @@ def cmd_sample(args) -> None:
           + (", mask.npy, mask_per_step.npy" if roll.mask is not None else ""))
 
 
+def cmd_export(args) -> None:
+    import torch
+    from safetensors.torch import load_file
+
+    from avid.checkpoint import WEIGHTS, load_config, resolve, save_model
+
+    src = resolve(args.run)
+    cfg = load_config(src)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[args.dtype]
+    save_model(args.out, load_file(str(src / WEIGHTS)), {**cfg, "stored_dtype": args.dtype}, dtype=dtype)
+    print(f"{src} -> {args.out} ({args.dtype} weights, config kind {cfg.get('kind')!r})")
+
+
 def cmd_bench(args) -> None:
     import torch
 
@@ -99,6 +112,61 @@ def cmd_bench(args) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     print(format_result(bench(load_run_config(args.config, args.set), repeats=args.repeats)))
+
+
+# ---- action classifier (Action Error Ratio, paper section 9.3) ---------------------------------
+def _add_classifier_commands(sub) -> None:
+    """``avid classifier train`` and ``avid classifier eval``."""
+
+    def train(args) -> None:
+        from avid.metrics.classifier_train import classifier_run_config, train_classifier
+
+        run = classifier_run_config(args.config, args.set)
+        if args.eval_data is not None:
+            run.eval_data = args.eval_data or None
+        if args.export is not None:
+            run.export = args.export or None
+        flags = {"max_steps": args.steps, "batch_size": args.batch_size, "max_minutes": args.minutes,
+                 "threads": args.threads}
+        dest = train_classifier(args.data or run.data, args.out or run.out, run,
+                                **{k: v for k, v in flags.items() if v is not None})
+        print(f"action classifier written to {dest}")
+
+    def evaluate(args) -> None:
+        import torch
+
+        from avid.metrics.action_classifier import load_classifier
+        from avid.metrics.classifier_train import evaluate_classifier
+
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        clf = load_classifier(args.classifier)
+        score = evaluate_classifier(clf, args.data, args.limit)
+        name = "accuracy" if clf.discrete else "MAE (normalised actions)"
+        chance = f" (chance {1 / clf.cfg.num_actions:.3f})" if clf.discrete else ""
+        print(f"held-out action {name}: {score:.4f}{chance} on {args.data}")
+
+    c = sub.add_parser("classifier", help="the action classifier of the Action Error Ratio")
+    csub = c.add_subparsers(dest="action", required=True)
+    t = csub.add_parser("train", help="train an action classifier on real videos (resumes)")
+    t.add_argument("--config", default=None, help="classifier YAML, e.g. configs/classifier/coinrun-cpu.yaml")
+    t.add_argument("--data", default=None, help="training dataset folder (default: the config's)")
+    t.add_argument("--out", default=None, help="run folder (default: the config's)")
+    t.add_argument("--eval-data", default=None, help="held-out trajectories to score at the end ('' for none)")
+    t.add_argument("--export", default=None, help="also write the finished classifier here ('' for none)")
+    t.add_argument("--steps", type=int, default=None)
+    t.add_argument("--batch-size", type=int, default=None)
+    t.add_argument("--minutes", type=float, default=None, help="stop after this wall time")
+    t.add_argument("--threads", type=int, default=None)
+    t.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="e.g. train.lr=1e-4")
+    t.set_defaults(fn=train)
+    e = csub.add_parser("eval", help="held-out accuracy (or MAE) of a classifier on real videos")
+    e.add_argument("--classifier", default="assets/action-classifier-coinrun")
+    e.add_argument("--data", required=True, help="held-out trajectories, e.g. data/coinrun-classifier-test")
+    e.add_argument("--limit", type=int, default=None, help="at most this many trajectories")
+    e.add_argument("--threads", type=int, default=None)
+    e.set_defaults(fn=evaluate)
+# ---- end of the action classifier block --------------------------------------------------------
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -155,12 +223,20 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--out", default="samples")
     s.set_defaults(fn=cmd_sample)
 
+    e = sub.add_parser("export", help="copy a trained model folder for shipping (weights cast to --dtype)")
+    e.add_argument("--run", required=True, help="a run folder with model.safetensors + config.yaml")
+    e.add_argument("--out", required=True)
+    e.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default="bf16")
+    e.set_defaults(fn=cmd_export)
+
     b = sub.add_parser("bench", help="training and sampling step time and memory of a config")
     b.add_argument("--config", default="configs/coinrun/quickstart.yaml")
     b.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
     b.add_argument("--repeats", type=int, default=5)
     b.add_argument("--threads", type=int, default=None)
     b.set_defaults(fn=cmd_bench)
+
+    _add_classifier_commands(sub)
 
     args = p.parse_args(argv)
     try:

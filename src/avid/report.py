@@ -65,7 +65,7 @@ def plot_mask_per_step(path: str | Path, curves: dict[str, torch.Tensor], num_st
     ax.set_ylim(0, 1)
     ax.set_xlabel("diffusion step i (sampling runs right to left →)")
     ax.set_ylabel("mean mask m")
-    ax.set_title("AVID mask during sampling (m=1: base model, m=0: adapter)")
+    ax.set_title("AVID mask per diffusion step (1: base, 0: adapter)", fontsize=10)
     ax.legend()
     fig.tight_layout()
     path = Path(path)

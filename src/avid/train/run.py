@@ -2,7 +2,8 @@
 Lightning (EMA, checkpoints, resume, logging), and export ``model.safetensors`` + ``config.yaml``.
 
 A run folder holds ``config.yaml`` (resolved), ``checkpoints/last.ckpt`` (full state for resume),
-``model.safetensors`` (EMA weights of the method's trainable parts), ``logs/`` (CSV + TensorBoard).
+``model.safetensors`` (EMA weights of the method's trainable parts), ``logs/version_N/`` (CSV +
+TensorBoard, one folder per resumed segment).
 Running the same command again resumes from ``last.ckpt`` at the saved step and optimiser state.
 """
 
@@ -122,6 +123,7 @@ def train(cfg: RunConfig) -> Path:
                         persistent_workers=cfg.train.num_workers > 0)
     ckpt_dir = out / "checkpoints"
     last = ckpt_dir / "last.ckpt"
+    segment = f"version_{len(list((out / 'logs').glob('version_*')))}"
     callbacks = [
         SaveLast(last),  # before EMA: its on_train_end must see the raw weights
         EMAWeightAveraging(decay=cfg.train.ema_decay),
@@ -134,8 +136,8 @@ def train(cfg: RunConfig) -> Path:
         max_time=timedelta(minutes=cfg.train.max_minutes) if cfg.train.max_minutes else None,
         accelerator=cfg.train.accelerator, devices=cfg.train.devices, strategy=cfg.train.strategy,
         precision=cfg.train.precision, gradient_clip_val=cfg.train.grad_clip or None,
-        callbacks=callbacks, logger=[CSVLogger(out, name="logs", version=""),
-                                     TensorBoardLogger(out, name="logs", version="")],
+        callbacks=callbacks,  # logs/version_N per (resumed) segment: a resume never overwrites history
+        logger=[CSVLogger(out, name="logs", version=segment), TensorBoardLogger(out, name="logs", version=segment)],
         log_every_n_steps=cfg.train.log_every, enable_progress_bar=cfg.train.progress,
         enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=out,
     )

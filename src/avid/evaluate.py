@@ -1,0 +1,119 @@
+"""Evaluation of methods on held-out trajectories (paper section 4.2): every method gets the same
+first frames, actions and sampling noise; videos are sampled in batches, cached per method (so an
+interrupted evaluation resumes), scored against the ground truth, and written as a report.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from avid.config import SampleConfig
+from avid.data import Batch, WindowDataset, collate, to_uint8, to_video
+from avid.data.storage import atomic_write, atomic_write_text
+from avid.methods import Method
+from avid.metrics import frame_metrics
+from avid.metrics.tables import Row
+from avid.nn import count_parameters
+from avid.report import mask_to_video, plot_mask_per_step, video_grid, write_table, write_video
+from avid.rollout import Rollout, sample_videos
+
+log = logging.getLogger("avid")
+
+# Extra metric functions: (ground truth batch, {method: rollout}) -> {method: {metric: value}}
+MetricFn = Callable[[Batch, dict[str, Rollout]], dict[str, dict[str, float | str]]]
+
+
+@dataclass
+class EvalResult:
+    metrics: dict[str, dict[str, float | str]]
+    rows: list[Row]
+    rollouts: dict[str, Rollout] = field(repr=False, default_factory=dict)
+
+
+def load_eval_batch(eval_dir: str | Path, frames: int, cond_frames: int, limit: int | None = None) -> Batch:
+    ds = WindowDataset(eval_dir, frames, cond_frames, stride=frames, limit=limit)
+    return collate([ds[j] for j in range(len(ds))])
+
+
+def to01(video: torch.Tensor) -> torch.Tensor:
+    return video.clamp(-1, 1).add(1).div(2)
+
+
+def _cache_key(method: Method, batch: Batch, cfg: SampleConfig) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps({"sample": asdict(cfg), "method": method.name}, sort_keys=True).encode())
+    h.update(to_uint8(batch.first[:, :, -1]).numpy().tobytes())
+    h.update(batch.actions.numpy().tobytes())
+    for p in list(method.state_dict().values())[:4]:
+        h.update(p.detach().float().numpy().tobytes()[:4096])
+    if method.base is not None:
+        h.update(method.base.spec.fingerprint.encode())
+    return h.hexdigest()[:16]
+
+
+def sample_cached(name: str, method: Method, batch: Batch, cfg: SampleConfig, cache: Path | None) -> Rollout:
+    """Sample ``method`` on ``batch``; reuse ``cache/<name>.npz`` when made with the same inputs."""
+    path = cache / f"{name}.npz" if cache else None
+    key = _cache_key(method, batch, cfg)
+    if path and path.exists():
+        with np.load(path) as z:
+            if str(z["key"]) == key:
+                log.info("%s: reusing sampled videos from %s", name, path)
+                mask = torch.as_tensor(z["mask"]) if z["mask"].size else None
+                per_step = torch.as_tensor(z["mask_per_step"]) if z["mask_per_step"].size else None
+                return Rollout(to_video(z["videos"]), mask, per_step)
+    roll = sample_videos(method, batch.first, batch.actions, cfg)
+    if path:
+        empty = np.zeros(0, np.float32)
+        atomic_write(path, lambda f: np.savez_compressed(
+            f, key=key, videos=to_uint8(roll.videos).numpy(),
+            mask=empty if roll.mask is None else roll.mask.half().numpy(),
+            mask_per_step=empty if roll.mask_per_step is None else roll.mask_per_step.numpy()))
+    return roll
+
+
+def evaluate(methods: dict[str, Method], batch: Batch, cfg: SampleConfig, report: str | Path,
+             extra_metrics: list[MetricFn] = (), title: str = "Results", note: str = "") -> EvalResult:
+    """Sample every method on the same inputs, score, and write tables, videos and plots."""
+    report = Path(report)
+    rolls, results = {}, {}
+    for name, method in methods.items():
+        t0 = time.time()
+        rolls[name] = sample_cached(name, method, batch, cfg, report / "samples")
+        results[name] = {**frame_metrics(to01(batch.x0), to01(rolls[name].videos)), "sample_seconds": time.time() - t0}
+    for fn in extra_metrics:
+        for name, vals in fn(batch, rolls).items():
+            results[name].update(vals)
+    shown = {"aer", "fvd", "fid", "ssim", "lpips", "psnr"}
+    rows = [Row(name, {k: v for k, v in results[name].items() if k in shown}, count_parameters(m) or None,
+                getattr(m, "needs_parameters", False)) for name, m in methods.items()]
+    write_table(report, "metrics", rows, title, note)
+    atomic_write_text(report / "metrics.json", json.dumps(results, indent=1, default=str))
+    write_videos(report, batch, rolls)
+    return EvalResult(results, rows, rolls)
+
+
+def write_videos(report: Path, batch: Batch, rolls: dict[str, Rollout], rows: int = 6) -> None:
+    """One grid with every method, and per method: ground truth | method | mask; mask plots."""
+    names = list(rolls)
+    write_video(report / "samples.gif", video_grid([batch.x0, *(rolls[n].videos for n in names)], rows))
+    write_video(report / "samples.mp4", video_grid([batch.x0, *(rolls[n].videos for n in names)], rows))
+    curves = {}
+    for n, r in rolls.items():
+        cols = [batch.x0, r.videos] + ([mask_to_video(r.mask)] if r.mask is not None else [])
+        write_video(report / "videos" / f"{n}.gif", video_grid(cols, rows))
+        if r.mask is not None:
+            write_video(report / "masks" / f"{n}.gif", video_grid([batch.x0, mask_to_video(r.mask)], rows))
+            curves[n] = r.mask_per_step
+    if curves:
+        steps = int(max(float(c[:, 0].max()) for c in curves.values())) + 1
+        plot_mask_per_step(report / "mask_per_step.png", curves, steps)
