@@ -90,6 +90,38 @@ def cmd_sample(args) -> None:
           + (", mask.npy, mask_per_step.npy" if roll.mask is not None else ""))
 
 
+def cmd_eval(args) -> None:
+    from pathlib import Path
+
+    from avid.config import SampleConfig
+    from avid.evaluate import evaluate, load_eval_batch
+    from avid.methods import build_method
+    from avid.train import load_method
+    from avid.train.run import build_context
+
+    methods, first_cfg = {}, None
+    for run in args.runs:
+        method, mc = load_method(run)
+        methods[Path(run).name] = method
+        first_cfg = first_cfg or mc
+    if not methods:
+        raise ValueError("give at least one trained run with --runs")
+    if args.with_base:
+        from avid.config import run_config_from_dict
+
+        cfg = run_config_from_dict(first_cfg["run"])
+        meta = {k: first_cfg[k] for k in ("action_kind", "num_actions", "frame_size")}
+        methods = {"base": build_method("base", build_context(cfg, meta)), **methods}
+    batch = load_eval_batch(args.data, first_cfg["frames"], first_cfg["cond_frames"], limit=args.limit)
+    sc = SampleConfig(sampler=args.sampler, steps=args.steps, eta=args.eta, batch_size=args.batch_size, seed=args.seed)
+    note = (f"{len(batch)} trajectories from {args.data}; {first_cfg['cond_frames']} conditioning frames; "
+            f"metrics over predicted frames only; sampler {sc.sampler}"
+            f"{f' ({sc.steps} steps)' if sc.sampler == 'ddim' else ''}, seed {sc.seed}.")
+    evaluate(methods, batch, sc, args.out, title=args.title, note=note)
+    print((Path(args.out) / "metrics.md").read_text())
+    print(f"report in {Path(args.out).resolve()}")
+
+
 def cmd_export(args) -> None:
     import torch
     from safetensors.torch import load_file
@@ -222,6 +254,20 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", default="samples")
     s.set_defaults(fn=cmd_sample)
+
+    ev = sub.add_parser("eval", help="sample trained runs on held-out trajectories and write a report")
+    ev.add_argument("--runs", nargs="+", required=True, help="trained run folders")
+    ev.add_argument("--data", required=True, help="held-out trajectories (e.g. `avid data procgen --preset coinrun-eval`)")
+    ev.add_argument("--out", required=True, help="report folder (rerunning reuses the sampled videos there)")
+    ev.add_argument("--with-base", action="store_true", help="also evaluate the base model alone")
+    ev.add_argument("--limit", type=int, default=None)
+    ev.add_argument("--sampler", choices=["ddpm", "ddim"], default="ddim")
+    ev.add_argument("--steps", type=int, default=25)
+    ev.add_argument("--eta", type=float, default=0.0)
+    ev.add_argument("--batch-size", type=int, default=32)
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--title", default="Results")
+    ev.set_defaults(fn=cmd_eval)
 
     e = sub.add_parser("export", help="copy a trained model folder for shipping (weights cast to --dtype)")
     e.add_argument("--run", required=True, help="a run folder with model.safetensors + config.yaml")

@@ -61,7 +61,8 @@ def _cache_key(method: Method, batch: Batch, cfg: SampleConfig) -> str:
 
 
 def sample_cached(name: str, method: Method, batch: Batch, cfg: SampleConfig, cache: Path | None) -> Rollout:
-    """Sample ``method`` on ``batch``; reuse ``cache/<name>.npz`` when made with the same inputs."""
+    """Sample ``method`` on ``batch``; reuse ``cache/<name>.npz`` when made with the same inputs.
+    Videos come back quantised to 8 bits (as they are stored and as the ground truth is)."""
     path = cache / f"{name}.npz" if cache else None
     key = _cache_key(method, batch, cfg)
     if path and path.exists():
@@ -72,6 +73,7 @@ def sample_cached(name: str, method: Method, batch: Batch, cfg: SampleConfig, ca
                 per_step = torch.as_tensor(z["mask_per_step"]) if z["mask_per_step"].size else None
                 return Rollout(to_video(z["videos"]), mask, per_step)
     roll = sample_videos(method, batch.first, batch.actions, cfg)
+    roll.videos = to_video(to_uint8(roll.videos))  # scored as 8-bit frames, like the ground truth
     if path:
         empty = np.zeros(0, np.float32)
         atomic_write(path, lambda f: np.savez_compressed(

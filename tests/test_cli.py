@@ -1,0 +1,73 @@
+"""The `avid` command end to end on tiny models: train, sample, evaluate (resumable), export, bench."""
+
+import numpy as np
+import pytest
+import yaml
+
+from avid.cli import main
+from avid.config import SampleConfig, load_run_config
+from avid.evaluate import evaluate, load_eval_batch
+from avid.methods import build_method
+from avid.train import build_context, load_method
+from tests.conftest import TINY_UNET, make_base, make_store
+
+
+@pytest.fixture
+def trained(tmp_path):
+    base, data = make_base(tmp_path / "base"), make_store(tmp_path / "data").root
+    cfg = {"name": "t", "out": str(tmp_path / "run"), "base": str(base),
+           "data": {"train": str(data), "frames": 6},
+           "method": {"name": "avid", "options": {"unet": TINY_UNET}},
+           "train": {"max_steps": 2, "batch_size": 4, "progress": False, "precision": "32-true"}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    main(["train", "--config", str(tmp_path / "c.yaml"), "--set", "train.ckpt_every=1"])
+    return tmp_path, base, data
+
+
+def test_train_sample_and_export(trained, capsys):
+    tmp, base, data = trained
+    main(["sample", "--checkpoint", str(tmp / "run"), "--data", str(data), "--limit", "3", "--steps", "4",
+          "--out", str(tmp / "s")])
+    videos = np.load(tmp / "s" / "videos.npy")
+    assert videos.shape == (3, 4, 16, 16, 3) and videos.dtype == np.uint8
+    assert np.load(tmp / "s" / "mask_per_step.npy").shape == (4, 2) and (tmp / "s" / "samples.gif").exists()
+    main(["export", "--run", str(base), "--out", str(tmp / "shipped"), "--dtype", "bf16"])
+    assert (tmp / "shipped" / "model.safetensors").stat().st_size < (base / "model.safetensors").stat().st_size
+
+
+def test_bad_input_gives_a_clear_error_and_exit_code(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--config", str(tmp_path / "missing.yaml")])
+    assert e.value.code == 2 and "not found" in capsys.readouterr().err
+    (tmp_path / "bad.yaml").write_text("train: {max_stepz: 3}\n")
+    with pytest.raises(SystemExit):
+        main(["train", "--config", str(tmp_path / "bad.yaml")])
+    assert "unknown key(s) ['max_stepz']" in capsys.readouterr().err
+
+
+def test_evaluation_writes_the_report_and_resumes_from_cached_samples(trained, monkeypatch):
+    tmp, base, data = trained
+    method, mc = load_method(tmp / "run", base_precision="fp32")
+    cfg = load_run_config(None, [f"base={base}", f"data.train={data}", "data.frames=6"])
+    base_method = build_method("base", build_context(cfg, {"action_kind": "discrete", "num_actions": 5,
+                                                            "frame_size": 16}, "fp32"))
+    batch = load_eval_batch(data, 6, 2, limit=4)
+    sc = SampleConfig(steps=3, batch_size=2)
+    res = evaluate({"base": base_method, "avid": method}, batch, sc, tmp / "report")
+    for f in ("metrics.md", "metrics.csv", "metrics.json", "samples.gif", "samples.mp4", "videos/avid.gif",
+              "masks/avid.gif", "mask_per_step.png", "samples/avid.npz"):
+        assert (tmp / "report" / f).exists(), f
+    assert set(res.metrics["avid"]) >= {"psnr", "ssim"} and res.rows[1].params > 0
+    import avid.evaluate as ev
+
+    monkeypatch.setattr(ev, "sample_videos", lambda *a, **k: (_ for _ in ()).throw(AssertionError("resampled")))
+    again = evaluate({"base": base_method, "avid": method}, batch, sc, tmp / "report")
+    assert again.metrics["avid"]["psnr"] == pytest.approx(res.metrics["avid"]["psnr"], abs=1e-4)
+
+
+def test_avid_eval_command(trained, capsys):
+    tmp, base, data = trained
+    main(["eval", "--runs", str(tmp / "run"), "--data", str(data), "--limit", "2", "--steps", "2",
+          "--with-base", "--out", str(tmp / "rep")])
+    out = capsys.readouterr().out
+    assert "| base |" in out and "| run (" in out and (tmp / "rep" / "metrics.csv").exists()
