@@ -64,8 +64,9 @@ def cmd_sample(args) -> None:
 
     method, mc = load_method(args.checkpoint)
     if args.data:
-        ds = WindowDataset(args.data, mc["frames"], mc["cond_frames"], stride=mc["frames"], limit=args.limit)
-        batch = collate([ds[j] for j in range(len(ds))])
+        ds = WindowDataset(args.data, mc["frames"], mc["cond_frames"], stride=mc["frames"])
+        n = min(args.limit or len(ds), len(ds))
+        batch = collate([ds[int(j)] for j in np.linspace(0, len(ds) - 1, n).round()])  # spread over the set
         first, actions = batch.first, batch.actions
     else:
         if not (args.first_frames and args.actions):
@@ -244,7 +245,7 @@ def main(argv: list[str] | None = None) -> None:
     s = sub.add_parser("sample", help="videos from first frames + actions with a trained method")
     s.add_argument("--checkpoint", required=True, help="a trained run folder (model.safetensors + config.yaml)")
     s.add_argument("--data", help="a dataset folder of trajectories (e.g. an evaluation set)")
-    s.add_argument("--limit", type=int, default=None, help="at most this many trajectories from --data")
+    s.add_argument("--limit", type=int, default=None, help="this many trajectories, evenly spread over --data")
     s.add_argument("--first-frames", help=".npy uint8 (N, k, H, W, 3)")
     s.add_argument("--actions", help=".npy (N, T') int actions (or (N, T', A) float)")
     s.add_argument("--sampler", choices=["ddpm", "ddim"], default="ddim")

@@ -160,9 +160,15 @@ def _check_same_run(out: Path, cfg: RunConfig) -> None:
 
 
 def load_method(folder: str | Path, base_precision: str = "bf16") -> tuple[Method, dict[str, Any]]:
-    """A trained method from its exported folder, with its black-box base model re-opened."""
+    """A trained method from its exported folder, with its black-box base model re-opened (a base
+    model folder gives the "base" method: the pretrained model alone)."""
     folder = resolve(folder)
     mc = load_config(folder)
+    if mc.get("kind") == BASE_KIND:  # a base model folder: the "base" method (the model alone)
+        cfg = RunConfig(base=str(folder))
+        cfg.data.cond_frames = mc["cond_frames"]
+        ctx = build_context(cfg, {"frame_size": mc["frame_size"]}, base_precision)
+        return build_method("base", ctx), {**mc, "frames": mc.get("frames", 10), "action_kind": "discrete"}
     if mc.get("kind") != METHOD_KIND:
         raise ValueError(f"{folder} is not a trained method (config kind {mc.get('kind')!r})")
     cfg = run_config_from_dict(mc["run"])
