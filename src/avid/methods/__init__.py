@@ -8,8 +8,13 @@ from __future__ import annotations
 from functools import partial
 from typing import Any, Callable
 
+from avid.methods.action_cfg import ActionCFG
 from avid.methods.avid import AVID
 from avid.methods.base import Context, Method
+from avid.methods.classifier_guidance import ClassifierGuidance
+from avid.methods.controlnet import ControlNet
+from avid.methods.finetune import Finetune
+from avid.methods.poe import PoE
 from avid.methods.scratch import Base, Scratch
 
 REGISTRY: dict[str, Callable[..., Method]] = {
@@ -19,6 +24,13 @@ REGISTRY: dict[str, Callable[..., Method]] = {
     "scratch": Scratch,
     "pretrain": partial(Scratch, use_actions=False),
     "base": Base,
+    "poe": PoE,
+    "action-cfg": ActionCFG,
+    "classifier-guidance": ClassifierGuidance,
+    # require the base model's parameters (needs_parameters = True)
+    "controlnet": ControlNet,
+    "controlnet-small": partial(ControlNet, small=True),
+    "finetune": Finetune,
 }
 
 
@@ -30,4 +42,5 @@ def build_method(name: str, ctx: Context, options: dict[str, Any] | None = None)
     return method
 
 
-__all__ = ["AVID", "Base", "Context", "Method", "REGISTRY", "Scratch", "build_method"]
+__all__ = ["AVID", "ActionCFG", "Base", "ClassifierGuidance", "Context", "ControlNet", "Finetune", "Method",
+           "PoE", "REGISTRY", "Scratch", "build_method"]
