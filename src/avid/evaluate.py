@@ -83,6 +83,20 @@ def sample_cached(name: str, method: Method, batch: Batch, cfg: SampleConfig, ca
     return roll
 
 
+def perceptual(weights_dir: str | Path | None = None) -> MetricFn:
+    """LPIPS / FID / FVD with the standard networks ("n/a (weights not found ...)" without them)."""
+    from avid.metrics.perceptual import PERCEPTUAL_METRICS, perceptual_metrics
+
+    def fn(batch: Batch, rolls: dict[str, Rollout]) -> dict[str, dict[str, float | str]]:
+        out = {}
+        for name, r in rolls.items():
+            res = perceptual_metrics(to01(batch.x0), to01(r.videos), first=to01(batch.first), weights_dir=weights_dir)
+            out[name] = {**{k: res[k] for k in PERCEPTUAL_METRICS}, "conventions": res["conventions"]}
+        return out
+
+    return fn
+
+
 def evaluate(methods: dict[str, Method], batch: Batch, cfg: SampleConfig, report: str | Path,
              extra_metrics: list[MetricFn] = (), title: str = "Results", note: str = "") -> EvalResult:
     """Sample every method on the same inputs, score, and write tables, videos and plots."""
@@ -98,6 +112,9 @@ def evaluate(methods: dict[str, Method], batch: Batch, cfg: SampleConfig, report
     shown = {"aer", "fvd", "fid", "ssim", "lpips", "psnr"}
     rows = [Row(name, {k: v for k, v in results[name].items() if k in shown}, count_parameters(m) or None,
                 getattr(m, "needs_parameters", False)) for name, m in methods.items()]
+    conventions = next((r["conventions"] for r in results.values() if "conventions" in r), None)
+    if conventions:
+        note += "".join(f"\n- {k.upper()}: {v}" for k, v in conventions.items())
     write_table(report, "metrics", rows, title, note)
     atomic_write_text(report / "metrics.json", json.dumps(results, indent=1, default=str))
     write_videos(report, batch, rolls)

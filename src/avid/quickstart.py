@@ -22,7 +22,7 @@ from avid.config import RunConfig, load_run_config
 from avid.data import EpisodeStore
 from avid.data.procgen import PRESETS, generate
 from avid.data.storage import atomic_write_text
-from avid.evaluate import evaluate, load_eval_batch
+from avid.evaluate import evaluate, load_eval_batch, perceptual
 from avid.methods import build_method
 from avid.train import build_context, load_method, train
 
@@ -63,7 +63,7 @@ def run_evaluation(cfg: RunConfig, run_dir: Path, eval_dir: Path, report: Path) 
             f"metrics over predicted frames only. Sampler: {s.sampler}"
             f"{f' ({s.steps} steps, eta={s.eta})' if s.sampler == 'ddim' else ''}, seed {s.seed}. "
             "Base = the shipped pretrained model alone (black box, no actions).")
-    res = evaluate({"base": base, "avid": avid}, batch, s, report,
+    res = evaluate({"base": base, "avid": avid}, batch, s, report, extra_metrics=[perceptual()],
                    title="Quickstart: base model vs AVID on held-out Coinrun", note=note)
     print((report / "metrics.md").read_text())
     return res.metrics

@@ -40,7 +40,7 @@ def _fmt_params(n: int) -> str:
 
 def _fmt(v: float | str) -> str:
     if isinstance(v, str):
-        return v
+        return v.split(" (", 1)[0]  # "n/a (reason)" -> "n/a"; the reasons go under the table
     if math.isinf(v) or math.isnan(v):
         return str(v)
     return f"{v:.4g}" if abs(v) < 1000 else f"{v:.1f}"
@@ -72,6 +72,8 @@ def markdown(rows: list[Row], title: str = "") -> str:
         cells = [f"**{_fmt(r.values[m])}**" if k in bold[m] else _fmt(r.values.get(m, "–")) for m in cols]
         lines.append(f"| {r.label} | " + " | ".join(cells) + " |")
     notes = "\nBold: within 2% of the best. Brackets: trainable parameters."
+    reasons = sorted({v for r in rows for v in r.values.values() if isinstance(v, str) and " (" in v})
+    notes += "".join(f"\n{v.split(' (', 1)[0]}: {v.split(' (', 1)[1].rstrip(')')}." for v in reasons)
     if any(r.needs_parameters for r in rows):
         notes += " †: requires access to the base model's parameters."
     return "\n".join(line for line in lines if line) + "\n" + notes + "\n"
