@@ -21,9 +21,10 @@ from avid.data import Batch, WindowDataset, collate, to_uint8, to_video
 from avid.data.storage import atomic_write, atomic_write_text
 from avid.methods import Method
 from avid.metrics import frame_metrics
-from avid.metrics.tables import Row
+from avid.metrics.normalise import normalised_scores
+from avid.metrics.tables import METRICS, Row
 from avid.nn import count_parameters
-from avid.report import mask_to_video, plot_mask_per_step, video_grid, write_table, write_video
+from avid.report import mask_to_video, plot_mask_per_step, plot_score_vs_params, video_grid, write_table, write_video
 from avid.rollout import Rollout, sample_videos
 
 log = logging.getLogger("avid")
@@ -109,12 +110,19 @@ def evaluate(methods: dict[str, Method], batch: Batch, cfg: SampleConfig, report
     for fn in extra_metrics:
         for name, vals in fn(batch, rolls).items():
             results[name].update(vals)
-    shown = {"aer", "fvd", "fid", "ssim", "lpips", "psnr"}
+    shown = set(METRICS)
     rows = [Row(name, {k: v for k, v in results[name].items() if k in shown}, count_parameters(m) or None,
                 getattr(m, "needs_parameters", False)) for name, m in methods.items()]
     conventions = next((r["conventions"] for r in results.values() if "conventions" in r), None)
     if conventions:
         note += "".join(f"\n- {k.upper()}: {v}" for k, v in conventions.items())
+    norm = normalised_scores({r.method: r.values for r in rows})
+    if norm.metrics and len(rows) > 1:
+        for r in rows:
+            r.values["normalised"] = norm.scores[r.method]
+        note += f"\nNormalised score (paper section 9.4, min-max over these methods): mean of {', '.join(norm.metrics)}."
+        plot_score_vs_params(report / "score_vs_params.png",
+                             {r.method: (r.params or 0, norm.scores[r.method]) for r in rows if r.params}, norm.metrics)
     write_table(report, "metrics", rows, title, note)
     atomic_write_text(report / "metrics.json", json.dumps(results, indent=1, default=str))
     write_videos(report, batch, rolls)

@@ -73,3 +73,21 @@ def plot_mask_per_step(path: str | Path, curves: dict[str, torch.Tensor], num_st
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def plot_score_vs_params(path: str | Path, points: dict[str, tuple[int, float]], metrics: list[str]) -> Path:
+    """Normalised score against trainable parameters (paper Fig. 4a-b). ``points``: label -> (params, score)."""
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    for label, (n, score) in points.items():
+        ax.scatter([max(n, 1)], [score])
+        ax.annotate(label, (max(n, 1), score), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set_xlabel("trainable parameters")
+    ax.set_ylabel("normalised score")
+    ax.set_title(f"Normalised score ({', '.join(m.upper() for m in metrics)})", fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -17,6 +17,7 @@ METRICS: dict[str, tuple[str, bool]] = {
     "lpips": ("LPIPS ↓", False),
     "psnr": ("PSNR ↑", True),
 }
+DERIVED = {"normalised": ("Normalised ↑", True)}  # shown after the metrics, never averaged into itself
 
 
 @dataclass
@@ -48,7 +49,7 @@ def _fmt(v: float | str) -> str:
 
 def best_within(rows: list[Row], metric: str, tol: float = 0.02) -> set[int]:
     """Indices of the rows whose ``metric`` is within ``tol`` (relative) of the best."""
-    higher = METRICS.get(metric, ("", True))[1]
+    higher = {**METRICS, **DERIVED}.get(metric, ("", True))[1]
     vals = [(k, r.values[metric]) for k, r in enumerate(rows)
             if isinstance(r.values.get(metric), (int, float)) and math.isfinite(r.values[metric])]
     if not vals:
@@ -60,13 +61,13 @@ def best_within(rows: list[Row], metric: str, tol: float = 0.02) -> set[int]:
 
 def columns(rows: list[Row]) -> list[str]:
     present = {m for r in rows for m in r.values}
-    return [m for m in METRICS if m in present] + sorted(present - set(METRICS))
+    return [m for m in (*METRICS, *DERIVED) if m in present] + sorted(present - set(METRICS) - set(DERIVED))
 
 
 def markdown(rows: list[Row], title: str = "") -> str:
     cols = columns(rows)
     bold = {m: best_within(rows, m) for m in cols}
-    head = "| Method | " + " | ".join(METRICS.get(m, (m, True))[0] for m in cols) + " |"
+    head = "| Method | " + " | ".join({**METRICS, **DERIVED}.get(m, (m, True))[0] for m in cols) + " |"
     lines = [f"### {title}\n" if title else "", head, "|---" * (len(cols) + 1) + "|"]
     for k, r in enumerate(rows):
         cells = [f"**{_fmt(r.values[m])}**" if k in bold[m] else _fmt(r.values.get(m, "–")) for m in cols]
