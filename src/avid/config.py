@@ -58,6 +58,7 @@ class SampleConfig:
     eta: float = 0.0
     batch_size: int = 32
     seed: int = 0
+    device: str = "cpu"  # e.g. "cuda": the method runs there; the videos come back on the CPU
 
 
 @dataclass

@@ -51,7 +51,8 @@ def to01(video: torch.Tensor) -> torch.Tensor:
 
 def _cache_key(method: Method, batch: Batch, cfg: SampleConfig) -> str:
     h = hashlib.sha256()
-    h.update(json.dumps({"sample": asdict(cfg), "method": method.name}, sort_keys=True).encode())
+    h.update(json.dumps({"sample": asdict(cfg), "method": method.name, "options": method.options()},
+                        sort_keys=True, default=str).encode())
     h.update(to_uint8(batch.first[:, :, -1]).numpy().tobytes())
     h.update(batch.actions.numpy().tobytes())
     for p in list(method.state_dict().values())[:4]:

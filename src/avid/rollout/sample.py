@@ -41,23 +41,23 @@ def sample_videos(method: Method, first: torch.Tensor, actions: torch.Tensor, cf
         raise ValueError(f"{first.shape[0]} first-frame sets but {actions.shape[0]} action sequences")
     n, c, _, h, w = first.shape
     t = frames or actions.shape[1]
-    method.eval()
+    method.eval().to(cfg.device)
     videos, masks, step_sum, steps = [], [], None, None
     bs = cfg.batch_size
     bar = tqdm(range(0, n, bs), desc=f"sampling {method.name}", disable=not progress)
     for b0 in bar:
-        fb, ab = first[b0:b0 + bs], actions[b0:b0 + bs]
+        fb, ab = first[b0:b0 + bs].to(cfg.device), actions[b0:b0 + bs].to(cfg.device)
         rec: list[tuple[int, torch.Tensor]] = []
 
         def on_step(k: int, i: int, extras: dict) -> None:
             if "mask" in extras:
-                rec.append((i, extras["mask"].float()))
+                rec.append((i, extras["mask"].float().cpu()))
 
-        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + b0)
+        gen = torch.Generator(cfg.device).manual_seed(cfg.seed * 1_000_003 + b0)
         x = sample(method.diffusion, lambda x_i, i: method.predict(x_i, i, fb, ab), (len(fb), c, t, h, w),
                    sampler=cfg.sampler, steps=cfg.steps if cfg.sampler == "ddim" else None, eta=cfg.eta,
-                   generator=gen, on_step=on_step)
-        videos.append(x.clamp(-1, 1))
+                   generator=gen, device=cfg.device, on_step=on_step)
+        videos.append(x.clamp(-1, 1).cpu())
         if rec:
             masks.append(torch.stack([m for _, m in rec]).mean(0))
             means = torch.stack([m.mean() * len(fb) for _, m in rec])
