@@ -89,7 +89,8 @@ def _coerce(value: Any, annotation: str, key: str) -> Any:
     return value
 
 
-def _build(cls, values: dict[str, Any], where: str):
+def build_section(cls, values: dict[str, Any], where: str):
+    """``cls(**values)`` with unknown keys refused by name and numbers given as strings coerced."""
     types = {f.name: str(f.type) for f in fields(cls)}
     unknown = sorted(set(values) - set(types))
     if unknown:
@@ -99,8 +100,8 @@ def _build(cls, values: dict[str, Any], where: str):
 
 def run_config_from_dict(d: dict[str, Any]) -> RunConfig:
     d = dict(d)
-    sections = {k: _build(c, d.pop(k) or {}, k) for k, c in _SECTIONS.items() if k in d}
-    return _build(RunConfig, {**d, **sections}, "top level")
+    sections = {k: build_section(c, d.pop(k) or {}, k) for k, c in _SECTIONS.items() if k in d}
+    return build_section(RunConfig, {**d, **sections}, "top level")
 
 
 def set_dotted(d: dict[str, Any], key: str, value: Any) -> None:
@@ -112,25 +113,35 @@ def set_dotted(d: dict[str, Any], key: str, value: Any) -> None:
     d[parts[-1]] = value
 
 
-def load_run_config(path: str | Path | None = None, overrides: list[str] | None = None,
-                    base: dict[str, Any] | None = None) -> RunConfig:
-    """A ``RunConfig`` from defaults (or ``base``), then the YAML file, then ``key=value`` overrides."""
-    d: dict[str, Any] = RunConfig().to_dict() if base is None else base
-    if path is not None:
-        p = resolve(path)
-        if not p.exists():
-            raise FileNotFoundError(f"config file {path} not found")
-        loaded = yaml.safe_load(p.read_text()) or {}
-        if not isinstance(loaded, dict):
-            raise ValueError(f"config {path} must be a mapping")
-        for k, v in loaded.items():
-            if isinstance(v, dict) and isinstance(d.get(k), dict):
-                d[k] = {**d[k], **v}
-            else:
-                d[k] = v
+def read_mapping(path: str | Path, what: str = "config") -> dict[str, Any]:
+    """A YAML file that must hold a mapping (paths relative to the repository resolve)."""
+    p = resolve(path)
+    if not p.exists():
+        raise FileNotFoundError(f"{what} file {path} not found")
+    loaded = yaml.safe_load(p.read_text()) or {}
+    if not isinstance(loaded, dict):
+        raise ValueError(f"{what} {path} must be a mapping")
+    return loaded
+
+
+def apply_overrides(d: dict[str, Any], overrides: list[str] | None) -> dict[str, Any]:
+    """``dotted.key=value`` overrides (values parsed as YAML) applied to ``d`` in place."""
     for ov in overrides or []:
         if "=" not in ov:
             raise ValueError(f"override {ov!r} must look like key=value")
         k, v = ov.split("=", 1)
         set_dotted(d, k.strip(), yaml.safe_load(v))
-    return run_config_from_dict(d)
+    return d
+
+
+def load_run_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                    base: dict[str, Any] | None = None) -> RunConfig:
+    """A ``RunConfig`` from defaults (or ``base``), then the YAML file, then ``key=value`` overrides."""
+    d: dict[str, Any] = RunConfig().to_dict() if base is None else base
+    if path is not None:
+        for k, v in read_mapping(path).items():
+            if isinstance(v, dict) and isinstance(d.get(k), dict):
+                d[k] = {**d[k], **v}
+            else:
+                d[k] = v
+    return run_config_from_dict(apply_overrides(d, overrides))
