@@ -202,6 +202,39 @@ def _add_classifier_commands(sub) -> None:
 # ---- end of the action classifier block --------------------------------------------------------
 
 
+# ---- experiments (the paper's comparisons as one command) --------------------------------------
+def _add_experiment_commands(sub) -> None:
+    """``avid experiment coinrun``: data, every method trained, sweeps, evaluation, report."""
+
+    def run(args) -> None:
+        import shlex
+
+        from avid.experiment import load_experiment, run_experiment
+
+        flags = {"steps": args.steps, "eval_size": args.eval_size, "sweep_size": args.sweep_size,
+                 "minutes_per_method": args.minutes_per_method, "name": args.name, "run.train.threads": args.threads,
+                 "methods": f"[{args.methods}]" if args.methods else None}
+        overrides = [*args.overrides, *(f"{k}={v}" for k, v in flags.items() if v is not None)]
+        command = shlex.join(["avid", "experiment", args.which, "--config", args.config, *overrides])
+        run_experiment(load_experiment(args.config, overrides), command)
+
+    e = sub.add_parser("experiment", help="a paper comparison end to end: data, training, sweeps, tables")
+    esub = e.add_subparsers(dest="which", required=True)
+    c = esub.add_parser("coinrun", help="paper Tables 1 and 3 on Coinrun: every method, same data and budget")
+    c.add_argument("--config", default="configs/experiments/coinrun-cpu.yaml",
+                   help="experiment YAML (configs/experiments/coinrun-paper.yaml: the paper's scale, GPU)")
+    c.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. run.sample.steps=50 data.levels=500")
+    c.add_argument("--steps", type=int, default=None, help="optimiser steps of every method")
+    c.add_argument("--eval-size", type=int, default=None, help="held-out trajectories of the tables")
+    c.add_argument("--sweep-size", type=int, default=None, help="trajectories the sweeps are chosen on")
+    c.add_argument("--methods", default=None, help="comma-separated, e.g. avid,scratch,poe")
+    c.add_argument("--minutes-per-method", type=float, default=None, help="also cap each method's training time")
+    c.add_argument("--name", default=None, help="experiment name: runs/<name>/, reports/<name>/")
+    c.add_argument("--threads", type=int, default=None)
+    c.set_defaults(fn=run)
+# ---- end of the experiments block ---------------------------------------------------------------
+
+
 def main(argv: list[str] | None = None) -> None:
     _quiet()
     p = argparse.ArgumentParser(prog="avid", description=__doc__)
@@ -286,6 +319,7 @@ def main(argv: list[str] | None = None) -> None:
     b.set_defaults(fn=cmd_bench)
 
     _add_classifier_commands(sub)
+    _add_experiment_commands(sub)
 
     args = p.parse_args(argv)
     try:

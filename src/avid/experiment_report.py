@@ -1,0 +1,246 @@
+"""The write-up of ``avid experiment``: the metrics it adds to ``evaluate`` (Action Error Ratio,
+LPIPS/FID/FVD) and ``reports/<experiment>/``:
+
+- ``table1.md/.csv``: methods x metrics in the paper's Table 1 layout (bold within 2% of the best,
+  trainable parameters in brackets, † for methods that need the base model's parameters);
+- ``table3-ablations.md/.csv``: AVID, no mask, no conditioning (Table 3);
+- ``sweeps.md/.csv/.json``: every value of the section 9.5 sweeps and the one chosen;
+- ``normalised.md/.csv``: normalised scores (section 9.4, eqs. 7-8);
+- ``README.md``: the budget, the sampler, the evaluation set and which metrics were available.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from safetensors import safe_open
+
+from avid.checkpoint import WEIGHTS, resolve
+from avid.data.storage import atomic_write_text
+from avid.evaluate import EvalResult, MetricFn, perceptual
+from avid.metrics.action_classifier import action_accuracy, action_mae, error_ratio, load_classifier
+from avid.metrics.normalise import normalised_scores
+from avid.metrics.tables import METRICS, Row, markdown, to_csv
+from avid.report import write_table
+
+if TYPE_CHECKING:
+    from avid.experiment import ExperimentConfig, ExperimentMetrics, SweepResult
+
+TABLE1 = ("avid", "scratch", "poe", "action-cfg", "controlnet-small", "controlnet", "base",
+          "classifier-guidance", "finetune")  # the paper's row order
+TABLE3 = ("avid", "avid-no-mask", "avid-no-cond")
+NAMES = {"aer": "Action Error Ratio", "fvd": "FVD", "fid": "FID", "ssim": "SSIM", "lpips": "LPIPS", "psnr": "PSNR"}
+
+
+# ---- metrics added to evaluate() ----------------------------------------------------------------
+
+def metric_functions(cfg: "ExperimentMetrics") -> list[MetricFn]:
+    """The Action Error Ratio, and LPIPS/FID/FVD (``avid.evaluate.perceptual``) when ``cfg.perceptual``."""
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
+    fns = [action_error_ratio_metric(cfg.classifier, device, cfg.batch_size)]
+    return fns + [perceptual(cfg.weights_dir)] if cfg.perceptual else fns
+
+
+def action_error_ratio_metric(path: str | None, device: str, batch_size: int) -> MetricFn:
+    """Section 9.3 with the project's action classifier; "n/a (why)" when there is none."""
+    folder = resolve(path) if path else None
+    if folder is None or not (folder / "config.yaml").exists():
+        why = ("n/a (no action classifier configured)" if path is None else
+               f"n/a (no action classifier at {path}; make one with `avid classifier train`)")
+        return lambda batch, rolls: {name: {"aer": why} for name in rolls}
+    clf = load_classifier(folder, device)
+    score = action_accuracy if clf.discrete else action_mae
+
+    def fn(batch, rolls):
+        c = clf.cfg
+        if (c.cond_frames, c.predicted, c.frame_size) != (batch.first.shape[2], batch.x0.shape[2], batch.x0.shape[-1]):
+            why = f"n/a (the classifier at {path} reads {c.cond_frames}+{c.predicted} frames of {c.frame_size}px)"
+            return {name: {"aer": why} for name in rolls}
+        real = score(clf, batch.first, batch.x0, batch.actions, batch_size)
+        out = {}
+        for name, roll in rolls.items():
+            generated = score(clf, batch.first, roll.videos, batch.actions, batch_size)
+            out[name] = {"aer": error_ratio(real, generated, c.action_kind), "action_score_real": real,
+                         "action_score_generated": generated}
+        return out
+
+    return fn
+
+
+def base_parameters(path: str | None) -> int | None:
+    """Parameters of the base model (shown in brackets in its row, as the paper's "(97M)")."""
+    file = resolve(path) / WEIGHTS if path else None
+    if file is None or not file.exists():
+        return None
+    with safe_open(str(file), "pt") as f:
+        return sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
+
+
+# ---- tables -------------------------------------------------------------------------------------
+
+@dataclass
+class ReportInfo:
+    batch_size: int  # evaluation trajectories
+    train_dir: Path
+    eval_dir: Path
+    preset: str
+    base_params: int | None
+    budget: dict[str, dict[str, Any]]  # method -> {"step", "lr", "train_seconds"}
+    command: str = ""
+    seconds: float = 0.0
+
+
+def available(metrics: dict[str, dict[str, Any]]) -> tuple[list[str], dict[str, str]]:
+    """Metrics that are a number (inf included) for some method, and why each other one is missing."""
+    shown, missing = [], {}
+    for m in METRICS:
+        vals = [r[m] for r in metrics.values() if m in r]
+        if any(isinstance(v, float | int) for v in vals):
+            shown.append(m)
+        else:
+            missing[m] = next((v for v in vals if isinstance(v, str)), "not computed")
+    return shown, missing
+
+
+def _row(name: str, metrics: dict[str, Any], shown: list[str], params: int | None, needs: bool, **extra) -> Row:
+    cells = {m: "n/a" if isinstance(metrics.get(m), str) else metrics.get(m, "–") for m in shown}
+    return Row(name, {**cells, **extra}, params, needs)
+
+
+def result_rows(res: EvalResult, keys: dict[str, str], names: tuple[str, ...], shown: list[str],
+                base_params: int | None) -> list[Row]:
+    by_key = {r.method: r for r in res.rows}
+    rows = []
+    for name in (n for n in names if n in keys):
+        r = by_key[keys[name]]
+        params = base_params if name == "base" else r.params
+        rows.append(_row(name, res.metrics[keys[name]], shown, params, r.needs_parameters))
+    return rows
+
+
+def normalised_table(rows: list[Row], reference: list[str]) -> tuple[list[Row], str]:
+    """Section 9.4: each metric mapped to [0, 1] between the worst and best of the reference methods
+    (the paper's: AVID, action-conditioned diffusion, ControlNet(-Small)), averaged (1 = best)."""
+    values = {r.method: r.values for r in rows}
+    ref = {m: values[m] for m in reference if m in values}
+    bounds, metrics, how = None, None, "the worst and best methods of Table 1"
+    if len(ref) >= 2:
+        fit = normalised_scores(ref)
+        if fit.metrics:
+            bounds, metrics = fit.bounds, fit.metrics
+            how = f"the worst and best of {', '.join(ref)} (as the paper, section 9.4; others may fall outside [0, 1])"
+    res = normalised_scores(values, metrics=metrics, bounds=bounds)
+    out = []
+    for r in rows:
+        values = {"normalised": res.scores[r.method], **{f"norm. {m}": v for m, v in res.normalised[r.method].items()}}
+        out.append(Row(r.method, values, r.params, r.needs_parameters))
+    skipped = "; ".join(f"{m}: {why}" for m, why in res.skipped.items())
+    note = (f"0 = worst, 1 = best, between {how}; mean over {', '.join(res.metrics) or 'no metric'}."
+            + (f" Left out: {skipped}." if skipped else ""))
+    return out, note
+
+
+def sweep_key(method: str, values: dict[str, float]) -> str:
+    """The name of a method at given sampling strengths, e.g. ``poe[lambda_p=0.4]``. It names the
+    sample cache too, so samples made at one strength are never reused for another."""
+    return f"{method}[{_strengths(values)}]" if values else method
+
+
+def _strengths(values: dict[str, float]) -> str:
+    return ",".join(f"{k}={float(v):g}" for k, v in values.items())
+
+
+def sweep_tables(sweeps: dict[str, "SweepResult"], shown: list[str]) -> tuple[str, list[Row]]:
+    md, all_rows = [], []
+    for method, s in sweeps.items():
+        rows = [_row(sweep_key(method, v), s.metrics[sweep_key(method, v)], shown, s.params, False,
+                     chosen="✓" if v == s.chosen else "") for v in s.values]
+        by = f"by {s.criterion.upper()}" if s.criterion else "(no metric was a number: the first value)"
+        md.append(markdown(rows, f"{method}: chosen {sweep_key(method, s.chosen)} {by}"))
+        all_rows += rows
+    return "\n".join(md), all_rows
+
+
+# ---- the report folder --------------------------------------------------------------------------
+
+def write_report(exp: "ExperimentConfig", res: EvalResult, keys: dict[str, str], sweeps: dict[str, "SweepResult"],
+                 info: ReportInfo) -> Path:
+    folder = exp.report_dir
+    shown, missing = available(res.metrics)
+    swept = ", ".join(sweep_key(m, s.chosen) for m, s in sweeps.items())
+    steps = {b["step"] for b in info.budget.values()}
+    trained = (f"{steps.pop()} optimiser steps per method" if len(steps) == 1 else
+               "optimiser steps: " + ", ".join(f"{m} {b['step']}" for m, b in info.budget.items()))
+    common = f"{info.batch_size} held-out Coinrun trajectories; {trained}."
+    note1 = common + (f" Sampling strengths from the sweeps: {swept}." if swept else "")
+    table1 = result_rows(res, keys, TABLE1, shown, info.base_params)
+    write_table(folder, "table1", table1, f"{exp.name}: Coinrun comparison (paper Table 1 layout)", note1)
+    if any(n in keys for n in TABLE3[1:]):
+        write_table(folder, "table3-ablations", result_rows(res, keys, TABLE3, shown, info.base_params),
+                    f"{exp.name}: AVID ablations (paper Table 3 layout)", common)
+    norm_rows, norm_note = normalised_table(table1, exp.normalise_reference)
+    write_table(folder, "normalised", norm_rows, f"{exp.name}: normalised scores (section 9.4)", norm_note)
+    if sweeps:
+        md, rows = sweep_tables(sweeps, shown)
+        atomic_write_text(folder / "sweeps.md", md)
+        atomic_write_text(folder / "sweeps.csv", to_csv(rows))
+        atomic_write_text(folder / "sweeps.json", json.dumps(
+            {m: {"grid": s.values, "chosen": s.chosen, "criterion": s.criterion, "metrics": s.metrics}
+             for m, s in sweeps.items()}, indent=1, default=str))
+    atomic_write_text(folder / "README.md", readme(exp, res, keys, sweeps, info, shown, missing))
+    return folder
+
+
+def readme(exp: "ExperimentConfig", res: EvalResult, keys: dict[str, str], sweeps: dict[str, "SweepResult"],
+           info: ReportInfo, shown: list[str], missing: dict[str, str]) -> str:
+    t, s = exp.run.train, exp.run.sample
+    params = {r.method: r.params for r in res.rows}
+    lines = [f"# {exp.name}: the paper's Coinrun comparison", "",
+             f"Made by `{info.command or 'avid experiment coinrun'}`; this invocation took "
+             f"{info.seconds / 60:.1f} min (torch CPU threads: {torch.get_num_threads()}"
+             f"{', CUDA available' if torch.cuda.is_available() else ''}). Rerunning it skips finished runs and "
+             "reuses sampled videos.", "",
+             "## Budget", "",
+             f"Every method: **{exp.steps} optimiser steps** at batch size {t.batch_size} on `{info.train_dir}`, "
+             f"learning rate as listed (the paper: 1e-4, finetune 2e-5), precision {t.precision}, EMA {t.ema_decay}"
+             + (f", at most {exp.minutes_per_method:g} min of training each" if exp.minutes_per_method else "")
+             + f". Sizes: preset `{info.preset}` (parameter-matched adapters); controlnet and finetune copy the "
+             f"base network. Base model: `{exp.run.base}`.", "",
+             "| method | trainable params | steps trained | lr | training min | sampling s (this run) |",
+             "|---|---|---|---|---|---|"]
+    for m in exp.methods:
+        b = info.budget.get(m, {})
+        p = params.get(keys.get(m, m))
+        lines.append(f"| {m} | {p or '–'} | {b.get('step', '–')} | {b.get('lr', '–')} | "
+                     f"{b.get('train_seconds', 0) / 60:.1f} | {res.metrics[keys[m]]['sample_seconds']:.0f} |")
+    lines += ["", "## Sampler and evaluation set", "",
+              f"{s.sampler.upper()} "
+              f"{f'with {s.steps} steps (eta {s.eta:g})' if s.sampler == 'ddim' else 'with every diffusion step'}, "
+              f"seed {s.seed}, batch {s.batch_size}; every method gets the same first frames, actions and noise. "
+              f"Evaluation: {info.batch_size} held-out trajectories from `{info.eval_dir}` "
+              f"({exp.run.data.cond_frames} conditioning + {exp.run.data.frames - exp.run.data.cond_frames} predicted "
+              "frames; metrics over predicted frames). "
+              f"Sweeps: the first {min(exp.sweep_size, info.batch_size)} of them.",
+              "", "## Metrics", "",
+              f"Available: {', '.join(NAMES[m] for m in shown)}."]
+    lines += [f"- {NAMES[m]}: {why}" for m, why in missing.items()]
+    conventions = next((r["conventions"] for r in res.metrics.values() if "conventions" in r), {})
+    lines += [f"- {k.upper()} convention: {v}" for k, v in conventions.items()]
+    if sweeps:
+        lines += ["", "## Sweeps (section 9.5)", "", "| method | grid | chosen | chosen by |", "|---|---|---|---|"]
+        for m, sw in sweeps.items():
+            grid = "; ".join(_strengths(v) for v in sw.values)
+            lines.append(f"| {m} | {grid} | {_strengths(sw.chosen)} | "
+                         f"{(sw.criterion or 'none (no metric was a number)').upper()} |")
+        lines += ["", f"Chosen by FVD when it is a number, else by the first available of "
+                      f"{', '.join(exp.sweep_metrics)} (`sweep_metrics`)."]
+    lines += ["", "## Results", "", (exp.report_dir / "table1.md").read_text().strip(), "", "## Files", "",
+              "- `table1.md/.csv`, `table3-ablations.md/.csv`, `normalised.md/.csv`, `sweeps.md/.csv/.json`",
+              "- `eval/`: the full evaluation (`metrics.md/.csv/.json`, `samples.gif/.mp4`, `videos/`, `masks/`, "
+              "`mask_per_step.png`, `samples/*.npz`); `sweeps/<method>/`: the same for each sweep", ""]
+    return "\n".join(lines)

@@ -1,0 +1,121 @@
+"""`avid experiment coinrun` end to end on tiny settings: every method trained on the same data for
+the same steps, the sweeps choose from the paper's grids, the tables have the paper's layout, and a
+rerun trains nothing and samples nothing."""
+
+import csv
+import json
+import re
+
+import pytest
+import torch
+import yaml
+
+import avid.evaluate
+from avid import experiment
+from avid.experiment import DEFAULT_METHODS, load_experiment, method_run_config, run_experiment
+from avid.methods.sizes import load_size_preset
+from avid.methods.sweeps import PAPER_SWEEPS
+from avid.metrics.action_classifier import ActionClassifier, ClassifierConfig, save_classifier
+from tests.conftest import TINY_UNET, make_base, make_store
+
+NEEDS_PARAMETERS = {"controlnet", "controlnet-small", "finetune"}
+
+
+def tiny_experiment(tmp_path):
+    base, data = make_base(tmp_path / "base"), make_store(tmp_path / "data").root
+    sizes = {"base_unet": TINY_UNET, "methods": {m: TINY_UNET for m in
+                                                 ("avid", "scratch", "poe", "action-cfg", "classifier-guidance")}}
+    sizes["methods"]["controlnet-small"] = {**TINY_UNET, "base_channels": 4}
+    (tmp_path / "tiny-sizes.yaml").write_text(yaml.safe_dump(sizes))
+    torch.manual_seed(0)
+    clf = ClassifierConfig(unet=TINY_UNET, frames=6, cond_frames=2, frame_size=16, num_actions=5,
+                           proj_channels=4, hidden=16)
+    save_classifier(tmp_path / "classifier", ActionClassifier(clf))
+    return load_experiment(None, [
+        "name=tiny", f"runs={tmp_path / 'runs'}", f"reports={tmp_path / 'reports'}",
+        f"sizes={tmp_path / 'tiny-sizes.yaml'}", "steps=2", "eval_size=4", "sweep_size=2",
+        f"data.train={data}", f"data.eval={data}", f"metrics.classifier={tmp_path / 'classifier'}",
+        f"metrics.weights_dir={tmp_path / 'no-weights'}", f"run.base={base}", "run.data.frames=6",
+        "run.train.batch_size=2", "run.train.precision=32-true", "run.train.progress=false",
+        "run.train.ckpt_every=1", "run.train.log_every=1", "run.sample.steps=2", "run.sample.batch_size=4"])
+
+
+def read_csv(path):
+    with open(path) as f:
+        return {row["method"]: row for row in csv.DictReader(f)}
+
+
+def test_the_whole_comparison_writes_the_papers_tables_and_a_rerun_trains_and_samples_nothing(tmp_path, monkeypatch):
+    exp = tiny_experiment(tmp_path)
+    report = run_experiment(exp)
+
+    # every method trained for the same number of steps; fine-tuning at the paper's lr 2e-5
+    for m in DEFAULT_METHODS:
+        cfg = yaml.safe_load((tmp_path / "runs" / "tiny" / m / "config.yaml").read_text())
+        assert cfg["step"] == 2
+        assert cfg["run"]["train"]["lr"] == (2e-5 if m == "finetune" else exp.run.train.lr)
+
+    # Table 1: one row per method and the base model; Table 3: AVID and its two ablations
+    table1 = read_csv(report / "table1.csv")
+    assert set(table1) == set(DEFAULT_METHODS) - {"avid-no-mask", "avid-no-cond"} | {"base"}
+    assert set(read_csv(report / "table3-ablations.csv")) == {"avid", "avid-no-mask", "avid-no-cond"}
+    md = (report / "table1.md").read_text()
+    for m in table1:
+        label = re.search(rf"^\| {re.escape(m)} \((\d+k|\d+\.\dM)\)( †)? \|", md, re.M)
+        assert label, f"{m}: no parameter count in brackets"
+        assert bool(label.group(2)) == (m in NEEDS_PARAMETERS), m
+        assert int(table1[m]["needs_parameters"]) == (m in NEEDS_PARAMETERS)
+    assert {"ssim", "psnr"} <= set(next(iter(table1.values())))
+    assert "**" in md  # the best of each metric (and any within 2%) in bold
+    assert "normalised" in (report / "normalised.csv").read_text()
+
+    # sweeps: one trained model per swept method, every grid value sampled, the chosen one from the grid
+    sweeps = json.loads((report / "sweeps.json").read_text())
+    assert set(sweeps) == set(PAPER_SWEEPS)
+    for m, s in sweeps.items():
+        (option, grid), = PAPER_SWEEPS[m].items()
+        assert [v[option] for v in s["grid"]] == list(grid) and s["chosen"][option] in grid
+        assert s["criterion"] in ("aer", "ssim", "psnr")  # FVD and FID need weights that are absent here
+    assert len(read_csv(report / "sweeps.csv")) == sum(len(g) for s in PAPER_SWEEPS.values() for g in s.values())
+
+    readme = (report / "README.md").read_text()
+    assert "2 optimiser steps" in readme and "DDIM with 2 steps" in readme and "4 held-out trajectories" in readme
+    assert "weights not found" in readme  # unavailable metrics are named, never given a number
+
+    # rerun: finished runs are skipped and every video comes from the sample cache
+    def fail(*args, **kwargs):
+        raise AssertionError("a finished run was trained or a cached video sampled again")
+
+    monkeypatch.setattr(experiment, "train", fail)
+    monkeypatch.setattr(avid.evaluate, "sample_videos", fail)
+    again = run_experiment(exp)
+    assert read_csv(again / "table1.csv") == table1
+
+
+def test_the_cpu_config_gives_every_method_the_same_steps_and_matched_sizes(tmp_path):
+    exp = load_experiment("configs/experiments/coinrun-cpu.yaml", ["steps=7"])
+    preset = load_size_preset(exp.sizes)
+    cfgs = {m: method_run_config(exp, m, preset, tmp_path) for m in exp.methods}
+    assert all(c.train.max_steps == 7 and c.data.train == str(tmp_path) for c in cfgs.values())
+    assert cfgs["finetune"].train.lr == 2e-5 and cfgs["avid"].train.lr == exp.run.train.lr
+    assert cfgs["avid-no-mask"].method.options == cfgs["avid"].method.options == preset.options("avid")
+    assert cfgs["controlnet"].method.options == {} and cfgs["finetune"].method.options == {}
+    assert str(cfgs["poe"].out).endswith("coinrun-cpu/poe")
+    paper = load_experiment("configs/experiments/coinrun-paper.yaml")
+    assert (paper.run.sample.sampler, paper.run.train.batch_size, paper.eval_size) == ("ddpm", 64, 1024)
+    with pytest.raises(ValueError, match="unknown"):
+        load_experiment(None, ["methods=[avid, nonsense]"])
+
+
+def test_the_command_line_sets_the_budget(monkeypatch):
+    from avid.cli import main
+
+    seen = {}
+    monkeypatch.setattr(experiment, "run_experiment", lambda exp, command: seen.update(exp=exp, command=command))
+    main(["experiment", "coinrun", "--steps", "5", "--methods", "avid,scratch", "--eval-size", "8",
+          "--sweep-size", "4", "--minutes-per-method", "2.5", "run.sample.steps=7"])
+    exp = seen["exp"]
+    assert (exp.name, exp.steps, exp.methods) == ("coinrun-cpu", 5, ["avid", "scratch"])
+    assert (exp.eval_size, exp.sweep_size) == (8, 4)
+    assert exp.minutes_per_method == 2.5 and exp.run.sample.steps == 7
+    assert seen["command"].startswith("avid experiment coinrun --config configs/experiments/coinrun-cpu.yaml")
