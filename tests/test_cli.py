@@ -71,3 +71,5 @@ def test_avid_eval_command(trained, capsys):
           "--with-base", "--out", str(tmp / "rep")])
     out = capsys.readouterr().out
     assert "| base |" in out and "| run (" in out and (tmp / "rep" / "metrics.csv").exists()
+    # the shipped Coinrun classifier reads 10 frames of 64 px: on these videos the ratio says why it is absent
+    assert "n/a: the classifier at assets/action-classifier-coinrun reads 2+8 frames of 64px" in out

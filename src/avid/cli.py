@@ -95,7 +95,7 @@ def cmd_eval(args) -> None:
     from pathlib import Path
 
     from avid.config import SampleConfig
-    from avid.evaluate import evaluate, load_eval_batch, perceptual
+    from avid.evaluate import action_error_ratio, evaluate, load_eval_batch, perceptual
     from avid.methods import build_method
     from avid.train import load_method
     from avid.train.run import build_context
@@ -118,7 +118,8 @@ def cmd_eval(args) -> None:
     note = (f"{len(batch)} trajectories from {args.data}; {first_cfg['cond_frames']} conditioning frames; "
             f"metrics over predicted frames only; sampler {sc.sampler}"
             f"{f' ({sc.steps} steps)' if sc.sampler == 'ddim' else ''}, seed {sc.seed}.")
-    evaluate(methods, batch, sc, args.out, extra_metrics=[perceptual(args.weights)], title=args.title, note=note)
+    metrics = [action_error_ratio(args.classifier or None, device=sc.device), perceptual(args.weights)]
+    evaluate(methods, batch, sc, args.out, extra_metrics=metrics, title=args.title, note=note)
     print((Path(args.out) / "metrics.md").read_text())
     print(f"report in {Path(args.out).resolve()}")
 
@@ -301,6 +302,8 @@ def main(argv: list[str] | None = None) -> None:
     ev.add_argument("--batch-size", type=int, default=32)
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--title", default="Results")
+    ev.add_argument("--classifier", default="assets/action-classifier-coinrun",
+                    help="action classifier folder of the Action Error Ratio ('' for none: n/a)")
     ev.add_argument("--weights", default=None, help="folder of the metric networks' weights "
                     "(default: $AVID_WEIGHTS_DIR or ./weights); missing files give n/a")
     ev.set_defaults(fn=cmd_eval)

@@ -16,11 +16,13 @@ from typing import Callable
 import numpy as np
 import torch
 
+from avid.checkpoint import resolve
 from avid.config import SampleConfig
 from avid.data import Batch, WindowDataset, collate, to_uint8, to_video
 from avid.data.storage import atomic_write, atomic_write_text
 from avid.methods import Method
 from avid.metrics import frame_metrics
+from avid.metrics.action_classifier import action_accuracy, action_mae, error_ratio, load_classifier
 from avid.metrics.normalise import normalised_scores
 from avid.metrics.tables import METRICS, Row
 from avid.nn import count_parameters
@@ -94,6 +96,33 @@ def perceptual(weights_dir: str | Path | None = None) -> MetricFn:
         for name, r in rolls.items():
             res = perceptual_metrics(to01(batch.x0), to01(r.videos), first=to01(batch.first), weights_dir=weights_dir)
             out[name] = {**{k: res[k] for k in PERCEPTUAL_METRICS}, "conventions": res["conventions"]}
+        return out
+
+    return fn
+
+
+def action_error_ratio(path: str | Path | None, device: str = "cpu", batch_size: int = 32) -> MetricFn:
+    """The Action Error Ratio (section 9.3) with the action classifier in folder ``path``; every
+    method gets "n/a (why)" when there is none. Also records the raw real/generated scores."""
+    folder = resolve(path) if path else None
+    if folder is None or not (folder / "config.yaml").exists():
+        why = ("n/a (no action classifier configured)" if path is None else
+               f"n/a (no action classifier at {path}; make one with `avid classifier train`)")
+        return lambda batch, rolls: {name: {"aer": why} for name in rolls}
+    clf = load_classifier(folder, device)
+    score = action_accuracy if clf.discrete else action_mae
+
+    def fn(batch, rolls):
+        c = clf.cfg
+        if (c.cond_frames, c.predicted, c.frame_size) != (batch.first.shape[2], batch.x0.shape[2], batch.x0.shape[-1]):
+            why = f"n/a (the classifier at {path} reads {c.cond_frames}+{c.predicted} frames of {c.frame_size}px)"
+            return {name: {"aer": why} for name in rolls}
+        real = score(clf, batch.first, batch.x0, batch.actions, batch_size)
+        out = {}
+        for name, roll in rolls.items():
+            generated = score(clf, batch.first, roll.videos, batch.actions, batch_size)
+            out[name] = {"aer": error_ratio(real, generated, c.action_kind), "action_score_real": real,
+                         "action_score_generated": generated}
         return out
 
     return fn

@@ -22,8 +22,7 @@ from safetensors import safe_open
 
 from avid.checkpoint import WEIGHTS, resolve
 from avid.data.storage import atomic_write_text
-from avid.evaluate import EvalResult, MetricFn, perceptual
-from avid.metrics.action_classifier import action_accuracy, action_mae, error_ratio, load_classifier
+from avid.evaluate import EvalResult, MetricFn, action_error_ratio, perceptual
 from avid.metrics.normalise import normalised_scores
 from avid.metrics.tables import METRICS, Row, markdown, to_csv
 from avid.report import write_table
@@ -42,34 +41,8 @@ NAMES = {"aer": "Action Error Ratio", "fvd": "FVD", "fid": "FID", "ssim": "SSIM"
 def metric_functions(cfg: "ExperimentMetrics") -> list[MetricFn]:
     """The Action Error Ratio, and LPIPS/FID/FVD (``avid.evaluate.perceptual``) when ``cfg.perceptual``."""
     device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
-    fns = [action_error_ratio_metric(cfg.classifier, device, cfg.batch_size)]
+    fns = [action_error_ratio(cfg.classifier, device, cfg.batch_size)]
     return fns + [perceptual(cfg.weights_dir)] if cfg.perceptual else fns
-
-
-def action_error_ratio_metric(path: str | None, device: str, batch_size: int) -> MetricFn:
-    """Section 9.3 with the project's action classifier; "n/a (why)" when there is none."""
-    folder = resolve(path) if path else None
-    if folder is None or not (folder / "config.yaml").exists():
-        why = ("n/a (no action classifier configured)" if path is None else
-               f"n/a (no action classifier at {path}; make one with `avid classifier train`)")
-        return lambda batch, rolls: {name: {"aer": why} for name in rolls}
-    clf = load_classifier(folder, device)
-    score = action_accuracy if clf.discrete else action_mae
-
-    def fn(batch, rolls):
-        c = clf.cfg
-        if (c.cond_frames, c.predicted, c.frame_size) != (batch.first.shape[2], batch.x0.shape[2], batch.x0.shape[-1]):
-            why = f"n/a (the classifier at {path} reads {c.cond_frames}+{c.predicted} frames of {c.frame_size}px)"
-            return {name: {"aer": why} for name in rolls}
-        real = score(clf, batch.first, batch.x0, batch.actions, batch_size)
-        out = {}
-        for name, roll in rolls.items():
-            generated = score(clf, batch.first, roll.videos, batch.actions, batch_size)
-            out[name] = {"aer": error_ratio(real, generated, c.action_kind), "action_score_real": real,
-                         "action_score_generated": generated}
-        return out
-
-    return fn
 
 
 def base_parameters(path: str | None) -> int | None:
