@@ -22,8 +22,9 @@ from avid.config import RunConfig, load_run_config
 from avid.data import EpisodeStore
 from avid.data.procgen import PRESETS, generate
 from avid.data.storage import atomic_write_text
-from avid.evaluate import evaluate, load_eval_batch, perceptual
+from avid.evaluate import action_error_ratio, evaluate, load_eval_batch, perceptual
 from avid.methods import build_method
+from avid.metrics.action_classifier import SHIPPED_CLASSIFIER
 from avid.train import build_context, load_method, train
 
 log = logging.getLogger("avid")
@@ -63,7 +64,7 @@ def run_evaluation(cfg: RunConfig, run_dir: Path, eval_dir: Path, report: Path) 
             f"metrics over predicted frames only. Sampler: {s.sampler}"
             f"{f' ({s.steps} steps, eta={s.eta})' if s.sampler == 'ddim' else ''}, seed {s.seed}. "
             "Base = the shipped pretrained model alone (black box, no actions).")
-    res = evaluate({"base": base, "avid": avid}, batch, s, report, extra_metrics=[perceptual()],
+    res = evaluate({"base": base, "avid": avid}, batch, s, report, extra_metrics=[action_error_ratio(SHIPPED_CLASSIFIER, s.device), perceptual()],
                    title="Quickstart: base model vs AVID on held-out Coinrun", note=note)
     print((report / "metrics.md").read_text())
     return res.metrics
@@ -88,7 +89,7 @@ def quickstart(opt: QuickstartOptions) -> Path:
 def _readme(opt: QuickstartOptions, cfg: RunConfig, seconds: float) -> str:
     return (f"# avid quickstart report\n\nMade by `avid quickstart --minutes {opt.minutes} --eval-size {opt.eval_size}` "
             f"in {seconds / 60:.1f} min ({torch.get_num_threads()} CPU threads).\n\n"
-            "- `metrics.md`, `metrics.csv`, `metrics.json`: PSNR / SSIM of base vs AVID\n"
+            "- `metrics.md`, `metrics.csv`, `metrics.json`: PSNR / SSIM (and the Action Error Ratio with the shipped classifier; LPIPS/FID/FVD when their weights are present) of base vs AVID\n"
             "- `samples.gif`, `samples.mp4`: columns ground truth | base | AVID\n"
             "- `videos/<method>.gif`: ground truth | method | mask (AVID; white: base model used)\n"
             "- `masks/avid.gif`: ground truth | mask averaged over the diffusion process (Figs. 5-6)\n"

@@ -37,6 +37,7 @@ from avid.nn.blocks import group_norm
 from avid.nn.unet import UNet3D, UNetConfig, check_actions, count_parameters
 
 CLASSIFIER_KIND = "avid-action-classifier"
+SHIPPED_CLASSIFIER = "assets/action-classifier-coinrun"  # the Coinrun classifier this project ships
 
 
 @dataclass
@@ -249,5 +250,5 @@ def load_classifier(folder: str | Path, device: str | torch.device = "cpu") -> A
     return clf.to(device).eval()
 
 
-__all__ = ["CLASSIFIER_KIND", "ActionClassifier", "ClassifierConfig", "action_accuracy", "action_error_ratio",
+__all__ = ["CLASSIFIER_KIND", "SHIPPED_CLASSIFIER", "ActionClassifier", "ClassifierConfig", "action_accuracy", "action_error_ratio",
            "action_mae", "error_ratio", "load_classifier", "save_classifier"]
