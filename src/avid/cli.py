@@ -82,6 +82,8 @@ def cmd_sample(args) -> None:
     out.mkdir(parents=True, exist_ok=True)
     np.save(out / "videos.npy", to_uint8(roll.videos).numpy())
     cols = [first[:, :, -1:].expand(-1, -1, roll.videos.shape[2], -1, -1), roll.videos]
+    if args.data:  # ground truth beside the sample
+        cols.insert(1, batch.x0)
     if roll.mask is not None:
         np.save(out / "mask.npy", roll.mask.numpy())
         np.save(out / "mask_per_step.npy", roll.mask_per_step.numpy())
@@ -278,7 +280,8 @@ def main(argv: list[str] | None = None) -> None:
 
     s = sub.add_parser("sample", help="videos from first frames + actions with a trained method")
     s.add_argument("--checkpoint", required=True, help="a trained run folder (model.safetensors + config.yaml)")
-    s.add_argument("--data", help="a dataset folder of trajectories (e.g. an evaluation set)")
+    s.add_argument("--data", help="a dataset folder of trajectories (e.g. an evaluation set); the GIF then "
+                   "shows last conditioning frame | ground truth | sample (| mask)")
     s.add_argument("--limit", type=int, default=None, help="this many trajectories, evenly spread over --data")
     s.add_argument("--first-frames", help=".npy uint8 (N, k, H, W, 3)")
     s.add_argument("--actions", help=".npy (N, T') int actions (or (N, T', A) float)")
