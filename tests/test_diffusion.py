@@ -85,6 +85,18 @@ def test_min_snr_clips_the_weight():
     assert float(w.max()) == pytest.approx(5.0) and float(w[-1]) == pytest.approx(float(d.snr[-1]))
 
 
+def test_truncated_snr_is_the_larger_of_the_x0_and_eps_losses_capped_at_gamma():
+    d = Diffusion(DiffusionConfig(num_steps=200, param="x0", weighting="truncated_snr", min_snr_gamma=5.0))
+    torch.manual_seed(2)
+    x0, eps, pred = torch.randn(3, 3, 2, 4, 4), torch.randn(3, 3, 2, 4, 4), torch.randn(3, 3, 2, 4, 4)
+    i = torch.tensor([199, 100, 0])  # SNR 1.5e-6 (floored to 1), ~0.97 (floored to 1), 658 (capped at 5)
+    x_i = d.q_sample(x0, i, eps)
+    x0_mse = (pred - x0).pow(2).flatten(1).mean(1)
+    eps_mse = (d.to_eps(pred, x_i, i) - eps).pow(2).flatten(1).mean(1)
+    want = torch.stack([x0_mse[0], torch.maximum(x0_mse[1], eps_mse[1]), 5.0 * x0_mse[2]]).mean()
+    assert float(d.loss(pred, x0, eps, i)) == pytest.approx(float(want), rel=1e-4)
+
+
 def test_ddim_with_eta_one_and_all_steps_has_the_ddpm_variance():
     d = Diffusion(DiffusionConfig(num_steps=30, schedule="linear", param="eps"))
     ac = d.alphas_cumprod

@@ -38,6 +38,8 @@ class TrainConfig:
     lr: float = 1e-4
     weight_decay: float = 0.0
     grad_clip: float = 1.0
+    # Denoising-loss weighting (avid.diffusion.WEIGHTINGS); None: the base model's own (or `diffusion`'s)
+    loss_weighting: str | None = None
     ema_decay: float = 0.995
     precision: str = "bf16-mixed"  # or "32-true"
     num_workers: int = 0

@@ -17,7 +17,7 @@ import torch
 from avid.diffusion.schedules import make_schedule
 
 PARAMS = ("eps", "x0", "v")
-WEIGHTINGS = ("eps", "x0", "v", "min_snr")
+WEIGHTINGS = ("eps", "x0", "v", "min_snr", "truncated_snr")
 
 
 @dataclass
@@ -27,7 +27,9 @@ class DiffusionConfig:
     param: str = "x0"
     # Loss weighting, expressed as which target's plain MSE the loss equals. "eps" is the paper's
     # unweighted eq. 6 whatever the parameterisation (the official code weights x0-MSE by the SNR);
-    # "min_snr" clips that weight at ``min_snr_gamma`` (Hang et al., 2023) to tame loss spikes.
+    # "min_snr" clips that weight at ``min_snr_gamma`` (Hang et al., 2023) to tame loss spikes;
+    # "truncated_snr" also floors it at 1 (max(x0-MSE, eps-MSE), Salimans & Ho, 2022), so the noisiest
+    # steps, where the SNR weight vanishes (1.5e-6 at the last sigmoid step), are still trained.
     weighting: str = "eps"
     min_snr_gamma: float = 5.0
 
@@ -124,6 +126,8 @@ class Diffusion:
             return torch.ones_like(snr)
         if name == "v":
             return snr + 1
+        if name == "truncated_snr":
+            return snr.clamp(min=1.0, max=max(1.0, self.cfg.min_snr_gamma))
         return snr.clamp(max=self.cfg.min_snr_gamma)
 
     def loss_weight(self, i: torch.Tensor) -> torch.Tensor:
