@@ -29,7 +29,7 @@ INCEPTION_SIZE = 299
 
 
 def convention(size: int | None = None, antialias: bool = False) -> str:
-    return (f"FID: TF Inception-v3 (pytorch-fid pt_inception-2015-12-05-6726825d.pth), 2048-d pool3 "
+    return (f"TF Inception-v3 (pytorch-fid pt_inception-2015-12-05-6726825d.pth), 2048-d pool3 "
             f"features of every frame, bilinear resize to {size or INCEPTION_SIZE}x{size or INCEPTION_SIZE} "
             f"(align_corners=False, antialias={antialias}), inputs scaled to [-1,1]")
 

