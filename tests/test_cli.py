@@ -73,3 +73,35 @@ def test_avid_eval_command(trained, capsys):
     assert "| base |" in out and "| run (" in out and (tmp / "rep" / "metrics.csv").exists()
     # the shipped Coinrun classifier reads 10 frames of 64 px: on these videos the ratio says why it is absent
     assert "n/a: the classifier at assets/action-classifier-coinrun reads 2+8 frames of 64px" in out
+
+
+def test_held_out_loss_weights_every_window_once_and_leaves_the_global_rng_alone(trained, capsys):
+    import torch
+
+    from avid.data import WindowDataset
+    from avid.evaluate import held_out_loss
+    from avid.methods.base import Method
+
+    tmp, base, data = trained
+
+    class MeanPixel(Method):  # a "loss" with a known value per window: its mean ground-truth pixel
+        uses_base = False
+
+        def loss(self, batch):
+            return batch.x0.flatten(1).mean(1).mean(), {}
+
+    method, _ = load_method(tmp / "run", base_precision="fp32")
+    probe = MeanPixel(method.ctx)
+    ds = WindowDataset(data, 6, 2)
+    idx = np.random.default_rng(3).choice(len(ds), size=5, replace=False)
+    want = np.mean([float(ds[int(j)]["x0"].mean()) for j in idx])
+    got, n = held_out_loss(probe, data, 6, 2, limit=5, batch_size=2, seed=3)  # batches of 2, 2 and 1
+    assert n == 5 and got == pytest.approx(want, rel=1e-5)
+    torch.manual_seed(123)
+    before = torch.rand(1)
+    torch.manual_seed(123)
+    first, _ = held_out_loss(method, data, 6, 2, limit=6, batch_size=4)
+    assert torch.rand(1) == before  # the global generator is restored
+    assert first == held_out_loss(method, data, 6, 2, limit=6, batch_size=4)[0] > 0  # fixed steps and noise
+    main(["loss", "--checkpoint", str(tmp / "run"), "--data", str(data), "--limit", "6"])
+    assert "over 6 windows" in capsys.readouterr().out

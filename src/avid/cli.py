@@ -126,6 +126,17 @@ def cmd_eval(args) -> None:
     print(f"report in {Path(args.out).resolve()}")
 
 
+def cmd_loss(args) -> None:
+    from avid.evaluate import held_out_loss
+    from avid.train import load_method
+
+    method, mc = load_method(args.checkpoint)
+    loss, n = held_out_loss(method, args.data, mc["frames"], mc["cond_frames"], args.limit, args.batch_size, args.seed)
+    weighting = method.diffusion.cfg.weighting
+    print(f"{args.checkpoint}: denoising loss {loss:.4f} ({weighting} weighting, {method.diffusion.param} "
+          f"parameterisation) over {n} windows of {args.data}, seed {args.seed}")
+
+
 def cmd_export(args) -> None:
     import torch
     from safetensors.torch import load_file
@@ -310,6 +321,14 @@ def main(argv: list[str] | None = None) -> None:
     ev.add_argument("--weights", default=None, help="folder of the metric networks' weights "
                     "(default: $AVID_WEIGHTS_DIR or ./weights); missing files give n/a")
     ev.set_defaults(fn=cmd_eval)
+
+    lo = sub.add_parser("loss", help="a trained method's (or base model's) denoising loss on a dataset's windows")
+    lo.add_argument("--checkpoint", required=True, help="a trained run or base model folder")
+    lo.add_argument("--data", required=True, help="a dataset folder (training or held-out)")
+    lo.add_argument("--limit", type=int, default=512, help="windows drawn without replacement")
+    lo.add_argument("--batch-size", type=int, default=32)
+    lo.add_argument("--seed", type=int, default=0, help="which windows, diffusion steps and noise")
+    lo.set_defaults(fn=cmd_loss)
 
     e = sub.add_parser("export", help="copy a trained model folder for shipping (weights cast to --dtype)")
     e.add_argument("--run", required=True, help="a run folder with model.safetensors + config.yaml")
