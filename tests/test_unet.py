@@ -92,3 +92,15 @@ def test_paper_base_size_within_5_percent():
     preset = yaml.safe_load((REPO_ROOT / "configs/unet/paper-97m.yaml").read_text())
     n = count_parameters(UNet3D(UNetConfig(in_channels=9, out_channels=3, action_kind="none", **preset)))
     assert abs(n - 97e6) / 97e6 < 0.05
+
+
+def test_the_paper_base_training_config_uses_the_paper_base_network():
+    import yaml
+
+    from avid.checkpoint import REPO_ROOT
+    from avid.config import load_run_config
+
+    preset = yaml.safe_load((REPO_ROOT / "configs/unet/paper-97m.yaml").read_text())
+    cfg = load_run_config(REPO_ROOT / "configs/procgen/base-paper.yaml")
+    assert cfg.method.name == "pretrain" and cfg.base is None and cfg.method.options["unet"] == preset
+    assert (cfg.train.batch_size, cfg.train.lr) == (64, 1e-4)  # paper Table 8
