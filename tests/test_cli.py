@@ -87,7 +87,7 @@ def test_held_out_loss_weights_every_window_once_and_leaves_the_global_rng_alone
     class MeanPixel(Method):  # a "loss" with a known value per window: its mean ground-truth pixel
         uses_base = False
 
-        def loss(self, batch):
+        def loss(self, batch, i=None):
             return batch.x0.flatten(1).mean(1).mean(), {}
 
     method, _ = load_method(tmp / "run", base_precision="fp32")
@@ -105,3 +105,14 @@ def test_held_out_loss_weights_every_window_once_and_leaves_the_global_rng_alone
     assert first == held_out_loss(method, data, 6, 2, limit=6, batch_size=4)[0] > 0  # fixed steps and noise
     main(["loss", "--checkpoint", str(tmp / "run"), "--data", str(data), "--limit", "6"])
     assert "over 6 windows" in capsys.readouterr().out
+
+
+def test_loss_at_a_fixed_level_follows_the_snr_weight(trained, capsys):
+    """At the noisiest step the SNR weight (eps-MSE in x0 terms) nearly vanishes; at step 0 it is large."""
+    tmp, base, data = trained
+    main(["loss", "--checkpoint", str(base), "--data", str(data), "--limit", "4", "--levels", "0,19"])
+    lines = capsys.readouterr().out.strip().splitlines()
+    low, high = (float(line.split("denoising loss ")[1].split()[0]) for line in lines)
+    assert "diffusion step 0" in lines[0] and "diffusion step 19" in lines[1] and high < low
+    with pytest.raises(SystemExit):
+        main(["loss", "--checkpoint", str(base), "--data", str(data), "--levels", "20"])

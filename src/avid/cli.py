@@ -131,10 +131,15 @@ def cmd_loss(args) -> None:
     from avid.train import load_method
 
     method, mc = load_method(args.checkpoint)
-    loss, n = held_out_loss(method, args.data, mc["frames"], mc["cond_frames"], args.limit, args.batch_size, args.seed)
-    weighting = method.diffusion.cfg.weighting
-    print(f"{args.checkpoint}: denoising loss {loss:.4f} ({weighting} weighting, {method.diffusion.param} "
-          f"parameterisation) over {n} windows of {args.data}, seed {args.seed}")
+    d = method.diffusion
+    for level in [int(v) for v in args.levels.split(",")] if args.levels else [None]:
+        if level is not None and not 0 <= level < d.num_steps:
+            raise ValueError(f"--levels must lie in [0, {d.num_steps}), got {level}")
+        loss, n = held_out_loss(method, args.data, mc["frames"], mc["cond_frames"], args.limit, args.batch_size,
+                                args.seed, level)
+        at = "random diffusion steps" if level is None else f"diffusion step {level}"
+        print(f"{args.checkpoint}: denoising loss {loss:.4f} at {at} ({d.cfg.weighting} weighting, {d.param} "
+              f"parameterisation) over {n} windows of {args.data}, seed {args.seed}")
 
 
 def cmd_export(args) -> None:
@@ -328,6 +333,8 @@ def main(argv: list[str] | None = None) -> None:
     lo.add_argument("--limit", type=int, default=512, help="windows drawn without replacement")
     lo.add_argument("--batch-size", type=int, default=32)
     lo.add_argument("--seed", type=int, default=0, help="which windows, diffusion steps and noise")
+    lo.add_argument("--levels", default=None, help="comma-separated diffusion steps, each scored on its own "
+                    "(e.g. 5,100,199); default: random steps, as in training")
     lo.set_defaults(fn=cmd_loss)
 
     e = sub.add_parser("export", help="copy a trained model folder for shipping (weights cast to --dtype)")

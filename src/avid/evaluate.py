@@ -48,10 +48,10 @@ def load_eval_batch(eval_dir: str | Path, frames: int, cond_frames: int, limit: 
 
 
 def held_out_loss(method: Method, data: str | Path, frames: int, cond_frames: int, limit: int = 512,
-                  batch_size: int = 32, seed: int = 0) -> tuple[float, int]:
+                  batch_size: int = 32, seed: int = 0, level: int | None = None) -> tuple[float, int]:
     """The method's own training objective (eq. 6 with its weighting) on ``limit`` windows drawn
-    without replacement from ``data``, with fixed diffusion steps and noise: a validation loss.
-    Returns (mean loss per window, windows used)."""
+    without replacement from ``data``, with fixed diffusion steps (random, or all ``level``) and
+    noise: a validation loss. Returns (mean loss per window, windows used)."""
     ds = WindowDataset(data, frames, cond_frames)
     idx = np.random.default_rng(seed).choice(len(ds), size=min(limit, len(ds)), replace=False)
     gen_state = torch.random.get_rng_state()
@@ -61,7 +61,8 @@ def held_out_loss(method: Method, data: str | Path, frames: int, cond_frames: in
         with torch.no_grad():
             for s in range(0, len(idx), batch_size):
                 part = idx[s:s + batch_size]
-                total += float(method.loss(collate([ds[int(j)] for j in part]))[0]) * len(part)
+                i = None if level is None else torch.full((len(part),), level)
+                total += float(method.loss(collate([ds[int(j)] for j in part]), i)[0]) * len(part)
     finally:
         torch.random.set_rng_state(gen_state)
     return total / len(idx), len(idx)

@@ -53,10 +53,10 @@ class Method(nn.Module):
         """The prediction used by the training loss (methods with training-only tricks override)."""
         return self.predict(x_i, i, batch.first, batch.actions)
 
-    def loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
-        """Plain denoising loss of the final prediction (eq. 6)."""
+    def loss(self, batch: Batch, i: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+        """Plain denoising loss of the final prediction (eq. 6), at random diffusion steps or at ``i`` ``(B,)``."""
         x0 = batch.x0
-        i = self.diffusion.sample_steps(len(batch), x0.device)
+        i = self.diffusion.sample_steps(len(batch), x0.device) if i is None else i
         eps = torch.randn_like(x0)
         x_i = self.diffusion.q_sample(x0, i, eps)
         pred, extras = self.train_predict(x_i, i, batch)
