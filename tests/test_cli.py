@@ -116,3 +116,8 @@ def test_loss_at_a_fixed_level_follows_the_snr_weight(trained, capsys):
     assert "diffusion step 0" in lines[0] and "diffusion step 19" in lines[1] and high < low
     with pytest.raises(SystemExit):
         main(["loss", "--checkpoint", str(base), "--data", str(data), "--levels", "20"])
+    capsys.readouterr()
+    main(["loss", "--checkpoint", str(base), "--data", str(data), "--limit", "4", "--levels", "19",
+          "--weighting", "x0"])  # the x0-MSE of a barely trained model at pure noise: of order one
+    out = capsys.readouterr().out
+    assert "(x0 weighting" in out and float(out.split("denoising loss ")[1].split()[0]) > 20 * high

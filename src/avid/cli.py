@@ -127,10 +127,15 @@ def cmd_eval(args) -> None:
 
 
 def cmd_loss(args) -> None:
+    import dataclasses
+
+    from avid.diffusion import Diffusion
     from avid.evaluate import held_out_loss
     from avid.train import load_method
 
     method, mc = load_method(args.checkpoint)
+    if args.weighting:  # score with another weighting, e.g. "x0": the plain MSE of the clean video
+        method.diffusion = Diffusion(dataclasses.replace(method.diffusion.cfg, weighting=args.weighting))
     d = method.diffusion
     for level in [int(v) for v in args.levels.split(",")] if args.levels else [None]:
         if level is not None and not 0 <= level < d.num_steps:
@@ -333,6 +338,8 @@ def main(argv: list[str] | None = None) -> None:
     lo.add_argument("--limit", type=int, default=512, help="windows drawn without replacement")
     lo.add_argument("--batch-size", type=int, default=32)
     lo.add_argument("--seed", type=int, default=0, help="which windows, diffusion steps and noise")
+    lo.add_argument("--weighting", default=None, help="score with this loss weighting instead of the "
+                    "method's own (eps, x0, v, min_snr, truncated_snr; x0 = plain MSE of the clean video)")
     lo.add_argument("--levels", default=None, help="comma-separated diffusion steps, each scored on its own "
                     "(e.g. 5,100,199); default: random steps, as in training")
     lo.set_defaults(fn=cmd_loss)
