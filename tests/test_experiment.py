@@ -97,12 +97,16 @@ def test_the_cpu_config_gives_every_method_the_same_steps_and_matched_sizes(tmp_
     preset = load_size_preset(exp.sizes)
     cfgs = {m: method_run_config(exp, m, preset, tmp_path) for m in exp.methods}
     assert all(c.train.max_steps == 7 and c.data.train == str(tmp_path) for c in cfgs.values())
-    assert cfgs["finetune"].train.lr == 2e-5 and cfgs["avid"].train.lr == exp.run.train.lr
+    # finetune's own rate, below the adapters' as in the paper; every other method has the common rate
+    assert cfgs["finetune"].train.lr == exp.per_method["finetune"]["train.lr"] == 2e-4 < exp.run.train.lr
+    assert cfgs["avid"].train.lr == exp.run.train.lr == 2e-3
     assert cfgs["avid-no-mask"].method.options == cfgs["avid"].method.options == preset.options("avid")
     assert cfgs["controlnet"].method.options == {} and cfgs["finetune"].method.options == {}
     assert str(cfgs["poe"].out).endswith("coinrun-cpu/poe")
     paper = load_experiment("configs/experiments/coinrun-paper.yaml")
     assert (paper.run.sample.sampler, paper.run.train.batch_size, paper.eval_size) == ("ddpm", 64, 1024)
+    paper_cfgs = {m: method_run_config(paper, m, load_size_preset(paper.sizes), tmp_path) for m in ("avid", "finetune")}
+    assert (paper_cfgs["avid"].train.lr, paper_cfgs["finetune"].train.lr) == (1e-4, 2e-5)  # paper Table 8
     with pytest.raises(ValueError, match="unknown"):
         load_experiment(None, ["methods=[avid, nonsense]"])
 

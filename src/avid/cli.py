@@ -45,7 +45,7 @@ def cmd_train(args) -> None:
 def cmd_quickstart(args) -> None:
     from avid.quickstart import QuickstartOptions, quickstart
 
-    quickstart(QuickstartOptions(config=args.config, base=args.base, minutes=args.minutes, eval_size=args.eval_size,
+    quickstart(QuickstartOptions(config=args.config, base=args.base, steps=args.steps, minutes=args.minutes, eval_size=args.eval_size,
                                  train_levels=args.train_levels, report_dir=args.report, threads=args.threads,
                                  data_dir=args.data_dir, runs_dir=args.runs_dir))
 
@@ -290,7 +290,8 @@ def main(argv: list[str] | None = None) -> None:
     q = sub.add_parser("quickstart", help="the embedded default end to end: data, AVID training, report")
     q.add_argument("--config", default="configs/coinrun/quickstart.yaml")
     q.add_argument("--base", default=None, help="base model folder (default: the shipped assets/base-procgen)")
-    q.add_argument("--minutes", type=float, default=8.0, help="adapter training time (longer: better)")
+    q.add_argument("--steps", type=int, default=None, help="adapter optimiser steps (default: the config's, 500)")
+    q.add_argument("--minutes", type=float, default=8.0, help="cap on the adapter's training wall time")
     q.add_argument("--eval-size", type=int, default=256, help="held-out trajectories to evaluate")
     q.add_argument("--train-levels", type=int, default=200, help="Coinrun training levels (500 steps each)")
     q.add_argument("--report", default="reports/quickstart")

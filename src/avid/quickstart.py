@@ -35,7 +35,8 @@ CONFIG = "configs/coinrun/quickstart.yaml"
 class QuickstartOptions:
     config: str = CONFIG
     base: str | None = None  # the black-box base model folder (default: the config's, the shipped one)
-    minutes: float = 8.0  # adapter training wall time
+    steps: int | None = None  # adapter optimiser steps (None: the config's, 500)
+    minutes: float = 8.0  # ... and at most this much training wall time
     train_levels: int = 200  # Coinrun levels 0..train_levels-1 ...
     steps_per_level: int = 500  # ... each a stream of this many random-action steps
     eval_size: int = 256  # held-out trajectories (levels 10000-11000)
@@ -77,6 +78,7 @@ def quickstart(opt: QuickstartOptions) -> Path:
     train_dir, eval_dir = prepare_data(opt)
     cfg = load_run_config(opt.config, [f"data.train={train_dir}", f"out={Path(opt.runs_dir) / 'avid'}",
                                        f"train.max_minutes={opt.minutes}"]
+                          + ([f"train.max_steps={opt.steps}"] if opt.steps else [])
                           + ([f"base={opt.base}"] if opt.base else []))
     run_dir = train(cfg)
     report = Path(opt.report_dir)
@@ -87,7 +89,7 @@ def quickstart(opt: QuickstartOptions) -> Path:
 
 
 def _readme(opt: QuickstartOptions, cfg: RunConfig, seconds: float) -> str:
-    return (f"# avid quickstart report\n\nMade by `avid quickstart --minutes {opt.minutes} --eval-size {opt.eval_size}` "
+    return (f"# avid quickstart report\n\nMade by `avid quickstart --steps {cfg.train.max_steps} --minutes {opt.minutes} --eval-size {opt.eval_size}` "
             f"in {seconds / 60:.1f} min ({torch.get_num_threads()} CPU threads).\n\n"
             "- `metrics.md`, `metrics.csv`, `metrics.json`: PSNR / SSIM (and the Action Error Ratio with the shipped classifier; LPIPS/FID/FVD when their weights are present) of base vs AVID\n"
             "- `samples.gif`, `samples.mp4`: columns ground truth | base | AVID\n"
