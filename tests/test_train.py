@@ -120,3 +120,14 @@ def test_sampling_records_the_mask_at_every_diffusion_step(tmp_path, setup):
     assert torch.equal(ddim.videos, again.videos)  # seeded
     long = rollout_long(method, first, torch.randint(0, 5, (3, 10)), SampleConfig(steps=3), chunk=4)
     assert long.shape == (3, 3, 10, 16, 16)
+
+
+def test_a_run_may_choose_its_loss_weighting_without_changing_the_black_box(tmp_path, tiny_base, tiny_store):
+    from avid.train import build_context
+
+    cfg = run_config(tmp_path, tiny_base, tiny_store.root, loss_weighting="truncated_snr")
+    ctx = build_context(cfg, tiny_store.meta, "fp32")
+    assert ctx.diffusion.cfg.weighting == "truncated_snr" and ctx.base.spec.diffusion.weighting == "eps"
+    i = torch.tensor([19])  # the noisiest step: the SNR weight would vanish, truncated SNR floors it at 1
+    assert float(ctx.diffusion.loss_weight(i)) == pytest.approx(1.0)
+    assert build_context(run_config(tmp_path, tiny_base, tiny_store.root), tiny_store.meta, "fp32").diffusion.cfg.weighting == "eps"
