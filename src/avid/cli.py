@@ -127,15 +127,12 @@ def cmd_eval(args) -> None:
 
 
 def cmd_loss(args) -> None:
-    import dataclasses
-
-    from avid.diffusion import Diffusion
     from avid.evaluate import held_out_loss
     from avid.train import load_method
 
     method, mc = load_method(args.checkpoint)
     if args.weighting:  # score with another weighting, e.g. "x0": the plain MSE of the clean video
-        method.diffusion = Diffusion(dataclasses.replace(method.diffusion.cfg, weighting=args.weighting))
+        method.diffusion = method.diffusion.with_weighting(args.weighting)
     d = method.diffusion
     for level in [int(v) for v in args.levels.split(",")] if args.levels else [None]:
         if level is not None and not 0 <= level < d.num_steps:

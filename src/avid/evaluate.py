@@ -54,17 +54,13 @@ def held_out_loss(method: Method, data: str | Path, frames: int, cond_frames: in
     noise: a validation loss. Returns (mean loss per window, windows used)."""
     ds = WindowDataset(data, frames, cond_frames)
     idx = np.random.default_rng(seed).choice(len(ds), size=min(limit, len(ds)), replace=False)
-    gen_state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
     total = 0.0
-    try:
-        with torch.no_grad():
-            for s in range(0, len(idx), batch_size):
-                part = idx[s:s + batch_size]
-                i = None if level is None else torch.full((len(part),), level)
-                total += float(method.loss(collate([ds[int(j)] for j in part]), i)[0]) * len(part)
-    finally:
-        torch.random.set_rng_state(gen_state)
+    with torch.random.fork_rng(devices=[]), torch.no_grad():  # the caller's generator is left as it was
+        torch.manual_seed(seed)
+        for s in range(0, len(idx), batch_size):
+            part = idx[s:s + batch_size]
+            i = None if level is None else torch.full((len(part),), level)
+            total += float(method.loss(collate([ds[int(j)] for j in part]), i)[0]) * len(part)
     return total / len(idx), len(idx)
 
 

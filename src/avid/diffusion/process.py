@@ -10,6 +10,7 @@ Tensors are videos ``(B, C, T, H, W)``; diffusion steps ``i`` are integer tensor
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -53,6 +54,10 @@ class Diffusion:
         self.alphas_cumprod = ac.float()
         self.alphas_cumprod_prev = torch.cat([torch.ones(1, dtype=ac.dtype), ac[:-1]]).float()
         self.snr = (ac / (1 - ac)).float()
+
+    def with_weighting(self, weighting: str) -> "Diffusion":
+        """The same process with another loss weighting (a training or scoring choice)."""
+        return Diffusion(dataclasses.replace(self.cfg, weighting=weighting))
 
     @property
     def num_steps(self) -> int:

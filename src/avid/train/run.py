@@ -9,7 +9,6 @@ Running the same command again resumes from ``last.ckpt`` at the saved step and 
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from datetime import timedelta
@@ -43,7 +42,7 @@ def build_context(cfg: RunConfig, meta: dict[str, Any], base_precision: str = "b
     base = None
     if cfg.base:
         base = open_denoiser(cfg.base, precision=base_precision)
-        process = base.spec.diffusion
+        diffusion = Diffusion(base.spec.diffusion)
         if base.spec.cond_frames != cfg.data.cond_frames:
             raise ValueError(f"the base model takes {base.spec.cond_frames} first frames, the config "
                              f"data.cond_frames={cfg.data.cond_frames}")
@@ -51,10 +50,10 @@ def build_context(cfg: RunConfig, meta: dict[str, Any], base_precision: str = "b
         if frame_size != base.spec.frame_size:
             raise ValueError(f"data frames are {frame_size}px, the base model expects {base.spec.frame_size}px")
     else:
-        process = DiffusionConfig(**cfg.diffusion)
+        diffusion = Diffusion(DiffusionConfig(**cfg.diffusion))
     if cfg.train.loss_weighting:  # a training choice, not a property of the black box
-        process = dataclasses.replace(process, weighting=cfg.train.loss_weighting)
-    return Context(diffusion=Diffusion(process), channels=3, cond_frames=cfg.data.cond_frames,
+        diffusion = diffusion.with_weighting(cfg.train.loss_weighting)
+    return Context(diffusion=diffusion, channels=3, cond_frames=cfg.data.cond_frames,
                    action_kind=meta.get("action_kind", "discrete"), num_actions=int(meta.get("num_actions", 15)),
                    base=base, base_path=str(cfg.base) if cfg.base else None)
 
