@@ -36,6 +36,9 @@ class TrainConfig:
     max_minutes: float | None = None  # stop after this wall time (whichever comes first)
     batch_size: int = 8
     lr: float = 1e-4
+    lr_schedule: str = "constant"  # or "cosine": decay to lr * min_lr_ratio at max_steps
+    warmup_steps: int = 0  # linear warm-up from 0 over this many steps
+    min_lr_ratio: float = 0.1
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     # Denoising-loss weighting (avid.diffusion.WEIGHTINGS); None: the base model's own (or `diffusion`'s)

@@ -13,14 +13,16 @@ import torch
 
 from avid.blackbox.denoiser import Denoiser, DenoiserSpec
 from avid.checkpoint import WEIGHTS, load_config, load_weights, resolve, sha256
-from avid.diffusion import DiffusionConfig
+from avid.diffusion import Diffusion, DiffusionConfig
 from avid.nn import UNet3D, UNetConfig, with_first_frames
 
 BASE_KIND = "avid-base-model"
 
 
 def load_base_model(path: str | Path) -> tuple[UNet3D, dict]:
-    """The base network and its config (parameter access: only for methods marked as such)."""
+    """The base network and its config (parameter access: only for methods marked as such).
+    When ``cfg["residual"]`` is true the network predicts the change from the last conditioning
+    frame: its prediction is ``Diffusion.hold_last(first, x_i, i) + network output``."""
     folder = resolve(path)
     cfg = load_config(folder)
     if cfg.get("kind") != BASE_KIND:
@@ -44,10 +46,13 @@ def open_denoiser(path: str | Path, precision: str = "bf16") -> Denoiser:
     folder = resolve(path)
     model, cfg = load_base_model(folder)
     dtype = torch.bfloat16 if precision == "bf16" else None
+    spec = spec_from_config(cfg, sha256(folder / WEIGHTS))
+    hold_last = Diffusion(spec.diffusion).hold_last if cfg.get("residual") else None
 
     def predict(x_i: torch.Tensor, i: torch.Tensor, first: torch.Tensor) -> torch.Tensor:
         model.to(x_i.device)
         with torch.autocast(x_i.device.type, dtype=dtype, enabled=dtype is not None):
-            return model(with_first_frames(x_i, first), i)
+            out = model(with_first_frames(x_i, first), i)
+        return out.float() + hold_last(first, x_i, i) if hold_last else out
 
-    return Denoiser(predict, spec_from_config(cfg, sha256(folder / WEIGHTS)))
+    return Denoiser(predict, spec)

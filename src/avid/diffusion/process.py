@@ -111,6 +111,12 @@ class Diffusion:
         eps = (x_i - sa * x0) / s1a
         return eps if self.param == "eps" else sa * eps - s1a * x0
 
+    def hold_last(self, first: torch.Tensor, x_i: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
+        """The "nothing moves" prediction: the video stays at its last conditioning frame
+        ``first[:, :, -1]`` (``first``: ``(B, C, k, H, W)``), in this parameterisation. A residual
+        model adds its output to it, so a zero output is the copy-last-frame baseline."""
+        return self.from_x0(first[:, :, -1:].expand_as(x_i).to(x_i.dtype), x_i, i)
+
     # posterior q(x_{i-1} | x_i, x0) -----------------------------------------------------------
     def posterior(self, x0: torch.Tensor, x_i: torch.Tensor, i: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and variance of ``q(x_{i-1} | x_i, x0)`` (Ho et al., 2020, eq. 7)."""

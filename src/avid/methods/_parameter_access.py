@@ -11,13 +11,14 @@ from avid.methods.base import Context
 from avid.nn import UNet3D, UNetConfig
 
 
-def load_frozen_base(ctx: Context, method: str) -> UNet3D:
-    """The base network from ``ctx.base_path``, in eval mode with ``requires_grad=False``."""
+def load_frozen_base(ctx: Context, method: str) -> tuple[UNet3D, bool]:
+    """The base network from ``ctx.base_path``, in eval mode with ``requires_grad=False``, and whether
+    it is residual (its prediction is ``ctx.diffusion.hold_last(...)`` plus the network's output)."""
     if ctx.base_path is None:
         raise ValueError(f"method {method!r} requires the base model's parameters: set `base:` to a base "
                          "model folder (a remote black box cannot be used)")
-    net, _ = load_base_model(ctx.base_path)
-    return net.eval().requires_grad_(False)
+    net, cfg = load_base_model(ctx.base_path)
+    return net.eval().requires_grad_(False), bool(cfg.get("residual"))
 
 
 def action_conditioned_copy(base_net: UNet3D, ctx: Context) -> UNet3D:

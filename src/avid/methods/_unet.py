@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from avid.methods.base import Context
-from avid.nn import UNet3D, UNetConfig
+from avid.nn import UNet3D, UNetConfig, zero_module
 
 
-def build_unet(ctx: Context, unet: dict, in_channels: int, out_channels: int, actions: bool) -> UNet3D:
-    """A UNet of the given size (``unet``: UNetConfig fields) wired to this method's layout."""
+def build_unet(ctx: Context, unet: dict, in_channels: int, out_channels: int, actions: bool,
+               zero_output: bool = False) -> UNet3D:
+    """A UNet of the given size (``unet``: UNetConfig fields) wired to this method's layout.
+    ``zero_output``: the last convolution starts at zero (residual outputs start as what they add to)."""
     fixed = {"in_channels": in_channels, "out_channels": out_channels,
              "num_steps": ctx.diffusion.num_steps,
              "action_kind": ctx.action_kind if actions else "none", "num_actions": ctx.num_actions}
-    return UNet3D(UNetConfig(**{**unet, **fixed}))
+    net = UNet3D(UNetConfig(**{**unet, **fixed}))
+    if zero_output:
+        zero_module(net.head[-1])
+    return net

@@ -2,6 +2,10 @@
 black-box model's prediction and the first frames, and outputs a mask ``m`` and its own
 prediction; ``final = out_pre * m + out_adapt * (1 - m)`` (eq. 5), trained with eq. 6.
 
+``residual=True`` (a CPU-scale choice, not the paper's): the adapter's own prediction is the change
+from the last conditioning frame (``out_adapt = hold_last + adapter output``, the output starting
+at zero), so at initialisation ``final`` mixes the base prediction with "nothing moves".
+
 Ablations (Table 3): ``mask=False`` ("no mask": ``final = out_pre + zero_conv(out_adapt)``) and
 ``condition_on_base=False`` ("no conditioning": the adapter does not see ``out_pre``).
 """
@@ -20,12 +24,16 @@ class AVID(Method):
     name = "avid"
 
     def __init__(self, ctx: Context, unet: dict | None = None, mask: bool = True,
-                 condition_on_base: bool = True) -> None:
+                 condition_on_base: bool = True, residual: bool = False) -> None:
         super().__init__(ctx)
         c, k = ctx.channels, ctx.cond_frames
         self.unet_options, self.use_mask, self.condition_on_base = dict(unet or {}), mask, condition_on_base
+        if residual and not mask:
+            raise ValueError("residual=True changes the adapter's own prediction in eq. 5; the no-mask "
+                             "ablation has none (final = out_pre + zero_conv(out_adapt))")
+        self.residual = residual
         in_ch = c * (1 + int(condition_on_base) + k)  # x_i, out_pre, first frames (3c for one frame)
-        self.adapter = build_unet(ctx, self.unet_options, in_ch, c + int(mask), actions=True)
+        self.adapter = build_unet(ctx, self.unet_options, in_ch, c + int(mask), actions=True, zero_output=residual)
         if mask:
             self.mask_head = zero_module(nn.Conv3d(1, 1, 1))  # mask logit starts at 0: m = 0.5
         else:
@@ -39,8 +47,11 @@ class AVID(Method):
         if not self.use_mask:
             return out_pre + self.out_head(out), {}
         out_adapt, m = out[:, :c], torch.sigmoid(self.mask_head(out[:, c:]).float())
+        if self.residual:
+            out_adapt = out_adapt + self.diffusion.hold_last(first, x_i, i)
         final = out_pre * m + out_adapt * (1 - m)  # eq. 5, mask broadcast over channels
         return final, {"mask": m}
 
     def options(self):
-        return {"unet": self.unet_options, "mask": self.use_mask, "condition_on_base": self.condition_on_base}
+        return {"unet": self.unet_options, "mask": self.use_mask, "condition_on_base": self.condition_on_base,
+                "residual": self.residual}

@@ -73,7 +73,7 @@ class ControlNet(Method):
         if unet is not None and not small:
             raise ValueError("controlnet copies the base encoder; `unet` sizes only controlnet-small")
         self.small = small
-        self.base_net = load_frozen_base(ctx, "controlnet-small" if small else "controlnet")
+        self.base_net, self.residual = load_frozen_base(ctx, "controlnet-small" if small else "controlnet")
         base_cfg = self.base_net.cfg
         if small:
             self.unet_options = dict(unet) if unet is not None else {"base_channels": base_cfg.base_channels // 2}
@@ -95,7 +95,8 @@ class ControlNet(Method):
             cond = base.embed(i, None, x.shape[2])
             h, skips = base.encode(x, cond)
         d_mid, d_skips = self.control(x, i, actions)
-        return base.decode(h + d_mid, [s + d for s, d in zip(skips, d_skips)], cond), {}
+        out = base.decode(h + d_mid, [s + d for s, d in zip(skips, d_skips)], cond)
+        return (out + self.diffusion.hold_last(first, x_i, i) if self.residual else out), {}
 
     def options(self):
         return {"small": self.small, "unet": self.unet_options}

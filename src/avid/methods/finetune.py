@@ -20,7 +20,9 @@ class Finetune(Method):
 
     def __init__(self, ctx: Context) -> None:
         super().__init__(ctx)
-        self.net = action_conditioned_copy(load_frozen_base(ctx, "finetune"), ctx)
+        base_net, self.residual = load_frozen_base(ctx, "finetune")
+        self.net = action_conditioned_copy(base_net, ctx)
 
     def predict(self, x_i, i, first, actions):
-        return self.net(with_first_frames(x_i, first=first), i, actions), {}
+        out = self.net(with_first_frames(x_i, first=first), i, actions)
+        return (out + self.diffusion.hold_last(first, x_i, i) if self.residual else out), {}

@@ -1,6 +1,10 @@
 """Action-conditioned diffusion trained from scratch (paper section 4.1), and the image-to-video
 model itself when ``use_actions=False`` (how ``avid pretrain`` trains the base model).
 
+``residual=True`` makes the network predict the change from the last conditioning frame: its
+output is added to the "nothing moves" prediction (``Diffusion.hold_last``) and starts at zero, so
+an untrained model is the copy-last-frame baseline rather than noise.
+
 ``action_dropout`` replaces a sample's actions by the learned "no action" embedding with that
 probability during training (classifier-free guidance training, Ho & Salimans 2021).
 """
@@ -19,26 +23,31 @@ class Scratch(Method):
     uses_base = False
 
     def __init__(self, ctx: Context, unet: dict | None = None, use_actions: bool = True,
-                 action_dropout: float = 0.0) -> None:
+                 action_dropout: float = 0.0, residual: bool = False) -> None:
         super().__init__(ctx)
         if not 0 <= action_dropout < 1:
             raise ValueError(f"action_dropout must be in [0, 1), got {action_dropout}")
         self.unet_options, self.use_actions, self.action_dropout = dict(unet or {}), use_actions, action_dropout
+        self.residual = residual
         c, k = ctx.channels, ctx.cond_frames
-        self.net = build_unet(ctx, self.unet_options, c * (1 + k), c, actions=use_actions)
+        self.net = build_unet(ctx, self.unet_options, c * (1 + k), c, actions=use_actions, zero_output=residual)
+
+    def _predict(self, x_i, i, first, actions, drop=None):
+        out = self.net(with_first_frames(x_i, first=first), i, actions if self.use_actions else None, drop)
+        return out + self.diffusion.hold_last(first, x_i, i) if self.residual else out
 
     def predict(self, x_i, i, first, actions):
-        return self.net(with_first_frames(x_i, first=first), i, actions if self.use_actions else None), {}
+        return self._predict(x_i, i, first, actions), {}
 
     def train_predict(self, x_i, i, batch):
         drop = None
         if self.use_actions and self.action_dropout > 0:
             drop = torch.rand(len(batch), device=x_i.device) < self.action_dropout
-        return self.net(with_first_frames(x_i, first=batch.first), i,
-                        batch.actions if self.use_actions else None, drop), {}
+        return self._predict(x_i, i, batch.first, batch.actions, drop), {}
 
     def options(self):
-        return {"unet": self.unet_options, "use_actions": self.use_actions, "action_dropout": self.action_dropout}
+        return {"unet": self.unet_options, "use_actions": self.use_actions, "action_dropout": self.action_dropout,
+                "residual": self.residual}
 
 
 class Base(Method):

@@ -16,11 +16,29 @@ class NonFiniteLoss(FloatingPointError):
     pass
 
 
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def lr_factor(step: int, schedule: str, warmup_steps: int, max_steps: int, min_lr_ratio: float) -> float:
+    """Multiplier on the base learning rate at optimiser step ``step``: a linear warm-up over
+    ``warmup_steps``, then constant or a cosine decay reaching ``min_lr_ratio`` at ``max_steps``."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if schedule == "constant":
+        return 1.0
+    progress = min(1.0, (step - warmup_steps) / max(1, max_steps - warmup_steps))
+    return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
 class MethodModule(L.LightningModule):
-    def __init__(self, method: Method, lr: float = 1e-4, weight_decay: float = 0.0) -> None:
+    def __init__(self, method: Method, lr: float = 1e-4, weight_decay: float = 0.0, lr_schedule: str = "constant",
+                 warmup_steps: int = 0, max_steps: int = 1, min_lr_ratio: float = 0.1) -> None:
         super().__init__()
+        if lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"train.lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}")
         self.method = method
         self.lr, self.weight_decay = lr, weight_decay
+        self.schedule = (lr_schedule, warmup_steps, max_steps, min_lr_ratio)
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         loss, logs = self.method.loss(batch)
@@ -36,4 +54,8 @@ class MethodModule(L.LightningModule):
         params = [p for p in self.method.parameters() if p.requires_grad]
         if not params:
             raise ValueError(f"method {self.method.name!r} has no trainable parameters; nothing to train")
-        return torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
+        opt = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
+        if self.schedule[0] == "constant" and not self.schedule[1]:
+            return opt
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(step, *self.schedule))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -65,7 +65,8 @@ def export_config(cfg: RunConfig, method: Method, meta: dict[str, Any], step: in
               "cond_frames": ctx.cond_frames, "frame_size": int(meta.get("frame_size", 64)),
               "frames": cfg.data.frames, "step": step}
     if cfg.method.name == "pretrain":
-        return {"kind": BASE_KIND, "unet": method.net.cfg.to_dict(), **common, "run": cfg.to_dict()}
+        return {"kind": BASE_KIND, "unet": method.net.cfg.to_dict(), "residual": method.residual, **common,
+                "run": cfg.to_dict()}
     return {"kind": METHOD_KIND, "method": cfg.method.name, "options": method.options(),
             "needs_parameters": method.needs_parameters,
             "trainable_parameters": count_parameters(method),
@@ -116,7 +117,9 @@ def train(cfg: RunConfig) -> Path:
     data = WindowDataset(store, cfg.data.frames, cfg.data.cond_frames, limit=cfg.data.train_limit)
     ctx = build_context(cfg, store.meta)
     method = build_method(cfg.method.name, ctx, cfg.method.options)
-    module = MethodModule(method, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    t = cfg.train
+    module = MethodModule(method, lr=t.lr, weight_decay=t.weight_decay, lr_schedule=t.lr_schedule,
+                          warmup_steps=t.warmup_steps, max_steps=t.max_steps, min_lr_ratio=t.min_lr_ratio)
     atomic_write_text(out / "run.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     log.info("method %s: %.2fM trainable parameters, %d training windows", cfg.method.name,
              count_parameters(method) / 1e6, len(data))
