@@ -131,3 +131,14 @@ def test_opening_something_that_is_not_a_base_model_fails(tmp_path, tiny_base):
     (tiny_base / "config.yaml").write_text(text)
     with pytest.raises(ValueError, match="not a base model"):
         open_denoiser(tiny_base)
+
+
+def test_a_residual_adapter_starts_halfway_between_the_base_and_nothing_moves(tiny_denoiser):
+    avid = build_method("avid", ctx_for(tiny_denoiser), {"unet": TINY_UNET, "residual": True})
+    x_i, i, first, a = inputs()
+    final, extras = avid.predict(x_i, i, first, a)
+    still = first[:, :, -1:].expand_as(x_i)  # x0 parameterisation: "nothing moves" is the last frame
+    assert torch.all(extras["mask"] == 0.5)
+    assert torch.allclose(final, 0.5 * tiny_denoiser(x_i, i, first) + 0.5 * still, atol=1e-5)
+    with pytest.raises(ValueError, match="no-mask"):
+        build_method("avid-no-mask", ctx_for(tiny_denoiser), {"unet": TINY_UNET, "residual": True})

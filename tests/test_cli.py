@@ -47,17 +47,26 @@ def test_bad_input_gives_a_clear_error_and_exit_code(tmp_path, capsys):
 
 def test_evaluation_writes_the_report_and_resumes_from_cached_samples(trained, monkeypatch):
     tmp, base, data = trained
-    method, mc = load_method(tmp / "run", base_precision="fp32")
+    method, mc = load_method(tmp / "run", precision="fp32")
     cfg = load_run_config(None, [f"base={base}", f"data.train={data}", "data.frames=6"])
     base_method = build_method("base", build_context(cfg, {"action_kind": "discrete", "num_actions": 5,
                                                             "frame_size": 16}, "fp32"))
     batch = load_eval_batch(data, 6, 2, limit=4)
-    sc = SampleConfig(steps=3, batch_size=2)
+    sc = SampleConfig(steps=3, batch_size=2, precision="fp32")
     res = evaluate({"base": base_method, "avid": method}, batch, sc, tmp / "report")
     for f in ("metrics.md", "metrics.csv", "metrics.json", "samples.gif", "samples.mp4", "videos/avid.gif",
               "masks/avid.gif", "mask_per_step.png", "samples/avid.npz"):
         assert (tmp / "report" / f).exists(), f
     assert set(res.metrics["avid"]) >= {"psnr", "ssim"} and res.rows[1].params > 0
+    # the table closes with the trivial baseline: the last conditioning frame repeated, scored alike
+    from avid.evaluate import COPY_LAST, to01
+    from avid.metrics import frame_metrics
+
+    assert res.rows[-1].method == COPY_LAST and res.rows[-1].params is None
+    copy = frame_metrics(to01(batch.x0), to01(batch.first[:, :, -1:].expand_as(batch.x0)))
+    assert res.rows[-1].values["psnr"] == pytest.approx(copy["psnr"])
+    assert f"| {COPY_LAST} |" in (tmp / "report" / "metrics.md").read_text()
+    assert "Precision of every forward pass: fp32 (requested)" in (tmp / "report" / "metrics.md").read_text()
     import avid.evaluate as ev
 
     monkeypatch.setattr(ev, "sample_videos", lambda *a, **k: (_ for _ in ()).throw(AssertionError("resampled")))
@@ -90,7 +99,7 @@ def test_held_out_loss_weights_every_window_once_and_leaves_the_global_rng_alone
         def loss(self, batch, i=None):
             return batch.x0.flatten(1).mean(1).mean(), {}
 
-    method, _ = load_method(tmp / "run", base_precision="fp32")
+    method, _ = load_method(tmp / "run", precision="fp32")
     probe = MeanPixel(method.ctx)
     ds = WindowDataset(data, 6, 2)
     idx = np.random.default_rng(3).choice(len(ds), size=5, replace=False)

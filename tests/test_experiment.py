@@ -12,6 +12,7 @@ import yaml
 
 import avid.evaluate
 from avid import experiment
+from avid.evaluate import COPY_LAST
 from avid.experiment import DEFAULT_METHODS, load_experiment, method_run_config, run_experiment
 from avid.methods.sizes import load_size_preset
 from avid.methods.sweeps import PAPER_SWEEPS
@@ -55,12 +56,14 @@ def test_the_whole_comparison_writes_the_papers_tables_and_a_rerun_trains_and_sa
         assert cfg["step"] == 2
         assert cfg["run"]["train"]["lr"] == (2e-5 if m == "finetune" else exp.run.train.lr)
 
-    # Table 1: one row per method and the base model; Table 3: AVID and its two ablations
+    # Table 1: one row per method, the base model and the copy-last-frame baseline; Table 3: AVID and
+    # its two ablations (and the same baseline)
     table1 = read_csv(report / "table1.csv")
-    assert set(table1) == set(DEFAULT_METHODS) - {"avid-no-mask", "avid-no-cond"} | {"base"}
-    assert set(read_csv(report / "table3-ablations.csv")) == {"avid", "avid-no-mask", "avid-no-cond"}
+    assert set(table1) == set(DEFAULT_METHODS) - {"avid-no-mask", "avid-no-cond"} | {"base", COPY_LAST}
+    assert set(read_csv(report / "table3-ablations.csv")) == {"avid", "avid-no-mask", "avid-no-cond", COPY_LAST}
+    assert table1[COPY_LAST]["trainable_params"] == ""
     md = (report / "table1.md").read_text()
-    for m in table1:
+    for m in set(table1) - {COPY_LAST}:
         label = re.search(rf"^\| {re.escape(m)} \((\d+k|\d+\.\dM)\)( †)? \|", md, re.M)
         assert label, f"{m}: no parameter count in brackets"
         assert bool(label.group(2)) == (m in NEEDS_PARAMETERS), m

@@ -35,7 +35,7 @@ def test_run_exports_weights_and_config_and_reloads(tmp_path, setup):
     cfg = yaml.safe_load((out / "config.yaml").read_text())
     assert cfg["kind"] == "avid-method" and cfg["method"] == "avid" and cfg["step"] == 4
     assert cfg["run"]["train"]["max_steps"] == 4 and cfg["base_fingerprint"]
-    method, _ = load_method(out, base_precision="fp32")
+    method, _ = load_method(out, precision="fp32")
     assert method.name == "avid" and not method.training
 
 
@@ -109,7 +109,7 @@ def test_checkpoint_of_another_model_fails(tmp_path, setup):
 
 def test_sampling_records_the_mask_at_every_diffusion_step(tmp_path, setup):
     base, data = setup
-    method, _ = load_method(train(run_config(tmp_path, base, data, steps=2)), base_precision="fp32")
+    method, _ = load_method(train(run_config(tmp_path, base, data, steps=2)), precision="fp32")
     first, actions = torch.rand(3, 3, 2, 16, 16) * 2 - 1, torch.randint(0, 5, (3, 4))
     ddpm = sample_videos(method, first, actions, SampleConfig(sampler="ddpm", batch_size=2), progress=False)
     assert ddpm.videos.shape == (3, 3, 4, 16, 16) and ddpm.mask.shape == (3, 1, 4, 16, 16)
@@ -131,3 +131,49 @@ def test_a_run_may_choose_its_loss_weighting_without_changing_the_black_box(tmp_
     i = torch.tensor([19])  # the noisiest step: the SNR weight would vanish, truncated SNR floors it at 1
     assert float(ctx.diffusion.loss_weight(i)) == pytest.approx(1.0)
     assert build_context(run_config(tmp_path, tiny_base, tiny_store.root), tiny_store.meta, "fp32").diffusion.cfg.weighting == "eps"
+
+
+def test_a_residual_base_model_starts_as_copy_last_frame_behind_the_black_box(tmp_path, tiny_store):
+    """`residual: true` (the shipped base's output path): an untrained model predicts "nothing
+    moves" at every diffusion step, exported and served through the door, so sampling from it
+    gives back the last conditioning frame."""
+    cfg = load_run_config(None, [
+        f"out={tmp_path / 'base'}", "base=null", f"data.train={tiny_store.root}", "data.frames=6",
+        "method.name=pretrain", f"method.options={{unet: {TINY_UNET}, residual: true}}",
+        "diffusion={num_steps: 20, schedule: sigmoid, param: x0}", "train.lr=0",
+        "train.max_steps=1", "train.batch_size=4", "train.progress=false", "train.precision=fp32"])
+    out = train(cfg)
+    assert yaml.safe_load((out / "config.yaml").read_text())["residual"] is True
+    from avid.blackbox import open_denoiser
+
+    den = open_denoiser(out, precision="fp32")
+    g = torch.Generator().manual_seed(0)
+    first = torch.rand(2, 3, 2, 16, 16, generator=g) * 2 - 1
+    x_i = torch.randn(2, 3, 4, 16, 16, generator=g)
+    still = first[:, :, -1:].expand_as(x_i)
+    for i in (0, 10, 19):
+        assert torch.allclose(den(x_i, torch.full((2,), i), first), still, atol=1e-6)
+    base, _ = load_method(out, precision="fp32")
+    videos = sample_videos(base, first, torch.zeros(2, 4, dtype=torch.long),
+                           SampleConfig(steps=5, batch_size=2), progress=False).videos
+    assert torch.allclose(videos, still, atol=1e-5)
+
+
+def test_the_learning_rate_warms_up_then_follows_a_cosine_to_its_floor():
+    from avid.train.module import lr_factor
+
+    f = [lr_factor(s, "cosine", 10, 110, 0.1) for s in range(111)]
+    assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0)  # linear warm-up over 10 steps
+    assert f[10] == pytest.approx(1.0) and f[60] == pytest.approx(0.55) and f[110] == pytest.approx(0.1)
+    assert all(a >= b for a, b in zip(f[10:], f[11:]))  # decays monotonically after the warm-up
+    assert lr_factor(500, "constant", 10, 110, 0.1) == 1.0
+
+
+def test_a_run_records_the_precision_it_used(tmp_path, setup):
+    base, data = setup
+    out = train(run_config(tmp_path, base, data, steps=1, precision="auto", lr_schedule="cosine", warmup_steps=1))
+    used = yaml.safe_load((out / "config.yaml").read_text())["precision_used"]
+    from avid.precision import resolve_precision
+
+    assert used == resolve_precision("auto").describe()
+    assert yaml.safe_load((out / "run.yaml").read_text())["precision_used"] == used

@@ -19,6 +19,14 @@ def _quiet() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+def _add_precision(parser, default: str | None = None) -> None:
+    """The same ``--precision`` option on every command that runs a network (``avid.precision``)."""
+    parser.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default=default,
+                        help="numeric precision of every forward pass (default: "
+                             f"{default or 'the config, which says auto'}; auto = bf16 where this machine "
+                             "runs it natively (AMX / AVX512-BF16 CPUs, GPUs), else fp32; fp16: GPUs only)")
+
+
 def cmd_data(args) -> None:
     from avid.data.procgen import PRESETS, ProcgenSpec, generate
 
@@ -37,7 +45,7 @@ def cmd_train(args) -> None:
     from avid.config import load_run_config
     from avid.train import train
 
-    cfg = load_run_config(args.config, args.set)
+    cfg = load_run_config(args.config, args.set + ([f"train.precision={args.precision}"] if args.precision else []))
     train(cfg)
     print(f"model written to {cfg.out}")
 
@@ -47,7 +55,7 @@ def cmd_quickstart(args) -> None:
 
     quickstart(QuickstartOptions(config=args.config, base=args.base, steps=args.steps, minutes=args.minutes, eval_size=args.eval_size,
                                  train_levels=args.train_levels, report_dir=args.report, threads=args.threads,
-                                 data_dir=args.data_dir, runs_dir=args.runs_dir))
+                                 data_dir=args.data_dir, runs_dir=args.runs_dir, precision=args.precision))
 
 
 def cmd_sample(args) -> None:
@@ -62,7 +70,7 @@ def cmd_sample(args) -> None:
     from avid.rollout import sample_videos
     from avid.train import load_method
 
-    method, mc = load_method(args.checkpoint)
+    method, mc = load_method(args.checkpoint, args.precision)
     if args.data:
         ds = WindowDataset(args.data, mc["frames"], mc["cond_frames"], stride=mc["frames"])
         n = min(args.limit or len(ds), len(ds))
@@ -76,7 +84,8 @@ def cmd_sample(args) -> None:
         if first.ndim == 4:
             first = first[None]
             actions = actions[None]
-    cfg = SampleConfig(sampler=args.sampler, steps=args.steps, eta=args.eta, batch_size=args.batch_size, seed=args.seed)
+    cfg = SampleConfig(sampler=args.sampler, steps=args.steps, eta=args.eta, batch_size=args.batch_size, seed=args.seed,
+                       precision=args.precision)
     roll = sample_videos(method, first, actions, cfg)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -104,7 +113,7 @@ def cmd_eval(args) -> None:
 
     methods, first_cfg = {}, None
     for run in args.runs:
-        method, mc = load_method(run)
+        method, mc = load_method(run, args.precision)
         methods[Path(run).name] = method
         first_cfg = first_cfg or mc
     if not methods:
@@ -114,9 +123,10 @@ def cmd_eval(args) -> None:
 
         cfg = run_config_from_dict(first_cfg["run"])
         meta = {k: first_cfg[k] for k in ("action_kind", "num_actions", "frame_size")}
-        methods = {"base": build_method("base", build_context(cfg, meta)), **methods}
+        methods = {"base": build_method("base", build_context(cfg, meta, args.precision)), **methods}
     batch = load_eval_batch(args.data, first_cfg["frames"], first_cfg["cond_frames"], limit=args.limit)
-    sc = SampleConfig(sampler=args.sampler, steps=args.steps, eta=args.eta, batch_size=args.batch_size, seed=args.seed)
+    sc = SampleConfig(sampler=args.sampler, steps=args.steps, eta=args.eta, batch_size=args.batch_size, seed=args.seed,
+                      precision=args.precision)
     note = (f"{len(batch)} trajectories from {args.data}; {first_cfg['cond_frames']} conditioning frames; "
             f"metrics over predicted frames only; sampler {sc.sampler}"
             f"{f' ({sc.steps} steps)' if sc.sampler == 'ddim' else ''}, seed {sc.seed}.")
@@ -130,7 +140,7 @@ def cmd_loss(args) -> None:
     from avid.evaluate import held_out_loss
     from avid.train import load_method
 
-    method, mc = load_method(args.checkpoint)
+    method, mc = load_method(args.checkpoint, args.precision)
     if args.weighting:  # score with another weighting, e.g. "x0": the plain MSE of the clean video
         method.diffusion = method.diffusion.with_weighting(args.weighting)
     d = method.diffusion
@@ -138,7 +148,7 @@ def cmd_loss(args) -> None:
         if level is not None and not 0 <= level < d.num_steps:
             raise ValueError(f"--levels must lie in [0, {d.num_steps}), got {level}")
         loss, n = held_out_loss(method, args.data, mc["frames"], mc["cond_frames"], args.limit, args.batch_size,
-                                args.seed, level)
+                                args.seed, level, args.precision)
         at = "random diffusion steps" if level is None else f"diffusion step {level}"
         print(f"{args.checkpoint}: denoising loss {loss:.4f} at {at} ({d.cfg.weighting} weighting, {d.param} "
               f"parameterisation) over {n} windows of {args.data}, seed {args.seed}")
@@ -160,12 +170,12 @@ def cmd_export(args) -> None:
 def cmd_bench(args) -> None:
     import torch
 
-    from avid.bench import bench, format_result
+    from avid.bench import format_report, run_bench
     from avid.config import load_run_config
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(format_result(bench(load_run_config(args.config, args.set), repeats=args.repeats)))
+    print(format_report(run_bench(load_run_config(args.config, args.set), args.precision, repeats=args.repeats)))
 
 
 # ---- action classifier (Action Error Ratio, paper section 9.3) ---------------------------------
@@ -181,7 +191,7 @@ def _add_classifier_commands(sub) -> None:
         if args.export is not None:
             run.export = args.export or None
         flags = {"max_steps": args.steps, "batch_size": args.batch_size, "max_minutes": args.minutes,
-                 "threads": args.threads}
+                 "threads": args.threads, "precision": args.precision}
         dest = train_classifier(args.data or run.data, args.out or run.out, run,
                                 **{k: v for k, v in flags.items() if v is not None})
         print(f"action classifier written to {dest}")
@@ -191,11 +201,13 @@ def _add_classifier_commands(sub) -> None:
 
         from avid.metrics.action_classifier import load_classifier
         from avid.metrics.classifier_train import evaluate_classifier
+        from avid.precision import resolve_precision
 
         if args.threads:
             torch.set_num_threads(args.threads)
         clf = load_classifier(args.classifier)
-        score = evaluate_classifier(clf, args.data, args.limit)
+        with resolve_precision(args.precision).autocast():
+            score = evaluate_classifier(clf, args.data, args.limit)
         name = "accuracy" if clf.discrete else "MAE (normalised actions)"
         chance = f" (chance {1 / clf.cfg.num_actions:.3f})" if clf.discrete else ""
         print(f"held-out action {name}: {score:.4f}{chance} on {args.data}")
@@ -213,12 +225,14 @@ def _add_classifier_commands(sub) -> None:
     t.add_argument("--minutes", type=float, default=None, help="stop after this wall time")
     t.add_argument("--threads", type=int, default=None)
     t.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="e.g. train.lr=1e-4")
+    _add_precision(t)
     t.set_defaults(fn=train)
     e = csub.add_parser("eval", help="held-out accuracy (or MAE) of a classifier on real videos")
     e.add_argument("--classifier", default="assets/action-classifier-coinrun")
     e.add_argument("--data", required=True, help="held-out trajectories, e.g. data/coinrun-classifier-test")
     e.add_argument("--limit", type=int, default=None, help="at most this many trajectories")
     e.add_argument("--threads", type=int, default=None)
+    _add_precision(e, "auto")
     e.set_defaults(fn=evaluate)
 # ---- end of the action classifier block --------------------------------------------------------
 
@@ -234,6 +248,7 @@ def _add_experiment_commands(sub) -> None:
 
         flags = {"steps": args.steps, "eval_size": args.eval_size, "sweep_size": args.sweep_size,
                  "minutes_per_method": args.minutes_per_method, "name": args.name, "run.train.threads": args.threads,
+                 "run.train.precision": args.precision, "run.sample.precision": args.precision,
                  "methods": f"[{args.methods}]" if args.methods else None}
         overrides = [*args.overrides, *(f"{k}={v}" for k, v in flags.items() if v is not None)]
         command = shlex.join(["avid", "experiment", args.which, "--config", args.config, *overrides])
@@ -252,6 +267,7 @@ def _add_experiment_commands(sub) -> None:
     c.add_argument("--minutes-per-method", type=float, default=None, help="also cap each method's training time")
     c.add_argument("--name", default=None, help="experiment name: runs/<name>/, reports/<name>/")
     c.add_argument("--threads", type=int, default=None)
+    _add_precision(c)
     c.set_defaults(fn=run)
 # ---- end of the experiments block ---------------------------------------------------------------
 
@@ -282,6 +298,7 @@ def main(argv: list[str] | None = None) -> None:
         t.add_argument("--config", required=True, help="experiment YAML")
         t.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                        help="override config values, e.g. train.max_steps=500")
+        _add_precision(t)
         t.set_defaults(fn=cmd_train)
 
     q = sub.add_parser("quickstart", help="the embedded default end to end: data, AVID training, report")
@@ -295,6 +312,7 @@ def main(argv: list[str] | None = None) -> None:
     q.add_argument("--data-dir", default="data/quickstart")
     q.add_argument("--runs-dir", default="runs/quickstart")
     q.add_argument("--threads", type=int, default=None)
+    _add_precision(q)
     q.set_defaults(fn=cmd_quickstart)
 
     s = sub.add_parser("sample", help="videos from first frames + actions with a trained method")
@@ -310,6 +328,7 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--batch-size", type=int, default=32)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", default="samples")
+    _add_precision(s, "auto")
     s.set_defaults(fn=cmd_sample)
 
     ev = sub.add_parser("eval", help="sample trained runs on held-out trajectories and write a report")
@@ -328,6 +347,7 @@ def main(argv: list[str] | None = None) -> None:
                     help="action classifier folder of the Action Error Ratio ('' for none: n/a)")
     ev.add_argument("--weights", default=None, help="folder of the metric networks' weights "
                     "(default: $AVID_WEIGHTS_DIR or ./weights); missing files give n/a")
+    _add_precision(ev, "auto")
     ev.set_defaults(fn=cmd_eval)
 
     lo = sub.add_parser("loss", help="a trained method's (or base model's) denoising loss on a dataset's windows")
@@ -340,6 +360,7 @@ def main(argv: list[str] | None = None) -> None:
                     "method's own (eps, x0, v, min_snr, truncated_snr; x0 = plain MSE of the clean video)")
     lo.add_argument("--levels", default=None, help="comma-separated diffusion steps, each scored on its own "
                     "(e.g. 5,100,199); default: random steps, as in training")
+    _add_precision(lo, "auto")
     lo.set_defaults(fn=cmd_loss)
 
     e = sub.add_parser("export", help="copy a trained model folder for shipping (weights cast to --dtype)")
@@ -353,6 +374,9 @@ def main(argv: list[str] | None = None) -> None:
     b.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
     b.add_argument("--repeats", type=int, default=5)
     b.add_argument("--threads", type=int, default=None)
+    b.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default=None,
+                   help="measure only this precision (default: fp32 and, where this CPU runs it natively, bf16; "
+                        "the row auto picks is marked)")
     b.set_defaults(fn=cmd_bench)
 
     _add_classifier_commands(sub)

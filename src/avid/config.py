@@ -44,7 +44,9 @@ class TrainConfig:
     # Denoising-loss weighting (avid.diffusion.WEIGHTINGS); None: the base model's own (or `diffusion`'s)
     loss_weighting: str | None = None
     ema_decay: float = 0.995
-    precision: str = "bf16-mixed"  # or "32-true"
+    # "auto" (bf16 only where this machine runs it natively, else fp32; see avid.precision), "fp32",
+    # "bf16", or "fp16" (GPUs); Lightning's names ("bf16-mixed", "32-true") are accepted too
+    precision: str = "auto"
     num_workers: int = 0
     log_every: int = 10
     ckpt_every: int = 200
@@ -64,6 +66,7 @@ class SampleConfig:
     batch_size: int = 32
     seed: int = 0
     device: str = "cpu"  # e.g. "cuda": the method runs there; the videos come back on the CPU
+    precision: str = "auto"  # of every forward pass while sampling (see TrainConfig.precision)
 
 
 @dataclass

@@ -26,10 +26,13 @@ from avid.metrics.action_classifier import action_accuracy, action_mae, error_ra
 from avid.metrics.normalise import normalised_scores
 from avid.metrics.tables import METRICS, Row
 from avid.nn import count_parameters
+from avid.precision import resolve_precision
 from avid.report import mask_to_video, plot_mask_per_step, plot_score_vs_params, video_grid, write_table, write_video
 from avid.rollout import Rollout, sample_videos
 
 log = logging.getLogger("avid")
+
+COPY_LAST = "copy last frame"  # the trivial baseline row every table carries: nothing moves
 
 # Extra metric functions: (ground truth batch, {method: rollout}) -> {method: {metric: value}}
 MetricFn = Callable[[Batch, dict[str, Rollout]], dict[str, dict[str, float | str]]]
@@ -48,10 +51,12 @@ def load_eval_batch(eval_dir: str | Path, frames: int, cond_frames: int, limit: 
 
 
 def held_out_loss(method: Method, data: str | Path, frames: int, cond_frames: int, limit: int = 512,
-                  batch_size: int = 32, seed: int = 0, level: int | None = None) -> tuple[float, int]:
+                  batch_size: int = 32, seed: int = 0, level: int | None = None,
+                  precision: str = "auto") -> tuple[float, int]:
     """The method's own training objective (eq. 6 with its weighting) on ``limit`` windows drawn
     without replacement from ``data``, with fixed diffusion steps (random, or all ``level``) and
     noise: a validation loss. Returns (mean loss per window, windows used)."""
+    amp = resolve_precision(precision)
     ds = WindowDataset(data, frames, cond_frames)
     idx = np.random.default_rng(seed).choice(len(ds), size=min(limit, len(ds)), replace=False)
     total = 0.0
@@ -60,7 +65,8 @@ def held_out_loss(method: Method, data: str | Path, frames: int, cond_frames: in
         for s in range(0, len(idx), batch_size):
             part = idx[s:s + batch_size]
             i = None if level is None else torch.full((len(part),), level)
-            total += float(method.loss(collate([ds[int(j)] for j in part]), i)[0]) * len(part)
+            with amp.autocast():
+                total += float(method.loss(collate([ds[int(j)] for j in part]), i)[0]) * len(part)
     return total / len(idx), len(idx)
 
 
@@ -68,9 +74,16 @@ def to01(video: torch.Tensor) -> torch.Tensor:
     return video.clamp(-1, 1).add(1).div(2)
 
 
+def copy_last_frame(batch: Batch) -> torch.Tensor:
+    """The trivial prediction ``(N, C, T', H, W)``: the last conditioning frame, repeated."""
+    return batch.first[:, :, -1:].expand_as(batch.x0).contiguous()
+
+
 def _cache_key(method: Method, batch: Batch, cfg: SampleConfig) -> str:
     h = hashlib.sha256()
-    h.update(json.dumps({"sample": asdict(cfg), "method": method.name, "options": method.options()},
+    used = resolve_precision(cfg.precision, cfg.device).name  # "auto" may differ between machines
+    h.update(json.dumps({"sample": {**asdict(cfg), "precision": used}, "method": method.name,
+                         "options": method.options()},
                         sort_keys=True, default=str).encode())
     h.update(to_uint8(batch.first[:, :, -1]).numpy().tobytes())
     h.update(batch.actions.numpy().tobytes())
@@ -147,19 +160,23 @@ def action_error_ratio(path: str | Path | None, device: str = "cpu", batch_size:
 
 def evaluate(methods: dict[str, Method], batch: Batch, cfg: SampleConfig, report: str | Path,
              extra_metrics: list[MetricFn] = (), title: str = "Results", note: str = "") -> EvalResult:
-    """Sample every method on the same inputs, score, and write tables, videos and plots."""
+    """Sample every method on the same inputs, score, and write tables, videos and plots. The table
+    ends with the copy-last-frame row (``COPY_LAST``), scored by every metric like a method."""
     report = Path(report)
     rolls, results = {}, {}
     for name, method in methods.items():
         t0 = time.time()
         rolls[name] = sample_cached(name, method, batch, cfg, report / "samples")
         results[name] = {**frame_metrics(to01(batch.x0), to01(rolls[name].videos)), "sample_seconds": time.time() - t0}
+    scored = {**rolls, COPY_LAST: Rollout(copy_last_frame(batch))}
+    results[COPY_LAST] = frame_metrics(to01(batch.x0), to01(scored[COPY_LAST].videos))
     for fn in extra_metrics:
-        for name, vals in fn(batch, rolls).items():
+        for name, vals in fn(batch, scored).items():
             results[name].update(vals)
     shown = set(METRICS)
     rows = [Row(name, {k: v for k, v in results[name].items() if k in shown}, count_parameters(m) or None,
                 getattr(m, "needs_parameters", False)) for name, m in methods.items()]
+    note += f"\nPrecision of every forward pass: {resolve_precision(cfg.precision, cfg.device).describe()}."
     conventions = next((r["conventions"] for r in results.values() if "conventions" in r), None)
     if conventions:
         note += "".join(f"\n- {k.upper()}: {v}" for k, v in conventions.items())
@@ -167,9 +184,12 @@ def evaluate(methods: dict[str, Method], batch: Batch, cfg: SampleConfig, report
     if norm.metrics and len(rows) > 1:
         for r in rows:
             r.values["normalised"] = norm.scores[r.method]
-        note += f"\nNormalised score (paper section 9.4, min-max over these methods): mean of {', '.join(norm.metrics)}."
+        note += (f"\nNormalised score (paper section 9.4, min-max over these methods, {COPY_LAST} left out): "
+                 f"mean of {', '.join(norm.metrics)}.")
         plot_score_vs_params(report / "score_vs_params.png",
                              {r.method: (r.params or 0, norm.scores[r.method]) for r in rows if r.params}, norm.metrics)
+    rows.append(Row(COPY_LAST, {k: v for k, v in results[COPY_LAST].items() if k in shown}))
+    note += f"\n{COPY_LAST}: the last conditioning frame repeated (the trivial baseline: nothing moves)."
     write_table(report, "metrics", rows, title, note)
     atomic_write_text(report / "metrics.json", json.dumps(results, indent=1, default=str))
     write_videos(report, batch, rolls)

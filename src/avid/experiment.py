@@ -277,7 +277,7 @@ def run_sweeps(exp: ExperimentConfig, loaded: dict[str, tuple[Method, dict]], ba
                 f"(the first {exp.sweep_size} of the evaluation set).")
         res = evaluate(variants, small, exp.run.sample, exp.report_dir / "sweeps" / method, extra_metrics,
                        title=f"Sweep of {method}", note=note)
-        best, criterion = choose(res.metrics, exp.sweep_metrics)
+        best, criterion = choose({k: res.metrics[k] for k in variants}, exp.sweep_metrics)
         out[method] = SweepResult(method, values, res.metrics, res.rows[0].params,
                                   values[list(variants).index(best)], criterion)
         log.info("%s: chose %s by %s", method, best, criterion or "no metric (none was a number)")

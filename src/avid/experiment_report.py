@@ -22,7 +22,7 @@ from safetensors import safe_open
 
 from avid.checkpoint import WEIGHTS, resolve
 from avid.data.storage import atomic_write_text
-from avid.evaluate import EvalResult, MetricFn, action_error_ratio, perceptual
+from avid.evaluate import COPY_LAST, EvalResult, MetricFn, action_error_ratio, perceptual
 from avid.metrics.normalise import normalised_scores
 from avid.metrics.tables import METRICS, Row, markdown, to_csv
 from avid.report import write_table
@@ -93,6 +93,8 @@ def result_rows(res: EvalResult, keys: dict[str, str], names: tuple[str, ...], s
         r = by_key[keys[name]]
         params = base_params if name == "base" else r.params
         rows.append(_row(name, res.metrics[keys[name]], shown, params, r.needs_parameters))
+    if COPY_LAST in res.metrics:  # the trivial baseline closes every table
+        rows.append(_row(COPY_LAST, res.metrics[COPY_LAST], shown, None, False))
     return rows
 
 

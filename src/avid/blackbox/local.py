@@ -15,6 +15,7 @@ from avid.blackbox.denoiser import Denoiser, DenoiserSpec
 from avid.checkpoint import WEIGHTS, load_config, load_weights, resolve, sha256
 from avid.diffusion import Diffusion, DiffusionConfig
 from avid.nn import UNet3D, UNetConfig, with_first_frames
+from avid.precision import resolve_precision
 
 BASE_KIND = "avid-base-model"
 
@@ -39,19 +40,18 @@ def spec_from_config(cfg: dict, fingerprint: str) -> DenoiserSpec:
                         max_frames=cfg["unet"]["max_frames"], fingerprint=fingerprint)
 
 
-def open_denoiser(path: str | Path, precision: str = "bf16") -> Denoiser:
-    """The base model behind the black-box door. ``precision``: "bf16" (CPU-fast) or "fp32"."""
-    if precision not in ("bf16", "fp32"):
-        raise ValueError(f"precision must be 'bf16' or 'fp32', got {precision!r}")
+def open_denoiser(path: str | Path, precision: str = "auto") -> Denoiser:
+    """The base model behind the black-box door. ``precision``: "auto" (chosen per device, see
+    ``avid.precision``), "fp32", "bf16" or "fp16"."""
+    resolve_precision(precision)  # an unknown name fails here, not at the first call
     folder = resolve(path)
     model, cfg = load_base_model(folder)
-    dtype = torch.bfloat16 if precision == "bf16" else None
     spec = spec_from_config(cfg, sha256(folder / WEIGHTS))
     hold_last = Diffusion(spec.diffusion).hold_last if cfg.get("residual") else None
 
     def predict(x_i: torch.Tensor, i: torch.Tensor, first: torch.Tensor) -> torch.Tensor:
         model.to(x_i.device)
-        with torch.autocast(x_i.device.type, dtype=dtype, enabled=dtype is not None):
+        with resolve_precision(precision, x_i.device).autocast():
             out = model(with_first_frames(x_i, first), i)
         return out.float() + hold_last(first, x_i, i) if hold_last else out
 

@@ -31,7 +31,8 @@ from avid.metrics.action_classifier import (ActionClassifier, ClassifierConfig, 
                                             load_classifier, save_classifier)
 from avid.nn import count_parameters
 from avid.train.module import MethodModule
-from avid.train.run import SaveLast
+from avid.precision import resolve_precision
+from avid.train.run import SaveLast, train_device
 
 log = logging.getLogger("avid")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -46,7 +47,7 @@ class ClassifierTrainConfig:
     weight_decay: float = 0.01
     grad_clip: float = 1.0
     ema_decay: float | None = 0.999  # None: no EMA
-    precision: str = "bf16-mixed"  # or "32-true"
+    precision: str = "auto"  # see avid.precision: "auto", "fp32", "bf16" (Lightning names accepted)
     num_workers: int = 0
     log_every: int = 25
     ckpt_every: int = 250
@@ -165,10 +166,12 @@ def train_classifier(data_dir: str | Path, out: str | Path, run: ClassifierRunCo
     callbacks += [ExportClassifier(out, run),
                   ModelCheckpoint(dirpath=last.parent, save_last=True, save_top_k=0,
                                   every_n_train_steps=tc.ckpt_every, save_on_train_epoch_end=False)]
+    precision = resolve_precision(tc.precision, train_device(tc.accelerator))
+    log.info("precision: %s", precision.describe())
     trainer = L.Trainer(
         max_steps=tc.max_steps, max_epochs=-1,
         max_time=timedelta(minutes=tc.max_minutes) if tc.max_minutes else None,
-        accelerator=tc.accelerator, devices=1, precision=tc.precision, gradient_clip_val=tc.grad_clip or None,
+        accelerator=tc.accelerator, devices=1, precision=precision.lightning, gradient_clip_val=tc.grad_clip or None,
         callbacks=callbacks, logger=CSVLogger(out, name="logs", version=""), log_every_n_steps=tc.log_every,
         enable_progress_bar=tc.progress, enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=out)
     t0 = time.time()

@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 from avid.config import SampleConfig
 from avid.diffusion import sample
 from avid.methods import Method
+from avid.precision import resolve_precision
 
 
 @dataclass
@@ -42,6 +43,7 @@ def sample_videos(method: Method, first: torch.Tensor, actions: torch.Tensor, cf
     n, c, _, h, w = first.shape
     t = frames or actions.shape[1]
     method.eval().to(cfg.device)
+    precision = resolve_precision(cfg.precision, cfg.device)
     videos, masks, step_sum, steps = [], [], None, None
     bs = cfg.batch_size
     bar = tqdm(range(0, n, bs), desc=f"sampling {method.name}", disable=not progress)
@@ -53,8 +55,13 @@ def sample_videos(method: Method, first: torch.Tensor, actions: torch.Tensor, cf
             if "mask" in extras:
                 rec.append((i, extras["mask"].float().cpu()))
 
+        def predict(x_i: torch.Tensor, i: torch.Tensor) -> tuple[torch.Tensor, dict]:
+            with precision.autocast():  # the sampler's own arithmetic stays in fp32
+                pred, extras = method.predict(x_i, i, fb, ab)
+            return pred.float(), extras
+
         gen = torch.Generator(cfg.device).manual_seed(cfg.seed * 1_000_003 + b0)
-        x = sample(method.diffusion, lambda x_i, i: method.predict(x_i, i, fb, ab), (len(fb), c, t, h, w),
+        x = sample(method.diffusion, predict, (len(fb), c, t, h, w),
                    sampler=cfg.sampler, steps=cfg.steps if cfg.sampler == "ddim" else None, eta=cfg.eta,
                    generator=gen, device=cfg.device, on_step=on_step)
         videos.append(x.clamp(-1, 1).cpu())

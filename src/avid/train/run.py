@@ -31,17 +31,19 @@ from avid.data.storage import atomic_write_text
 from avid.diffusion import Diffusion, DiffusionConfig
 from avid.methods import Context, Method, build_method
 from avid.nn import count_parameters
+from avid.precision import Precision, resolve_precision
 from avid.train.module import MethodModule
 
 METHOD_KIND = "avid-method"
 log = logging.getLogger("avid")
 
 
-def build_context(cfg: RunConfig, meta: dict[str, Any], base_precision: str = "bf16") -> Context:
-    """The method's world: the base model's diffusion when there is a base, else ``cfg.diffusion``."""
+def build_context(cfg: RunConfig, meta: dict[str, Any], precision: str = "auto") -> Context:
+    """The method's world: the base model's diffusion when there is a base, else ``cfg.diffusion``.
+    ``precision``: of the black-box base model's forward passes (``avid.precision``)."""
     base = None
     if cfg.base:
-        base = open_denoiser(cfg.base, precision=base_precision)
+        base = open_denoiser(cfg.base, precision=precision)
         diffusion = Diffusion(base.spec.diffusion)
         if base.spec.cond_frames != cfg.data.cond_frames:
             raise ValueError(f"the base model takes {base.spec.cond_frames} first frames, the config "
@@ -58,12 +60,21 @@ def build_context(cfg: RunConfig, meta: dict[str, Any], base_precision: str = "b
                    base=base, base_path=str(cfg.base) if cfg.base else None)
 
 
-def export_config(cfg: RunConfig, method: Method, meta: dict[str, Any], step: int) -> dict[str, Any]:
+def train_device(accelerator: str) -> str:
+    """The device type Lightning trains on for ``train.accelerator``."""
+    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
+        return "cuda"
+    return "cpu"
+
+
+def export_config(cfg: RunConfig, method: Method, meta: dict[str, Any], step: int,
+                  precision: Precision | None = None) -> dict[str, Any]:
     """What ``config.yaml`` beside exported weights records."""
     ctx = method.ctx
     common = {"diffusion": vars(ctx.diffusion.cfg).copy(), "channels": ctx.channels,
               "cond_frames": ctx.cond_frames, "frame_size": int(meta.get("frame_size", 64)),
-              "frames": cfg.data.frames, "step": step}
+              "frames": cfg.data.frames, "step": step,
+              "precision_used": precision.describe() if precision else None}
     if cfg.method.name == "pretrain":
         return {"kind": BASE_KIND, "unet": method.net.cfg.to_dict(), "residual": method.residual, **common,
                 "run": cfg.to_dict()}
@@ -88,8 +99,8 @@ class SaveLast(Callback):
 class Export(Callback):
     """Writes ``model.safetensors`` + ``config.yaml`` from the (EMA) weights at every checkpoint."""
 
-    def __init__(self, cfg: RunConfig, meta: dict[str, Any]) -> None:
-        self.cfg, self.meta = cfg, meta
+    def __init__(self, cfg: RunConfig, meta: dict[str, Any], precision: Precision) -> None:
+        self.cfg, self.meta, self.precision = cfg, meta, precision
 
     def export(self, trainer: L.Trainer, pl_module: MethodModule, state: dict[str, torch.Tensor]) -> None:
         if trainer.global_rank != 0:
@@ -97,7 +108,8 @@ class Export(Callback):
         method = pl_module.method
         own = set(method.state_dict())
         weights = {k[len("method."):]: v for k, v in state.items() if k.startswith("method.") and k[7:] in own}
-        save_model(self.cfg.out, weights, export_config(self.cfg, method, self.meta, trainer.global_step))
+        save_model(self.cfg.out, weights, export_config(self.cfg, method, self.meta, trainer.global_step,
+                                                        self.precision))
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
         self.export(trainer, pl_module, checkpoint["state_dict"])
@@ -115,12 +127,15 @@ def train(cfg: RunConfig) -> Path:
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     store = EpisodeStore(resolve(cfg.data.train))
     data = WindowDataset(store, cfg.data.frames, cfg.data.cond_frames, limit=cfg.data.train_limit)
-    ctx = build_context(cfg, store.meta)
+    precision = resolve_precision(cfg.train.precision, train_device(cfg.train.accelerator))
+    log.info("precision: %s", precision.describe())
+    ctx = build_context(cfg, store.meta, precision.name)
     method = build_method(cfg.method.name, ctx, cfg.method.options)
     t = cfg.train
     module = MethodModule(method, lr=t.lr, weight_decay=t.weight_decay, lr_schedule=t.lr_schedule,
                           warmup_steps=t.warmup_steps, max_steps=t.max_steps, min_lr_ratio=t.min_lr_ratio)
-    atomic_write_text(out / "run.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    atomic_write_text(out / "run.yaml", yaml.safe_dump({**cfg.to_dict(), "precision_used": precision.describe()},
+                                                       sort_keys=False))
     log.info("method %s: %.2fM trainable parameters, %d training windows", cfg.method.name,
              count_parameters(method) / 1e6, len(data))
     loader = DataLoader(data, batch_size=cfg.train.batch_size, shuffle=True, drop_last=True,
@@ -132,7 +147,7 @@ def train(cfg: RunConfig) -> Path:
     callbacks = [
         SaveLast(last),  # before EMA: its on_train_end must see the raw weights
         EMAWeightAveraging(decay=cfg.train.ema_decay),
-        Export(cfg, store.meta),
+        Export(cfg, store.meta, precision),
         ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0,
                         every_n_train_steps=cfg.train.ckpt_every, save_on_train_epoch_end=False),
     ]
@@ -140,7 +155,7 @@ def train(cfg: RunConfig) -> Path:
         max_steps=cfg.train.max_steps, max_epochs=-1,
         max_time=timedelta(minutes=cfg.train.max_minutes) if cfg.train.max_minutes else None,
         accelerator=cfg.train.accelerator, devices=cfg.train.devices, strategy=cfg.train.strategy,
-        precision=cfg.train.precision, gradient_clip_val=cfg.train.grad_clip or None,
+        precision=precision.lightning, gradient_clip_val=cfg.train.grad_clip or None,
         callbacks=callbacks,  # logs/version_N per (resumed) segment: a resume never overwrites history
         logger=[CSVLogger(out, name="logs", version=segment), TensorBoardLogger(out, name="logs", version=segment)],
         log_every_n_steps=cfg.train.log_every, enable_progress_bar=cfg.train.progress,
@@ -157,14 +172,16 @@ def _check_same_run(out: Path, cfg: RunConfig) -> None:
     prev = out / "run.yaml"
     if not prev.exists():
         return
-    old = run_config_from_dict(yaml.safe_load(prev.read_text()))
+    recorded = yaml.safe_load(prev.read_text())
+    recorded.pop("precision_used", None)
+    old = run_config_from_dict(recorded)
     for key in ("base", "method"):
         if getattr(old, key) != getattr(cfg, key):
             raise ValueError(f"{out} holds a run with another {key} ({getattr(old, key)}); "
                              "choose another `out` folder")
 
 
-def load_method(folder: str | Path, base_precision: str = "bf16") -> tuple[Method, dict[str, Any]]:
+def load_method(folder: str | Path, precision: str = "auto") -> tuple[Method, dict[str, Any]]:
     """A trained method from its exported folder, with its black-box base model re-opened (a base
     model folder gives the "base" method: the pretrained model alone)."""
     folder = resolve(folder)
@@ -172,13 +189,13 @@ def load_method(folder: str | Path, base_precision: str = "bf16") -> tuple[Metho
     if mc.get("kind") == BASE_KIND:  # a base model folder: the "base" method (the model alone)
         cfg = RunConfig(base=str(folder))
         cfg.data.cond_frames = mc["cond_frames"]
-        ctx = build_context(cfg, {"frame_size": mc["frame_size"]}, base_precision)
+        ctx = build_context(cfg, {"frame_size": mc["frame_size"]}, precision)
         return build_method("base", ctx), {**mc, "frames": mc.get("frames", 10), "action_kind": "discrete"}
     if mc.get("kind") != METHOD_KIND:
         raise ValueError(f"{folder} is not a trained method (config kind {mc.get('kind')!r})")
     cfg = run_config_from_dict(mc["run"])
     meta = {"action_kind": mc["action_kind"], "num_actions": mc["num_actions"], "frame_size": mc["frame_size"]}
-    ctx = build_context(cfg, meta, base_precision)
+    ctx = build_context(cfg, meta, precision)
     if ctx.base is not None and ctx.base.spec.fingerprint != mc["base_fingerprint"]:
         raise ValueError(f"{folder} was trained against another base model than {cfg.base} "
                          "(weights fingerprint differs)")
