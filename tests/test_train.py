@@ -177,3 +177,34 @@ def test_a_run_records_the_precision_it_used(tmp_path, setup):
 
     assert used == resolve_precision("auto").describe()
     assert yaml.safe_load((out / "run.yaml").read_text())["precision_used"] == used
+
+
+def test_the_ema_warms_up_so_a_short_run_is_not_held_back_by_its_initial_weights():
+    from avid.train.run import WarmupEMA
+
+    avg = WarmupEMA(0.995)._kwargs["avg_fn"]
+    ema = torch.zeros(1)
+    for n in range(300):  # the weights jump from 0 to 1 at the first step and stay there
+        ema = avg(ema, torch.ones(1), torch.tensor(n))
+    assert float(ema) > 0.95  # a fixed decay of 0.995 would still be 22% initial weights (0.78)
+    late = avg(torch.zeros(1), torch.ones(1), torch.tensor(10**6))
+    assert float(late) == pytest.approx(0.005)  # long runs: the configured decay
+
+
+def test_the_quickstart_plans_its_steps_from_measured_times(tmp_path, setup, monkeypatch):
+    import avid.quickstart as qs
+
+    base, data = setup
+    cfg = run_config(tmp_path, base, data, steps=50)
+    cfg.sample.steps = 25  # DDIM
+    opt = qs.QuickstartOptions(eval_size=4, min_steps=5)
+    measured = iter([])
+    monkeypatch.setattr(qs, "_seconds", lambda fn, repeats=2: (fn(), next(measured))[1])  # runs each step once
+    measured = iter([1.0, 0.5] * 3)  # train step 1 s, sampling step 0.5 s
+    roomy = qs.plan_steps(cfg, data, opt, seconds_left=10**6)
+    assert roomy.steps == 50 and not roomy.too_slow
+    assert roomy.eval_seconds == pytest.approx(1 * 25 * 0.5 * 1.1 + 30)  # one batch of 4, 25 DDIM steps
+    tight = qs.plan_steps(cfg, data, opt, seconds_left=0)
+    assert tight.too_slow and tight.steps == 5  # said plainly, and the minimum is trained anyway
+    mid = qs.plan_steps(cfg, data, opt, seconds_left=roomy.eval_seconds + 21)
+    assert mid.steps == 20  # the budget after the evaluation over the measured step (+5% overhead)

@@ -53,7 +53,8 @@ def cmd_train(args) -> None:
 def cmd_quickstart(args) -> None:
     from avid.quickstart import QuickstartOptions, quickstart
 
-    quickstart(QuickstartOptions(config=args.config, base=args.base, steps=args.steps, minutes=args.minutes, eval_size=args.eval_size,
+    quickstart(QuickstartOptions(config=args.config, base=args.base, steps=args.steps, budget_minutes=args.budget_minutes,
+                                 eval_size=args.eval_size,
                                  train_levels=args.train_levels, report_dir=args.report, threads=args.threads,
                                  data_dir=args.data_dir, runs_dir=args.runs_dir, precision=args.precision))
 
@@ -304,9 +305,12 @@ def main(argv: list[str] | None = None) -> None:
     q = sub.add_parser("quickstart", help="the embedded default end to end: data, AVID training, report")
     q.add_argument("--config", default="configs/coinrun/quickstart.yaml")
     q.add_argument("--base", default=None, help="base model folder (default: the shipped assets/base-procgen)")
-    q.add_argument("--steps", type=int, default=None, help="adapter optimiser steps (default: the config's, 500)")
-    q.add_argument("--minutes", type=float, default=8.0, help="cap on the adapter's training wall time")
-    q.add_argument("--eval-size", type=int, default=256, help="held-out trajectories to evaluate")
+    q.add_argument("--steps", type=int, default=None,
+                   help="adapter optimiser steps (default: planned from steps measured on this machine to fit "
+                        "--budget-minutes, at most the config's train.max_steps)")
+    q.add_argument("--budget-minutes", type=float, default=15.0,
+                   help="wall time the whole quickstart aims at (default: 15); the step plan fits it")
+    q.add_argument("--eval-size", type=int, default=128, help="held-out trajectories to evaluate (default: 128)")
     q.add_argument("--train-levels", type=int, default=200, help="Coinrun training levels (500 steps each)")
     q.add_argument("--report", default="reports/quickstart")
     q.add_argument("--data-dir", default="data/quickstart")

@@ -1,30 +1,39 @@
-"""``avid quickstart``: the whole path on a laptop CPU, from the shipped base model to a report.
+"""``avid quickstart``: the whole path on a laptop CPU, from the shipped base model to a report,
+within a wall-time budget (15 minutes by default).
 
 1. generate a small action-labelled Coinrun set and held-out evaluation trajectories;
-2. train an AVID adapter against the shipped base model through the black-box door;
-3. sample the held-out trajectories with the base model alone and with AVID (same first frames,
-   actions and noise);
-4. write a report: PSNR/SSIM table (Markdown + CSV), GIF/MP4 of ground truth | base | AVID | mask,
-   the mean mask per diffusion step (paper Fig. 4d) and the mask averaged over the diffusion.
+2. measure, on this machine and at the precision ``auto`` picks, one adapter training step and one
+   sampling step of AVID and of the base model, and plan the adapter's optimiser steps so that
+   training plus evaluation fit the budget (the learning rate follows a cosine over exactly those
+   steps); a machine too slow for a useful run is told so plainly;
+3. train an AVID adapter against the shipped base model through the black-box door;
+4. sample the held-out trajectories with the base model alone and with AVID (same first frames,
+   actions and noise) and write a report: metrics table (with the copy-last-frame row), GIF/MP4 of
+   ground truth | base | AVID | mask, the mean mask per diffusion step (paper Fig. 4d) and the mask
+   averaged over the diffusion.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import math
+import resource
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from avid.checkpoint import load_config
 from avid.config import RunConfig, load_run_config
-from avid.data import EpisodeStore
+from avid.data import EpisodeStore, WindowDataset, collate
 from avid.data.procgen import PRESETS, generate
 from avid.data.storage import atomic_write_text
 from avid.evaluate import action_error_ratio, evaluate, load_eval_batch, perceptual
 from avid.methods import build_method
 from avid.metrics.action_classifier import SHIPPED_CLASSIFIER
+from avid.precision import describe_cpu, resolve_precision
 from avid.train import build_context, load_method, train
 
 log = logging.getLogger("avid")
@@ -35,15 +44,34 @@ CONFIG = "configs/coinrun/quickstart.yaml"
 class QuickstartOptions:
     config: str = CONFIG
     base: str | None = None  # the black-box base model folder (default: the config's, the shipped one)
-    steps: int | None = None  # adapter optimiser steps (None: the config's, 500)
-    minutes: float = 8.0  # ... and at most this much training wall time
+    budget_minutes: float = 15.0  # the whole run's wall time the step plan aims at
+    steps: int | None = None  # adapter optimiser steps (None: planned from the budget, at most the config's)
+    min_steps: int = 150  # below this the adapter is not worth training: say so, and train this many anyway
     train_levels: int = 200  # Coinrun levels 0..train_levels-1 ...
     steps_per_level: int = 500  # ... each a stream of this many random-action steps
-    eval_size: int = 256  # held-out trajectories (levels 10000-11000)
+    eval_size: int = 128  # held-out trajectories (levels 10000-11000)
     data_dir: str = "data/quickstart"
     runs_dir: str = "runs/quickstart"
     report_dir: str = "reports/quickstart"
     threads: int | None = None
+    precision: str | None = None  # None: the config's ("auto")
+
+
+@dataclass
+class Plan:
+    """The measured costs and the step budget they allow."""
+
+    train_step_s: float
+    sample_step_s: float  # one denoising step of AVID and of the base model, for one evaluation batch
+    eval_seconds: float
+    train_seconds: float
+    steps: int
+    too_slow: bool
+
+    def describe(self) -> str:
+        return (f"measured: adapter train step {self.train_step_s:.2f} s, sampling step (AVID + base, one batch) "
+                f"{self.sample_step_s:.2f} s; evaluation ~{self.eval_seconds / 60:.1f} min; "
+                f"training {self.steps} steps ~{self.steps * self.train_step_s / 60:.1f} min")
 
 
 def prepare_data(opt: QuickstartOptions) -> tuple[Path, Path]:
@@ -55,17 +83,67 @@ def prepare_data(opt: QuickstartOptions) -> tuple[Path, Path]:
     return train_dir, eval_dir
 
 
+def _seconds(fn, repeats: int = 2) -> float:
+    fn()  # warm-up (allocations, oneDNN kernel choice)
+    t = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    return (time.perf_counter() - t) / repeats
+
+
+def plan_steps(cfg: RunConfig, train_dir: Path, opt: QuickstartOptions, seconds_left: float) -> Plan:
+    """Measure a training step and a sampling step here, at this run's precision, and plan the
+    optimiser steps that fit ``seconds_left`` after the evaluation."""
+    precision = resolve_precision(cfg.train.precision)
+    store = EpisodeStore(train_dir)
+    ctx = build_context(cfg, store.meta, precision.name)
+    method = build_method(cfg.method.name, ctx, cfg.method.options)
+    data = WindowDataset(store, cfg.data.frames, cfg.data.cond_frames)
+    batch = collate([data[j] for j in range(cfg.train.batch_size)])
+    opt_ = torch.optim.AdamW([p for p in method.parameters() if p.requires_grad], lr=0.0)
+
+    def train_step() -> None:
+        with precision.autocast():
+            loss, _ = method.loss(batch)
+        loss.backward()
+        opt_.step()
+        opt_.zero_grad()
+
+    base = build_method("base", ctx)
+    s = cfg.sample
+    bs = min(s.batch_size, opt.eval_size)
+    first = batch.first[:1].expand(bs, -1, -1, -1, -1)
+    x = torch.randn(bs, *batch.x0.shape[1:])
+    i = torch.full((bs,), ctx.diffusion.num_steps - 1)
+    actions = batch.actions[:1].expand(bs, -1)
+
+    def sample_step() -> None:
+        with torch.no_grad(), precision.autocast():
+            method.predict(x, i, first, actions)
+            base.predict(x, i, first, actions)
+
+    train_s, sample_s = _seconds(train_step), _seconds(sample_step, 1)
+    denoising_steps = s.steps if s.sampler == "ddim" and s.steps else ctx.diffusion.num_steps
+    eval_s = math.ceil(opt.eval_size / bs) * denoising_steps * sample_s * 1.1 + 30  # + metrics and videos
+    train_s_left = seconds_left - eval_s
+    affordable = max(0, int(train_s_left / (train_s * 1.05)))  # Lightning's own overhead per step
+    steps = min(cfg.train.max_steps, affordable)
+    too_slow = steps < opt.min_steps
+    return Plan(train_s, sample_s, eval_s, train_s_left, max(steps, opt.min_steps), too_slow)
+
+
 def run_evaluation(cfg: RunConfig, run_dir: Path, eval_dir: Path, report: Path) -> dict:
     batch = load_eval_batch(eval_dir, cfg.data.frames, cfg.data.cond_frames)
-    avid, _ = load_method(run_dir)
-    base = build_method("base", build_context(cfg, EpisodeStore(eval_dir).meta))
-    s = cfg.sample
+    avid, _ = load_method(run_dir, cfg.train.precision)
+    base = build_method("base", build_context(cfg, EpisodeStore(eval_dir).meta, cfg.train.precision))
+    s = dataclasses.replace(cfg.sample, precision=cfg.train.precision)
     note = (f"{len(batch)} held-out Coinrun trajectories (levels 10000-11000, random actions), "
             f"{cfg.data.cond_frames} conditioning + {cfg.data.frames - cfg.data.cond_frames} predicted frames; "
             f"metrics over predicted frames only. Sampler: {s.sampler}"
             f"{f' ({s.steps} steps, eta={s.eta})' if s.sampler == 'ddim' else ''}, seed {s.seed}. "
             "Base = the shipped pretrained model alone (black box, no actions).")
-    res = evaluate({"base": base, "avid": avid}, batch, s, report, extra_metrics=[action_error_ratio(SHIPPED_CLASSIFIER, s.device), perceptual()],
+    res = evaluate({"base": base, "avid": avid}, batch, s, report,
+                   extra_metrics=[action_error_ratio(SHIPPED_CLASSIFIER, s.device), perceptual()],
                    title="Quickstart: base model vs AVID on held-out Coinrun", note=note)
     print((report / "metrics.md").read_text())
     return res.metrics
@@ -75,26 +153,56 @@ def quickstart(opt: QuickstartOptions) -> Path:
     t0 = time.time()
     if opt.threads:
         torch.set_num_threads(opt.threads)
+    budget = opt.budget_minutes * 60
     train_dir, eval_dir = prepare_data(opt)
-    cfg = load_run_config(opt.config, [f"data.train={train_dir}", f"out={Path(opt.runs_dir) / 'avid'}",
-                                       f"train.max_minutes={opt.minutes}"]
-                          + ([f"train.max_steps={opt.steps}"] if opt.steps else [])
-                          + ([f"base={opt.base}"] if opt.base else []))
+    overrides = [f"data.train={train_dir}", f"out={Path(opt.runs_dir) / 'avid'}"]
+    overrides += [f"base={opt.base}"] if opt.base else []
+    overrides += [f"train.precision={opt.precision}"] if opt.precision else []
+    cfg = load_run_config(opt.config, overrides)
+    precision = resolve_precision(cfg.train.precision)
+    print(f"CPU: {describe_cpu()}\nprecision: {precision.describe()}")
+    if opt.steps:
+        steps, plan = opt.steps, None
+    else:
+        plan = plan_steps(cfg, train_dir, opt, budget - (time.time() - t0))
+        steps = plan.steps
+        print(plan.describe())
+        if plan.too_slow:
+            print(f"this machine is too slow for a {opt.budget_minutes:g}-minute quickstart: the budget leaves "
+                  f"{max(plan.train_seconds, 0) / 60:.1f} min of training, fewer than the {opt.min_steps} steps the "
+                  f"adapter needs; training {opt.min_steps} steps anyway (~{opt.min_steps * plan.train_step_s / 60:.0f} "
+                  "min). Use --budget-minutes, --eval-size or --steps to choose.")
+    cap = 1.5 * steps * plan.train_step_s / 60 + 1 if plan else None  # a safety net, not the plan
+    cfg = load_run_config(opt.config, overrides + [f"train.max_steps={steps}", f"train.max_minutes={cap}"])
     run_dir = train(cfg)
+    reached = int(load_config(run_dir)["step"])
+    if reached < steps:
+        print(f"training stopped by its time cap at step {reached} of {steps}; rerun the same command with "
+              f"--steps {steps} to continue it")
     report = Path(opt.report_dir)
     run_evaluation(cfg, run_dir, eval_dir, report)
-    atomic_write_text(report / "README.md", _readme(opt, cfg, time.time() - t0))
-    print(f"\nquickstart finished in {(time.time() - t0) / 60:.1f} min; report in {report.resolve()}")
+    seconds = time.time() - t0
+    atomic_write_text(report / "README.md", _readme(opt, cfg, seconds, reached, precision.describe(), plan))
+    print(f"\nquickstart finished in {seconds / 60:.1f} min (peak memory "
+          f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GB); report in {report.resolve()}")
     return report
 
 
-def _readme(opt: QuickstartOptions, cfg: RunConfig, seconds: float) -> str:
-    return (f"# avid quickstart report\n\nMade by `avid quickstart --steps {cfg.train.max_steps} --minutes {opt.minutes} --eval-size {opt.eval_size}` "
-            f"in {seconds / 60:.1f} min ({torch.get_num_threads()} CPU threads).\n\n"
-            "- `metrics.md`, `metrics.csv`, `metrics.json`: PSNR / SSIM (and the Action Error Ratio with the shipped classifier; LPIPS/FID/FVD when their weights are present) of base vs AVID\n"
+def _readme(opt: QuickstartOptions, cfg: RunConfig, seconds: float, steps: int, precision: str,
+            plan: Plan | None) -> str:
+    planned = plan.describe() if plan else f"steps given with --steps {opt.steps}"
+    return (f"# avid quickstart report\n\nMade by `avid quickstart --budget-minutes {opt.budget_minutes:g} "
+            f"--eval-size {opt.eval_size}` in {seconds / 60:.1f} min ({torch.get_num_threads()} CPU threads; "
+            f"peak memory {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GB).\n\n"
+            f"- CPU: {describe_cpu()}\n- precision: {precision}\n- plan: {planned}\n"
+            f"- adapter: {steps} optimiser steps of batch {cfg.train.batch_size}, lr {cfg.train.lr:g} "
+            f"({cfg.train.lr_schedule}, warm-up {cfg.train.warmup_steps})\n\n"
+            "- `metrics.md`, `metrics.csv`, `metrics.json`: PSNR / SSIM (and the Action Error Ratio with the shipped "
+            "classifier; LPIPS/FID/FVD when their weights are present) of base vs AVID, and the copy-last-frame row\n"
             "- `samples.gif`, `samples.mp4`: columns ground truth | base | AVID\n"
             "- `videos/<method>.gif`: ground truth | method | mask (AVID; white: base model used)\n"
             "- `masks/avid.gif`: ground truth | mask averaged over the diffusion process (Figs. 5-6)\n"
             "- `mask_per_step.png`: mean mask per diffusion step (paper Fig. 4d)\n"
+            "- `score_vs_params.png`: normalised score vs trainable parameters (paper Fig. 4a-b)\n"
             "- `samples/<method>.npz`: the sampled videos (reused when the evaluation is rerun)\n\n"
             f"Adapter config: `{opt.config}`; run folder: `{cfg.out}`.\n")

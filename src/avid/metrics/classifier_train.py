@@ -19,7 +19,7 @@ from typing import Any
 import lightning as L
 import torch
 import yaml
-from lightning.pytorch.callbacks import Callback, EMAWeightAveraging, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader
 
@@ -32,7 +32,7 @@ from avid.metrics.action_classifier import (ActionClassifier, ClassifierConfig, 
 from avid.nn import count_parameters
 from avid.train.module import MethodModule
 from avid.precision import resolve_precision
-from avid.train.run import SaveLast, train_device
+from avid.train.run import SaveLast, WarmupEMA, train_device
 
 log = logging.getLogger("avid")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -162,7 +162,7 @@ def train_classifier(data_dir: str | Path, out: str | Path, run: ClassifierRunCo
     last = out / "checkpoints" / "last.ckpt"
     callbacks = [SaveLast(last)]  # before EMA: its on_train_end must see the raw weights
     if tc.ema_decay:
-        callbacks.append(EMAWeightAveraging(decay=tc.ema_decay))
+        callbacks.append(WarmupEMA(tc.ema_decay))
     callbacks += [ExportClassifier(out, run),
                   ModelCheckpoint(dirpath=last.parent, save_last=True, save_top_k=0,
                                   every_n_train_steps=tc.ckpt_every, save_on_train_epoch_end=False)]
