@@ -99,6 +99,10 @@ class WarmupEMA(EMAWeightAveraging):
 
         self._kwargs["avg_fn"] = average
 
+    @property
+    def state_key(self) -> str:  # checkpoints written with Lightning's plain EMA callback resume its average
+        return "EMAWeightAveraging"
+
 
 class SaveLast(Callback):
     """Saves ``last.ckpt`` when training ends, before EMA overwrites the raw weights, so a later
