@@ -19,7 +19,7 @@ from typing import Any
 import lightning as L
 import torch
 import yaml
-from lightning.pytorch.callbacks import Callback, EMAWeightAveraging, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, EMAWeightAveraging
 from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader
 
@@ -31,7 +31,7 @@ from avid.metrics.action_classifier import (ActionClassifier, ClassifierConfig, 
                                             load_classifier, save_classifier)
 from avid.nn import count_parameters
 from avid.train.module import MethodModule
-from avid.train.run import SaveLast
+from avid.train.callbacks import SaveEvery, SaveLast, fit, run_callbacks
 
 log = logging.getLogger("avid")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -162,17 +162,17 @@ def train_classifier(data_dir: str | Path, out: str | Path, run: ClassifierRunCo
     callbacks = [SaveLast(last)]  # before EMA: its on_train_end must see the raw weights
     if tc.ema_decay:
         callbacks.append(EMAWeightAveraging(decay=tc.ema_decay))
-    callbacks += [ExportClassifier(out, run),
-                  ModelCheckpoint(dirpath=last.parent, save_last=True, save_top_k=0,
-                                  every_n_train_steps=tc.ckpt_every, save_on_train_epoch_end=False)]
+    callbacks += [ExportClassifier(out, run), SaveEvery(last, tc.ckpt_every),
+                  *run_callbacks(last, tc.progress, "train action classifier", tc.max_minutes)]
     trainer = L.Trainer(
         max_steps=tc.max_steps, max_epochs=-1,
         max_time=timedelta(minutes=tc.max_minutes) if tc.max_minutes else None,
         accelerator=tc.accelerator, devices=1, precision=tc.precision, gradient_clip_val=tc.grad_clip or None,
         callbacks=callbacks, logger=CSVLogger(out, name="logs", version=""), log_every_n_steps=tc.log_every,
-        enable_progress_bar=tc.progress, enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=out)
+        enable_progress_bar=tc.progress, enable_model_summary=False, enable_checkpointing=False, num_sanity_val_steps=0,
+        default_root_dir=out)
     t0 = time.time()
-    trainer.fit(module, loader, ckpt_path=str(last) if last.exists() else None)
+    fit(trainer, module, loader, last)  # Ctrl-C / SIGTERM: saved, then raised again
     log.info("trained to step %d in %.0f s", trainer.global_step, time.time() - t0)
     return finish(out, run, trainer.global_step)
 

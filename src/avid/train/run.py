@@ -18,7 +18,7 @@ from typing import Any
 import lightning as L
 import torch
 import yaml
-from lightning.pytorch.callbacks import Callback, EMAWeightAveraging, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, EMAWeightAveraging
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torch.utils.data import DataLoader
 
@@ -31,6 +31,7 @@ from avid.data.storage import atomic_write_text
 from avid.diffusion import Diffusion, DiffusionConfig
 from avid.methods import Context, Method, build_method
 from avid.nn import count_parameters
+from avid.train.callbacks import SaveEvery, SaveLast, fit, run_callbacks
 from avid.train.module import MethodModule
 
 METHOD_KIND = "avid-method"
@@ -72,17 +73,6 @@ def export_config(cfg: RunConfig, method: Method, meta: dict[str, Any], step: in
             "trainable_parameters": count_parameters(method),
             "base": cfg.base, "base_fingerprint": ctx.base.spec.fingerprint if ctx.base else None,
             "action_kind": ctx.action_kind, "num_actions": ctx.num_actions, **common, "run": cfg.to_dict()}
-
-
-class SaveLast(Callback):
-    """Saves ``last.ckpt`` when training ends, before EMA overwrites the raw weights, so a later
-    run with a larger ``max_steps`` resumes exactly where this one stopped."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def on_train_end(self, trainer, pl_module) -> None:
-        trainer.save_checkpoint(self.path)
 
 
 class Export(Callback):
@@ -133,8 +123,8 @@ def train(cfg: RunConfig) -> Path:
         SaveLast(last),  # before EMA: its on_train_end must see the raw weights
         EMAWeightAveraging(decay=cfg.train.ema_decay),
         Export(cfg, store.meta),
-        ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0,
-                        every_n_train_steps=cfg.train.ckpt_every, save_on_train_epoch_end=False),
+        SaveEvery(last, cfg.train.ckpt_every),
+        *run_callbacks(last, cfg.train.progress, f"train {cfg.method.name}", cfg.train.max_minutes),
     ]
     trainer = L.Trainer(
         max_steps=cfg.train.max_steps, max_epochs=-1,
@@ -144,10 +134,10 @@ def train(cfg: RunConfig) -> Path:
         callbacks=callbacks,  # logs/version_N per (resumed) segment: a resume never overwrites history
         logger=[CSVLogger(out, name="logs", version=segment), TensorBoardLogger(out, name="logs", version=segment)],
         log_every_n_steps=cfg.train.log_every, enable_progress_bar=cfg.train.progress,
-        enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=out,
+        enable_model_summary=False, enable_checkpointing=False, num_sanity_val_steps=0, default_root_dir=out,
     )
     t0 = time.time()
-    trainer.fit(module, loader, ckpt_path=str(last) if last.exists() else None)
+    fit(trainer, module, loader, last)  # Ctrl-C / SIGTERM: saved, then raised again
     log.info("trained to step %d in %.0f s; model in %s", trainer.global_step, time.time() - t0, out)
     return out
 
