@@ -169,7 +169,7 @@ def evaluate(methods: dict[str, Method], batch: Batch, cfg: SampleConfig, report
             r.values["normalised"] = norm.scores[r.method]
         note += f"\nNormalised score (paper section 9.4, min-max over these methods): mean of {', '.join(norm.metrics)}."
         plot_score_vs_params(report / "score_vs_params.png",
-                             {r.method: (r.params or 0, norm.scores[r.method]) for r in rows if r.params}, norm.metrics)
+                             {r.method: (r.params or 0, norm.scores[r.method]) for r in rows}, norm.metrics)
     write_table(report, "metrics", rows, title, note)
     atomic_write_text(report / "metrics.json", json.dumps(results, indent=1, default=str))
     write_videos(report, batch, rolls)

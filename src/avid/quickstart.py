@@ -25,6 +25,7 @@ from avid.data.storage import atomic_write_text
 from avid.evaluate import action_error_ratio, evaluate, load_eval_batch, perceptual
 from avid.methods import build_method
 from avid.metrics.action_classifier import SHIPPED_CLASSIFIER
+from avid.report import report_files_markdown
 from avid.train import build_context, load_method, train
 
 log = logging.getLogger("avid")
@@ -91,10 +92,6 @@ def quickstart(opt: QuickstartOptions) -> Path:
 def _readme(opt: QuickstartOptions, cfg: RunConfig, seconds: float) -> str:
     return (f"# avid quickstart report\n\nMade by `avid quickstart --steps {cfg.train.max_steps} --minutes {opt.minutes} --eval-size {opt.eval_size}` "
             f"in {seconds / 60:.1f} min ({torch.get_num_threads()} CPU threads).\n\n"
-            "- `metrics.md`, `metrics.csv`, `metrics.json`: PSNR / SSIM (and the Action Error Ratio with the shipped classifier; LPIPS/FID/FVD when their weights are present) of base vs AVID\n"
-            "- `samples.gif`, `samples.mp4`: columns ground truth | base | AVID\n"
-            "- `videos/<method>.gif`: ground truth | method | mask (AVID; white: base model used)\n"
-            "- `masks/avid.gif`: ground truth | mask averaged over the diffusion process (Figs. 5-6)\n"
-            "- `mask_per_step.png`: mean mask per diffusion step (paper Fig. 4d)\n"
-            "- `samples/<method>.npz`: the sampled videos (reused when the evaluation is rerun)\n\n"
+            "Methods: `base` (the base model alone, a black box) and `avid` (the adapter trained here). Files:\n\n"
+            f"- `README.md`: this file\n{report_files_markdown()}\n\n"
             f"Adapter config: `{opt.config}`; run folder: `{cfg.out}`.\n")
