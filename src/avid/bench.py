@@ -15,6 +15,7 @@ from contextlib import nullcontext
 
 import torch
 
+from avid import tiny
 from avid.config import RunConfig
 from avid.data import Batch
 from avid.methods import build_method
@@ -35,6 +36,7 @@ def _median_time(fn, warmup: int, repeats: int) -> float:
 
 def bench(cfg: RunConfig, warmup: int = 2, repeats: int = 5, frame_size: int = 64) -> dict:
     torch.manual_seed(0)
+    cfg, warmup, repeats = tiny.run(cfg), tiny.count(warmup, tiny.BENCH_STEPS), tiny.count(repeats, tiny.BENCH_STEPS)
     meta = {"action_kind": "discrete", "num_actions": 15, "frame_size": frame_size}
     ctx = build_context(cfg, meta)
     method = build_method(cfg.method.name, ctx, cfg.method.options)

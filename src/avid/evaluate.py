@@ -16,6 +16,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from avid import tiny
 from avid.checkpoint import resolve
 from avid.config import SampleConfig
 from avid.data import Batch, WindowDataset, collate, to_uint8, to_video
@@ -53,6 +54,7 @@ def held_out_loss(method: Method, data: str | Path, frames: int, cond_frames: in
     without replacement from ``data``, with fixed diffusion steps (random, or all ``level``) and
     noise: a validation loss. Returns (mean loss per window, windows used)."""
     ds = WindowDataset(data, frames, cond_frames)
+    limit = tiny.count(limit, tiny.LOSS_WINDOWS)  # AVID_TINY=1: smoke-test size
     idx = np.random.default_rng(seed).choice(len(ds), size=min(limit, len(ds)), replace=False)
     total = 0.0
     with torch.random.fork_rng(devices=[]), torch.no_grad():  # the caller's generator is left as it was

@@ -23,6 +23,7 @@ from lightning.pytorch.callbacks import Callback, EMAWeightAveraging
 from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader
 
+from avid import tiny
 from avid.checkpoint import resolve
 from avid.config import apply_overrides, build_section, read_mapping
 from avid.data import EpisodeStore, WindowDataset, collate
@@ -141,7 +142,7 @@ def train_classifier(data_dir: str | Path, out: str | Path, run: ClassifierRunCo
     ``out/checkpoints/last.ckpt``. ``train_overrides`` set ``ClassifierTrainConfig`` fields."""
     run = run or ClassifierRunConfig()
     run = replace(run, data=str(data_dir), out=str(out),
-                  train=ClassifierTrainConfig(**{**asdict(run.train), **train_overrides}))
+                  train=tiny.training(ClassifierTrainConfig(**{**asdict(run.train), **train_overrides})))
     tc = run.train
     if tc.threads:
         torch.set_num_threads(tc.threads)
@@ -159,10 +160,11 @@ def train_classifier(data_dir: str | Path, out: str | Path, run: ClassifierRunCo
                         collate_fn=collate, persistent_workers=tc.num_workers > 0)
     module = MethodModule(clf, lr=tc.lr, weight_decay=tc.weight_decay)
     last = out / "checkpoints" / "last.ckpt"
-    callbacks = [SaveLast(last)]  # before EMA: its on_train_end must see the raw weights
+    save_last = SaveLast(last)
+    callbacks = [save_last]  # before EMA: its on_train_end must see the raw weights
     if tc.ema_decay:
         callbacks.append(EMAWeightAveraging(decay=tc.ema_decay))
-    callbacks += [ExportClassifier(out, run), SaveEvery(last, tc.ckpt_every),
+    callbacks += [ExportClassifier(out, run), SaveEvery(save_last, tc.ckpt_every),
                   *run_callbacks(last, tc.progress, "train action classifier", tc.max_minutes)]
     trainer = L.Trainer(
         max_steps=tc.max_steps, max_epochs=-1,

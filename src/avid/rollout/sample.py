@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
+from avid import tiny
 from avid.config import SampleConfig
 from avid.diffusion import sample, sampler_timesteps
 from avid.methods import Method
@@ -34,7 +35,7 @@ def sample_videos(method: Method, first: torch.Tensor, actions: torch.Tensor, cf
 
     first: ``(N, C, k, H, W)`` in [-1, 1]; actions: ``(N, T')`` or ``(N, T', A)``.
     """
-    cfg = cfg or SampleConfig()
+    cfg = tiny.sampling(cfg or SampleConfig())  # AVID_TINY=1: smoke-test size
     if first.ndim != 5:
         raise ValueError(f"expected first frames (N, C, k, H, W), got {tuple(first.shape)}")
     if actions.shape[0] != first.shape[0]:
@@ -49,7 +50,8 @@ def sample_videos(method: Method, first: torch.Tensor, actions: torch.Tensor, cf
     batches = range(0, n, bs)
     # one bar in denoising steps over every batch: its rate and ETA move with every network call
     bar = tqdm(total=len(batches) * per_batch, unit="step", disable=not progress,
-               desc=f"sampling {method.name} ({n} videos: {len(batches)} batches x {per_batch} {cfg.sampler} steps)")
+               desc=f"sampling {method.name} ({n} videos: {len(batches)} batch{'es' * (len(batches) > 1)} x "
+                    f"{per_batch} {cfg.sampler} steps)")
     for b0 in batches:
         fb, ab = first[b0:b0 + bs].to(cfg.device), actions[b0:b0 + bs].to(cfg.device)
         rec: list[tuple[int, torch.Tensor]] = []

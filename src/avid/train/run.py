@@ -22,6 +22,7 @@ from lightning.pytorch.callbacks import Callback, EMAWeightAveraging
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torch.utils.data import DataLoader
 
+from avid import tiny
 from avid.blackbox import open_denoiser
 from avid.blackbox.local import BASE_KIND
 from avid.checkpoint import load_config, load_weights, resolve, save_model
@@ -98,6 +99,7 @@ class Export(Callback):
 
 def train(cfg: RunConfig) -> Path:
     """Fit the configured method; returns the run folder. Resumes if the folder has a checkpoint."""
+    cfg = tiny.run(cfg)  # AVID_TINY=1: smoke-test size
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     out = Path(cfg.out)
@@ -119,11 +121,12 @@ def train(cfg: RunConfig) -> Path:
     ckpt_dir = out / "checkpoints"
     last = ckpt_dir / "last.ckpt"
     segment = f"version_{len(list((out / 'logs').glob('version_*')))}"
+    save_last = SaveLast(last)
     callbacks = [
-        SaveLast(last),  # before EMA: its on_train_end must see the raw weights
+        save_last,  # before EMA: its on_train_end must see the raw weights
         EMAWeightAveraging(decay=cfg.train.ema_decay),
         Export(cfg, store.meta),
-        SaveEvery(last, cfg.train.ckpt_every),
+        SaveEvery(save_last, cfg.train.ckpt_every),
         *run_callbacks(last, cfg.train.progress, f"train {cfg.method.name}", cfg.train.max_minutes),
     ]
     trainer = L.Trainer(
