@@ -59,7 +59,7 @@ def test_progress_bar_total_and_eta_follow_the_cap(monkeypatch):
     trainer.global_step = 21
     bar.on_train_batch_end(trainer, None, None, None, 1)  # 2 steps/s, 100 s left: stops near step 221
     assert bar.bar.total == 221 and bar.bar.n == 21
-    assert "01:40" in bar.bar.postfix and "stops near step 221 of 500" in bar.bar.postfix
+    assert "01:40 left" in bar.bar.postfix and "stops near step 221 of 500" in bar.bar.postfix
     assert "loss 0.25" in bar.bar.postfix
 
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 
-import imageio.v3 as iio
+import av
 import matplotlib
 import numpy as np
 import torch
+from PIL import Image
 
 from avid.data.storage import atomic_write, atomic_write_text
 from avid.data.windows import to_uint8
@@ -63,12 +65,22 @@ def video_grid(columns: list[torch.Tensor], rows: int = 4, pad: int = 2) -> np.n
 def write_video(path: str | Path, frames: np.ndarray, fps: int = 4) -> Path:
     """GIF (Pillow) or MP4 (PyAV, libx264) by suffix, written atomically."""
     path = Path(path)
-    if path.suffix == ".gif":
-        data = iio.imwrite("<bytes>", frames, extension=".gif", duration=int(1000 / fps), loop=0)
-    elif path.suffix == ".mp4":
+    if path.suffix == ".gif":  # a palette per frame by fast octree: 100x faster than Pillow's default median cut
+        images = [Image.fromarray(f).quantize(256, method=Image.Quantize.FASTOCTREE) for f in frames]
+        buf = io.BytesIO()
+        images[0].save(buf, format="GIF", save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
+        data = buf.getvalue()
+    elif path.suffix == ".mp4":  # PyAV directly: imageio's plugin runs a full gc.collect() per file
         h, w = frames.shape[1:3]
         frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)))  # even sizes for yuv420p
-        data = iio.imwrite("<bytes>", frames, extension=".mp4", plugin="pyav", codec="libx264", fps=fps)
+        buf = io.BytesIO()
+        with av.open(buf, mode="w", format="mp4") as container:
+            stream = container.add_stream("libx264", rate=fps)
+            stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+            for f in frames:
+                container.mux(stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
+            container.mux(stream.encode())
+        data = buf.getvalue()
     else:
         raise ValueError(f"unsupported video format {path.suffix!r}; use .gif or .mp4")
     atomic_write(path, lambda f: f.write(data))

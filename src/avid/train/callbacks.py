@@ -35,30 +35,33 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 class SaveLast(Callback):
     """Saves ``last.ckpt`` when training ends, before EMA overwrites the raw weights, so a later
-    run with a larger ``max_steps`` resumes exactly where this one stopped. Place it before
-    ``EMAWeightAveraging`` in the callback list."""
+    run with a larger ``max_steps`` resumes exactly where this one stopped (unless ``SaveEvery``
+    has just saved that step). Place it before ``EMAWeightAveraging`` in the callback list."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
+        self.saved_step: int | None = None
+
+    def save(self, trainer) -> None:
+        trainer.save_checkpoint(self.path)
+        self.saved_step = trainer.global_step
 
     def on_train_end(self, trainer, pl_module) -> None:
-        trainer.save_checkpoint(self.path)
+        if self.saved_step != trainer.global_step:
+            self.save(trainer)
 
 
-class SaveEvery(SaveLast):
-    """Saves the same ``last.ckpt`` every ``every`` optimiser steps. Place it after
-    ``EMAWeightAveraging``, so the saved average includes the step just taken."""
+class SaveEvery(Callback):
+    """Saves the same ``last.ckpt`` (through ``end``, the run's ``SaveLast``) every ``every``
+    optimiser steps. Place it after ``EMAWeightAveraging``, so the saved average includes the step
+    just taken."""
 
-    def __init__(self, path: Path, every: int) -> None:
-        super().__init__(path)
-        self.every = every
+    def __init__(self, end: SaveLast, every: int) -> None:
+        self.end, self.every = end, every
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if self.every and trainer.global_step % self.every == 0:
-            trainer.save_checkpoint(self.path)
-
-    def on_train_end(self, trainer, pl_module) -> None:  # SaveLast's job, before EMA
-        pass
+            self.end.save(trainer)
 
 
 def _timer(trainer) -> Timer | None:
@@ -119,8 +122,7 @@ class StepProgressBar(ProgressBar):
         self._ref = None
         self.bar = tqdm(total=trainer.max_steps, initial=trainer.global_step, desc=self.desc, unit="step",
                         disable=not self.enabled, dynamic_ncols=True,
-                        bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} steps [{elapsed}<{postfix}]")
-        self.bar.set_postfix_str("?", refresh=True)
+                        bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} steps [{elapsed} elapsed{postfix}]")
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         step, now = trainer.global_step, self.clock()
@@ -131,7 +133,7 @@ class StepProgressBar(ProgressBar):
         f = forecast(step, trainer.max_steps, rate, timer.time_remaining() if timer else None)
         self.bar.total = f.total
         self.bar.n = step
-        parts = [_clock(f.eta_s), f"{rate:.2f} step/s" if rate else "first step done"]
+        parts = [f"{_clock(f.eta_s)} left", f"{rate:.2f} step/s" if rate else "first step done"]
         if self.max_minutes:
             cap = f"time cap {self.max_minutes:g} min"
             parts.append(f"{cap}: stops near step {f.total} of {trainer.max_steps}" if f.capped else cap)
