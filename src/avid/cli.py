@@ -11,6 +11,8 @@ import os
 import sys
 import warnings
 
+from avid.cli_options import Parser, add_sampler_options, int_list, level_range
+
 
 def _quiet() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -20,60 +22,6 @@ def _quiet() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.trainer.connectors"):
         logging.getLogger(name).setLevel(logging.WARNING)
-
-
-class _Help(argparse.HelpFormatter):
-    """States every option's default: appends "(default: X)" to the help text; options whose
-    default is None (or an empty list) say in their own words what happens without them."""
-
-    def _get_help_string(self, action) -> str:
-        text = action.help or ""
-        unstated = action.default is None or action.default is False or action.default == []
-        if not action.option_strings or action.required or unstated or action.default is argparse.SUPPRESS:
-            return text
-        return f"{text} (default: %(default)s)"
-
-
-class _Parser(argparse.ArgumentParser):
-    def __init__(self, *args, **kwargs) -> None:
-        kwargs.setdefault("formatter_class", _Help)
-        super().__init__(*args, **kwargs)
-
-
-def _level_range(text: str) -> tuple[int, int]:
-    """``START:STOP`` -> (start, number of levels); anything else is an error, never one level."""
-    start, sep, stop = text.partition(":")
-    try:
-        first, end = int(start), int(stop)
-    except ValueError:
-        first = end = -1
-    if not sep or first < 0 or end <= first:
-        raise argparse.ArgumentTypeError(f"expected a level range START:STOP with 0 <= START < STOP (STOP "
-                                         f"excluded), e.g. 0:500 or 10000:11000; got {text!r}")
-    return first, end - first
-
-
-def _int_list(text: str) -> list[int]:
-    try:
-        return [int(v) for v in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, e.g. 5,100,199; got {text!r}") from None
-
-
-def _add_sampler_options(p, batch_size: int) -> None:
-    """The sampler settings of ``avid sample`` and ``avid eval``, with ``SampleConfig``'s defaults."""
-    from avid.config import SampleConfig
-
-    d = SampleConfig()
-    p.add_argument("--sampler", choices=["ddpm", "ddim"], default=d.sampler,
-                   help="ddim: --steps evenly spaced diffusion steps; ddpm: every diffusion step (the paper's "
-                   "Coinrun setting: 200 steps, 10x the time of DDIM with 20)")
-    p.add_argument("--steps", type=int, default=d.steps, help="DDIM steps, ignored by ddpm; the quickstart, the "
-                   "experiment configs and the README's tables use the same number")
-    p.add_argument("--eta", type=float, default=d.eta, help="DDIM noise: 0 deterministic, 1 the DDPM posterior's")
-    p.add_argument("--batch-size", type=int, default=batch_size, help="videos sampled at once")
-    p.add_argument("--seed", type=int, default=d.seed,
-                   help="noise seed: every method sampled with one seed gets the same initial noise")
 
 
 def cmd_data(args) -> None:
@@ -328,7 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from avid import __version__
 
-    p = _Parser(prog="avid", description=__doc__)
+    p = Parser(prog="avid", description=__doc__)
     p.add_argument("--version", action="version",
                    version=f"avid {__version__} (torch {torch.__version__}, Python {platform.python_version()})")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -342,7 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
                     f"CPU versions ({', '.join(sorted(PRESETS))}; see the README); the options below are then "
                     "ignored (default: none, use the options)")
     pg.add_argument("--games", default="coinrun", help="comma-separated Procgen game names")
-    pg.add_argument("--levels", type=_level_range, default="0:100",
+    pg.add_argument("--levels", type=level_range, default="0:100",
                     help="level range START:STOP, STOP excluded (e.g. 0:500)")
     pg.add_argument("--steps-per-level", type=int, default=1000,
                     help="random-action steps recorded from each level, one stream per level")
@@ -386,7 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--first-frames", help="instead of --data: .npy uint8 (N, k, H, W, 3) (default: none)")
     s.add_argument("--actions", help="with --first-frames: .npy (N, T') int actions (or (N, T', A) float) "
                    "(default: none)")
-    _add_sampler_options(s, batch_size=32)
+    add_sampler_options(s, batch_size=32)
     s.add_argument("--out", default="samples", help="folder for videos.npy, samples.gif (and the mask)")
     s.set_defaults(fn=cmd_sample)
 
@@ -396,7 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", required=True, help="report folder (rerunning reuses the sampled videos there)")
     ev.add_argument("--with-base", action="store_true", help="also evaluate the base model alone")
     ev.add_argument("--limit", type=int, default=None, help="the first this many trajectories (default: all)")
-    _add_sampler_options(ev, batch_size=32)
+    add_sampler_options(ev, batch_size=32)
     ev.add_argument("--title", default="Results", help="title of the metrics table")
     ev.add_argument("--classifier", default="assets/action-classifier-coinrun",
                     help="action classifier folder of the Action Error Ratio ('' for none: n/a)")
@@ -412,7 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
     lo.add_argument("--seed", type=int, default=0, help="which windows, diffusion steps and noise")
     lo.add_argument("--weighting", default=None, help="score with this loss weighting instead of the "
                     "method's own: eps, x0, v, min_snr, truncated_snr; x0 = plain MSE of the clean video (default: the method's own)")
-    lo.add_argument("--levels", type=_int_list, default=None, help="comma-separated diffusion steps, each scored on its own "
+    lo.add_argument("--levels", type=int_list, default=None, help="comma-separated diffusion steps, each scored on its own "
                     "(e.g. 5,100,199) (default: random steps, as in training)")
     lo.set_defaults(fn=cmd_loss)
 
