@@ -52,7 +52,7 @@ def add_sampler_options(p, batch_size: int) -> None:
     d = SampleConfig()
     p.add_argument("--sampler", choices=["ddpm", "ddim"], default=d.sampler,
                    help="ddim: --steps evenly spaced diffusion steps; ddpm: every diffusion step (the paper's "
-                   "Coinrun setting: 200 steps, 10x the time of DDIM with 20)")
+                   "Coinrun setting: 200 steps, 10x the network calls of DDIM with 20)")
     p.add_argument("--steps", type=int, default=d.steps, help="DDIM steps, ignored by ddpm; the quickstart, the "
                    "experiment configs and the README's tables use the same number")
     p.add_argument("--eta", type=float, default=d.eta, help="DDIM noise: 0 deterministic, 1 the DDPM posterior's")
