@@ -130,3 +130,57 @@ def test_loss_at_a_fixed_level_follows_the_snr_weight(trained, capsys):
           "--weighting", "x0"])  # the x0-MSE of a barely trained model at pure noise: of order one
     out = capsys.readouterr().out
     assert "(x0 weighting" in out and float(out.split("denoising loss ")[1].split()[0]) > 20 * high
+
+
+def _parsers(parser, path=("avid",)):
+    """Every (command path, parser) of the ``avid`` command tree."""
+    import argparse
+
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _parsers(sub, (*path, name))
+
+
+def test_every_option_of_every_command_has_help_and_a_stated_default(capsys):
+    import argparse
+
+    from avid.cli import build_parser
+
+    commands = dict(_parsers(build_parser()))
+    assert {("avid", "sample"), ("avid", "eval"), ("avid", "bench"), ("avid", "quickstart"),
+            ("avid", "classifier", "train"), ("avid", "experiment", "coinrun")} <= set(commands)
+    for path, parser in commands.items():
+        helps = parser._get_formatter()._get_help_string  # the help text as --help prints it, before wrapping
+        for a in parser._actions:
+            if isinstance(a, (argparse._HelpAction, argparse._VersionAction, argparse._SubParsersAction)):
+                continue
+            where = f"{' '.join(path)} {'/'.join(a.option_strings) or a.dest}"
+            assert a.help, f"{where} has no help text"
+            flag = isinstance(a, argparse._StoreTrueAction)
+            if a.option_strings and not a.required and not flag:  # a value or, for None, in words
+                assert "(default: " in helps(a), f"{where} does not state its default"
+
+
+def test_sample_and_eval_default_to_the_readmes_ddim_steps():
+    from avid.cli import build_parser
+    from avid.config import load_run_config
+
+    p = build_parser()
+    quickstart = load_run_config("configs/coinrun/quickstart.yaml").sample
+    for cmd in (["sample", "--checkpoint", "x"], ["eval", "--runs", "x", "--data", "d", "--out", "o"]):
+        args = p.parse_args(cmd)
+        assert (args.sampler, args.steps) == (quickstart.sampler, quickstart.steps) == ("ddim", 20)
+
+
+def test_version_and_a_level_range_without_a_colon_fail_or_answer_clearly(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.startswith("avid 0.")
+    for bad in ("5", "7:3", "a:b"):
+        with pytest.raises(SystemExit) as e:
+            main(["data", "procgen", "--levels", bad, "--out", str(tmp_path / "d")])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and "START:STOP" in err and repr(bad) in err
+    assert not (tmp_path / "d").exists()  # nothing generated

@@ -187,9 +187,9 @@ def test_perceptual_metrics_report_missing_weights_plainly(tmp_path):
     real = _videos(n=2, t=2, size=16)
     out = perceptual_metrics(real, real, first=real, weights_dir=tmp_path)
     folder = tmp_path.resolve()
-    assert out["lpips"] == f"n/a (weights not found: vgg16-397923af.pth in {folder})"
+    assert out["lpips"] == f"n/a (weights not found: vgg16-397923af.pth, vgg.pth in {folder})"  # both files named
     assert out["fid"] == f"n/a (weights not found: pt_inception-2015-12-05-6726825d.pth in {folder})"
-    assert out["fvd"] == f"n/a (weights not found: rgb_imagenet.pt in {folder})"
+    assert out["fvd"] == f"n/a (weights not found: rgb_imagenet.pt or i3d_torchscript.pt in {folder})"
     assert set(out["conventions"]) == {"lpips", "fid", "fvd"}
 
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from avid.metrics.weights import (ENV_VAR, WEIGHTS, WeightSpec, WeightsMismatch, WeightsNotFound, find_weights,
-                                  load_exact, verify)
+from avid.metrics.weights import (ENV_VAR, WEIGHTS, WeightSpec, WeightsMismatch, WeightsNotFound, find_all,
+                                  find_weights, load_exact, verify)
 
 
 def test_registry_checksums_are_full_sha256_and_agree_with_hub_file_names():
@@ -42,6 +42,16 @@ def test_missing_file_names_file_and_folder(tmp_path):
     assert isinstance(err.value, FileNotFoundError)
     assert err.value.short == f"weights not found: pt_inception-2015-12-05-6726825d.pth in {tmp_path.resolve()}"
     assert "pytorch-fid" in str(err.value)  # says where to get it
+
+
+def test_files_used_together_name_every_absent_one(tmp_path):
+    with pytest.raises(WeightsNotFound) as err:
+        find_all(["vgg16", "lpips_vgg"], tmp_path)
+    assert err.value.short == f"weights not found: vgg16-397923af.pth, vgg.pth in {tmp_path.resolve()}"
+    (tmp_path / "vgg16-397923af.pth").write_bytes(b"x")  # one present: only the other is named
+    with pytest.raises(WeightsNotFound) as err:
+        find_all(["vgg16", "lpips_vgg"], tmp_path, check=False)
+    assert err.value.file == "vgg.pth" and "LPIPS" in str(err.value)
 
 
 def test_checksum_mismatch_is_a_clear_value_error(tmp_path):

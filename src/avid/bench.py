@@ -16,6 +16,7 @@ import time
 
 import torch
 
+from avid import tiny
 from avid.config import RunConfig
 from avid.data import Batch
 from avid.methods import build_method
@@ -46,6 +47,7 @@ def bench(cfg: RunConfig, precision: str = "fp32", warmup: int = 2, repeats: int
     """One row: the configured method's train and prediction step at ``precision`` on the CPU."""
     torch.manual_seed(0)
     prec = resolve_precision(precision)
+    cfg, warmup, repeats = tiny.run(cfg), tiny.count(warmup, tiny.BENCH_STEPS), tiny.count(repeats, tiny.BENCH_STEPS)
     meta = {"action_kind": "discrete", "num_actions": 15, "frame_size": frame_size}
     ctx = build_context(cfg, meta, prec.name)
     method = build_method(cfg.method.name, ctx, cfg.method.options)

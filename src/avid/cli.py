@@ -1,4 +1,7 @@
-"""The ``avid`` command."""
+"""avid: adapt a black-box image-to-video diffusion model into an action-conditioned world model
+(AVID: Rigter et al., "Adapting Video Diffusion Models to World Models", arXiv 2410.13487).
+`avid quickstart` runs the whole path; `avid COMMAND --help` explains each command and its options;
+AVID_TINY=1 runs any command at smoke-test size (see the README)."""
 
 from __future__ import annotations
 
@@ -7,6 +10,8 @@ import logging
 import os
 import sys
 import warnings
+
+from avid.cli_options import Parser, add_precision_option, add_sampler_options, int_list, level_range
 
 
 def _quiet() -> None:
@@ -19,24 +24,15 @@ def _quiet() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def _add_precision(parser, default: str | None = None) -> None:
-    """The same ``--precision`` option on every command that runs a network (``avid.precision``)."""
-    parser.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default=default,
-                        help="numeric precision of every forward pass (default: "
-                             f"{default or 'the config, which says auto'}; auto = bf16 where this machine "
-                             "runs it natively (AMX / AVX512-BF16 CPUs, GPUs), else fp32; fp16: GPUs only)")
-
-
 def cmd_data(args) -> None:
     from avid.data.procgen import PRESETS, ProcgenSpec, generate
 
     if args.preset:
         spec = PRESETS[args.preset]
     else:
-        start, _, stop = args.levels.partition(":")
-        spec = ProcgenSpec(games=args.games.split(","), start_level=int(start),
-                           num_levels=int(stop) - int(start) if stop else 1, steps_per_level=args.steps_per_level,
-                           trajectories=args.trajectories, seed=args.seed)
+        start, num_levels = args.levels
+        spec = ProcgenSpec(games=args.games.split(","), start_level=start, num_levels=num_levels,
+                           steps_per_level=args.steps_per_level, trajectories=args.trajectories, seed=args.seed)
     store = generate(spec, args.out)
     print(f"{store.num_frames()} frames in {len(store.shards)} shards at {args.out}")
 
@@ -145,7 +141,7 @@ def cmd_loss(args) -> None:
     if args.weighting:  # score with another weighting, e.g. "x0": the plain MSE of the clean video
         method.diffusion = method.diffusion.with_weighting(args.weighting)
     d = method.diffusion
-    for level in [int(v) for v in args.levels.split(",")] if args.levels else [None]:
+    for level in args.levels or [None]:
         if level is not None and not 0 <= level < d.num_steps:
             raise ValueError(f"--levels must lie in [0, {d.num_steps}), got {level}")
         loss, n = held_out_loss(method, args.data, mc["frames"], mc["cond_frames"], args.limit, args.batch_size,
@@ -216,24 +212,29 @@ def _add_classifier_commands(sub) -> None:
     c = sub.add_parser("classifier", help="the action classifier of the Action Error Ratio")
     csub = c.add_subparsers(dest="action", required=True)
     t = csub.add_parser("train", help="train an action classifier on real videos (resumes)")
-    t.add_argument("--config", default=None, help="classifier YAML, e.g. configs/classifier/coinrun-cpu.yaml")
+    t.add_argument("--config", default=None, help="classifier YAML, e.g. configs/classifier/coinrun-cpu.yaml "
+                   "(default: none, the built-in defaults)")
     t.add_argument("--data", default=None, help="training dataset folder (default: the config's)")
     t.add_argument("--out", default=None, help="run folder (default: the config's)")
-    t.add_argument("--eval-data", default=None, help="held-out trajectories to score at the end ('' for none)")
-    t.add_argument("--export", default=None, help="also write the finished classifier here ('' for none)")
-    t.add_argument("--steps", type=int, default=None)
-    t.add_argument("--batch-size", type=int, default=None)
-    t.add_argument("--minutes", type=float, default=None, help="stop after this wall time")
-    t.add_argument("--threads", type=int, default=None)
-    t.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="e.g. train.lr=1e-4")
-    _add_precision(t)
+    t.add_argument("--eval-data", default=None, help="held-out trajectories to score at the end, '' for none "
+                   "(default: the config's)")
+    t.add_argument("--export", default=None, help="also write the finished classifier here, '' for none "
+                   "(default: the config's)")
+    t.add_argument("--steps", type=int, default=None, help="optimiser steps (default: the config's)")
+    t.add_argument("--batch-size", type=int, default=None, help="windows per step (default: the config's)")
+    t.add_argument("--minutes", type=float, default=None,
+                   help="stop after this training wall time (default: the config's cap, if any)")
+    t.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
+    t.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="override config values, e.g. train.lr=1e-4 (default: none)")
+    add_precision_option(t)
     t.set_defaults(fn=train)
     e = csub.add_parser("eval", help="held-out accuracy (or MAE) of a classifier on real videos")
-    e.add_argument("--classifier", default="assets/action-classifier-coinrun")
+    e.add_argument("--classifier", default="assets/action-classifier-coinrun", help="classifier folder")
     e.add_argument("--data", required=True, help="held-out trajectories, e.g. data/coinrun-classifier-test")
-    e.add_argument("--limit", type=int, default=None, help="at most this many trajectories")
-    e.add_argument("--threads", type=int, default=None)
-    _add_precision(e, "auto")
+    e.add_argument("--limit", type=int, default=None, help="at most this many trajectories (default: all)")
+    e.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
+    add_precision_option(e, "auto")
     e.set_defaults(fn=evaluate)
 # ---- end of the action classifier block --------------------------------------------------------
 
@@ -260,22 +261,33 @@ def _add_experiment_commands(sub) -> None:
     c = esub.add_parser("coinrun", help="paper Tables 1 and 3 on Coinrun: every method, same data and budget")
     c.add_argument("--config", default="configs/experiments/coinrun-cpu.yaml",
                    help="experiment YAML (configs/experiments/coinrun-paper.yaml: the paper's scale, GPU)")
-    c.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. run.sample.steps=50 data.levels=500")
-    c.add_argument("--steps", type=int, default=None, help="optimiser steps of every method")
-    c.add_argument("--eval-size", type=int, default=None, help="held-out trajectories of the tables")
-    c.add_argument("--sweep-size", type=int, default=None, help="trajectories the sweeps are chosen on")
-    c.add_argument("--methods", default=None, help="comma-separated, e.g. avid,scratch,poe")
-    c.add_argument("--minutes-per-method", type=float, default=None, help="also cap each method's training time")
-    c.add_argument("--name", default=None, help="experiment name: runs/<name>/, reports/<name>/")
-    c.add_argument("--threads", type=int, default=None)
-    _add_precision(c)
+    c.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="override config values, e.g. run.sample.steps=50 data.levels=500")
+    c.add_argument("--steps", type=int, default=None, help="optimiser steps of every method (default: the config's)")
+    c.add_argument("--eval-size", type=int, default=None,
+                   help="held-out trajectories of the tables (default: the config's)")
+    c.add_argument("--sweep-size", type=int, default=None,
+                   help="trajectories the sweeps are chosen on (default: the config's)")
+    c.add_argument("--methods", default=None, help="comma-separated, e.g. avid,scratch,poe (default: the config's)")
+    c.add_argument("--minutes-per-method", type=float, default=None,
+                   help="also cap each method's training time (default: the config's, if any)")
+    c.add_argument("--name", default=None, help="experiment name: runs/<name>/, reports/<name>/ (default: the config's)")
+    c.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
+    add_precision_option(c)
     c.set_defaults(fn=run)
 # ---- end of the experiments block ---------------------------------------------------------------
 
 
-def main(argv: list[str] | None = None) -> None:
-    _quiet()
-    p = argparse.ArgumentParser(prog="avid", description=__doc__)
+def build_parser() -> argparse.ArgumentParser:
+    import platform
+
+    import torch
+
+    from avid import __version__
+
+    p = Parser(prog="avid", description=__doc__)
+    p.add_argument("--version", action="version",
+                   version=f"avid {__version__} (torch {torch.__version__}, Python {platform.python_version()})")
     sub = p.add_subparsers(dest="cmd", required=True)
 
     d = sub.add_parser("data", help="generate action-labelled datasets")
@@ -283,27 +295,32 @@ def main(argv: list[str] | None = None) -> None:
     pg = dsub.add_parser("procgen", help="Procgen episodes with uniform random actions")
     from avid.data.procgen import PRESETS
 
-    pg.add_argument("--preset", choices=sorted(PRESETS), help="a named dataset (paper sizes and CPU versions)")
-    pg.add_argument("--games", default="coinrun", help="comma-separated game names")
-    pg.add_argument("--levels", default="0:100", help="level range start:stop")
-    pg.add_argument("--steps-per-level", type=int, default=1000)
-    pg.add_argument("--trajectories", type=int, default=0,
-                    help="instead of streams: this many 10-frame trajectories from random levels in the range")
-    pg.add_argument("--seed", type=int, default=0)
-    pg.add_argument("--out", required=True)
+    pg.add_argument("--preset", choices=sorted(PRESETS), metavar="NAME", help="a named dataset, paper sizes and "
+                    f"CPU versions ({', '.join(sorted(PRESETS))}; see the README); the options below are then "
+                    "ignored (default: none, use the options)")
+    pg.add_argument("--games", default="coinrun", help="comma-separated Procgen game names")
+    pg.add_argument("--levels", type=level_range, default="0:100",
+                    help="level range START:STOP, STOP excluded (e.g. 0:500)")
+    pg.add_argument("--steps-per-level", type=int, default=1000,
+                    help="random-action steps recorded from each level, one stream per level")
+    pg.add_argument("--trajectories", type=int, default=0, help="instead of streams: this many 10-frame "
+                    "trajectories per game from random levels in the range (0: streams)")
+    pg.add_argument("--seed", type=int, default=0, help="seed of the random actions")
+    pg.add_argument("--out", required=True, help="dataset folder to write (rerunning resumes after a kill)")
     pg.set_defaults(fn=cmd_data)
 
     for name, helptext in (("train", "train a method (AVID, a baseline, an ablation)"),
                            ("pretrain", "train the base image-to-video model")):
         t = sub.add_parser(name, help=helptext)
-        t.add_argument("--config", required=True, help="experiment YAML")
+        t.add_argument("--config", required=True, help="run YAML, e.g. configs/coinrun/quickstart.yaml")
         t.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                       help="override config values, e.g. train.max_steps=500")
-        _add_precision(t)
+                       help="override config values, e.g. train.max_steps=500 base=runs/base-procgen-cpu "
+                       "(default: none)")
+        add_precision_option(t)
         t.set_defaults(fn=cmd_train)
 
     q = sub.add_parser("quickstart", help="the embedded default end to end: data, AVID training, report")
-    q.add_argument("--config", default="configs/coinrun/quickstart.yaml")
+    q.add_argument("--config", default="configs/coinrun/quickstart.yaml", help="the adapter's run YAML")
     q.add_argument("--base", default=None, help="base model folder (default: the shipped assets/base-procgen)")
     q.add_argument("--steps", type=int, default=None,
                    help="adapter optimiser steps (default: planned from steps measured on this machine to fit "
@@ -312,27 +329,28 @@ def main(argv: list[str] | None = None) -> None:
                    help="wall time the whole quickstart aims at (default: 15); the step plan fits it")
     q.add_argument("--eval-size", type=int, default=128, help="held-out trajectories to evaluate (default: 128)")
     q.add_argument("--train-levels", type=int, default=200, help="Coinrun training levels (500 steps each)")
-    q.add_argument("--report", default="reports/quickstart")
-    q.add_argument("--data-dir", default="data/quickstart")
-    q.add_argument("--runs-dir", default="runs/quickstart")
-    q.add_argument("--threads", type=int, default=None)
-    _add_precision(q)
+    q.add_argument("--report", default="reports/quickstart", help="report folder to write")
+    q.add_argument("--data-dir", default="data/quickstart",
+                   help="where the generated Coinrun sets go (reused when already there)")
+    q.add_argument("--runs-dir", default="runs/quickstart",
+                   help="where the adapter's run folder goes (an existing run resumes)")
+    q.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
+    add_precision_option(q)
     q.set_defaults(fn=cmd_quickstart)
 
     s = sub.add_parser("sample", help="videos from first frames + actions with a trained method")
     s.add_argument("--checkpoint", required=True, help="a trained run folder (model.safetensors + config.yaml)")
     s.add_argument("--data", help="a dataset folder of trajectories (e.g. an evaluation set); the GIF then "
-                   "shows last conditioning frame | ground truth | sample (| mask)")
-    s.add_argument("--limit", type=int, default=None, help="this many trajectories, evenly spread over --data")
-    s.add_argument("--first-frames", help=".npy uint8 (N, k, H, W, 3)")
-    s.add_argument("--actions", help=".npy (N, T') int actions (or (N, T', A) float)")
-    s.add_argument("--sampler", choices=["ddpm", "ddim"], default="ddim")
-    s.add_argument("--steps", type=int, default=25, help="DDIM steps")
-    s.add_argument("--eta", type=float, default=0.0)
-    s.add_argument("--batch-size", type=int, default=32)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--out", default="samples")
-    _add_precision(s, "auto")
+                   "shows last conditioning frame | ground truth | sample (| mask) (default: none; give "
+                   "--first-frames and --actions instead)")
+    s.add_argument("--limit", type=int, default=None,
+                   help="this many trajectories, evenly spread over --data (default: all)")
+    s.add_argument("--first-frames", help="instead of --data: .npy uint8 (N, k, H, W, 3) (default: none)")
+    s.add_argument("--actions", help="with --first-frames: .npy (N, T') int actions (or (N, T', A) float) "
+                   "(default: none)")
+    add_sampler_options(s, batch_size=32)
+    s.add_argument("--out", default="samples", help="folder for videos.npy, samples.gif (and the mask)")
+    add_precision_option(s, "auto")
     s.set_defaults(fn=cmd_sample)
 
     ev = sub.add_parser("eval", help="sample trained runs on held-out trajectories and write a report")
@@ -340,44 +358,41 @@ def main(argv: list[str] | None = None) -> None:
     ev.add_argument("--data", required=True, help="held-out trajectories (e.g. `avid data procgen --preset coinrun-eval`)")
     ev.add_argument("--out", required=True, help="report folder (rerunning reuses the sampled videos there)")
     ev.add_argument("--with-base", action="store_true", help="also evaluate the base model alone")
-    ev.add_argument("--limit", type=int, default=None)
-    ev.add_argument("--sampler", choices=["ddpm", "ddim"], default="ddim")
-    ev.add_argument("--steps", type=int, default=25)
-    ev.add_argument("--eta", type=float, default=0.0)
-    ev.add_argument("--batch-size", type=int, default=32)
-    ev.add_argument("--seed", type=int, default=0)
-    ev.add_argument("--title", default="Results")
+    ev.add_argument("--limit", type=int, default=None, help="the first this many trajectories (default: all)")
+    add_sampler_options(ev, batch_size=32)
+    ev.add_argument("--title", default="Results", help="title of the metrics table")
     ev.add_argument("--classifier", default="assets/action-classifier-coinrun",
                     help="action classifier folder of the Action Error Ratio ('' for none: n/a)")
     ev.add_argument("--weights", default=None, help="folder of the metric networks' weights "
                     "(default: $AVID_WEIGHTS_DIR or ./weights); missing files give n/a")
-    _add_precision(ev, "auto")
+    add_precision_option(ev, "auto")
     ev.set_defaults(fn=cmd_eval)
 
     lo = sub.add_parser("loss", help="a trained method's (or base model's) denoising loss on a dataset's windows")
     lo.add_argument("--checkpoint", required=True, help="a trained run or base model folder")
     lo.add_argument("--data", required=True, help="a dataset folder (training or held-out)")
     lo.add_argument("--limit", type=int, default=512, help="windows drawn without replacement")
-    lo.add_argument("--batch-size", type=int, default=32)
+    lo.add_argument("--batch-size", type=int, default=32, help="windows per forward pass")
     lo.add_argument("--seed", type=int, default=0, help="which windows, diffusion steps and noise")
     lo.add_argument("--weighting", default=None, help="score with this loss weighting instead of the "
-                    "method's own (eps, x0, v, min_snr, truncated_snr; x0 = plain MSE of the clean video)")
-    lo.add_argument("--levels", default=None, help="comma-separated diffusion steps, each scored on its own "
-                    "(e.g. 5,100,199); default: random steps, as in training")
-    _add_precision(lo, "auto")
+                    "method's own: eps, x0, v, min_snr, truncated_snr; x0 = plain MSE of the clean video (default: the method's own)")
+    lo.add_argument("--levels", type=int_list, default=None, help="comma-separated diffusion steps, each scored on its own "
+                    "(e.g. 5,100,199) (default: random steps, as in training)")
+    add_precision_option(lo, "auto")
     lo.set_defaults(fn=cmd_loss)
 
     e = sub.add_parser("export", help="copy a trained model folder for shipping (weights cast to --dtype)")
     e.add_argument("--run", required=True, help="a run folder with model.safetensors + config.yaml")
-    e.add_argument("--out", required=True)
-    e.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default="bf16")
+    e.add_argument("--out", required=True, help="destination folder")
+    e.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default="bf16", help="weights' dtype in the copy")
     e.set_defaults(fn=cmd_export)
 
     b = sub.add_parser("bench", help="training and sampling step time and memory of a config")
-    b.add_argument("--config", default="configs/coinrun/quickstart.yaml")
-    b.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
-    b.add_argument("--repeats", type=int, default=5)
-    b.add_argument("--threads", type=int, default=None)
+    b.add_argument("--config", default="configs/coinrun/quickstart.yaml", help="the run YAML to measure")
+    b.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="override config values, e.g. train.precision=32-true (default: none)")
+    b.add_argument("--repeats", type=int, default=5, help="timed steps, after 2 warm-up steps; medians are reported")
+    b.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
     b.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default=None,
                    help="measure only this precision (default: fp32 and, where this CPU runs it natively, bf16; "
                         "the row auto picks is marked)")
@@ -385,13 +400,20 @@ def main(argv: list[str] | None = None) -> None:
 
     _add_classifier_commands(sub)
     _add_experiment_commands(sub)
+    return p
 
-    args = p.parse_args(argv)
+
+def main(argv: list[str] | None = None) -> None:
+    _quiet()
+    args = build_parser().parse_args(argv)
     try:
         args.fn(args)
     except (ValueError, FileNotFoundError) as e:
         print(f"avid: error: {e}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:  # Ctrl-C: a training run has saved its last.ckpt by now
+        print("avid: interrupted", file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

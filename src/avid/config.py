@@ -61,7 +61,7 @@ class TrainConfig:
 @dataclass
 class SampleConfig:
     sampler: str = "ddim"  # "ddpm" (paper, all steps) or "ddim"
-    steps: int | None = 25  # DDIM steps (None: all)
+    steps: int | None = 20  # DDIM steps (None: all); 20: the quickstart's, the experiments' and the README's
     eta: float = 0.0
     batch_size: int = 32
     seed: int = 0

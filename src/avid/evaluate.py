@@ -16,6 +16,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from avid import tiny
 from avid.checkpoint import resolve
 from avid.config import SampleConfig
 from avid.data import Batch, WindowDataset, collate, to_uint8, to_video
@@ -58,6 +59,7 @@ def held_out_loss(method: Method, data: str | Path, frames: int, cond_frames: in
     noise: a validation loss. Returns (mean loss per window, windows used)."""
     amp = resolve_precision(precision)
     ds = WindowDataset(data, frames, cond_frames)
+    limit = tiny.count(limit, tiny.LOSS_WINDOWS)  # AVID_TINY=1: smoke-test size
     idx = np.random.default_rng(seed).choice(len(ds), size=min(limit, len(ds)), replace=False)
     total = 0.0
     with torch.random.fork_rng(devices=[]), torch.no_grad():  # the caller's generator is left as it was
@@ -187,7 +189,7 @@ def evaluate(methods: dict[str, Method], batch: Batch, cfg: SampleConfig, report
         note += (f"\nNormalised score (paper section 9.4, min-max over these methods, {COPY_LAST} left out): "
                  f"mean of {', '.join(norm.metrics)}.")
         plot_score_vs_params(report / "score_vs_params.png",
-                             {r.method: (r.params or 0, norm.scores[r.method]) for r in rows if r.params}, norm.metrics)
+                             {r.method: (r.params or 0, norm.scores[r.method]) for r in rows}, norm.metrics)
     rows.append(Row(COPY_LAST, {k: v for k, v in results[COPY_LAST].items() if k in shown}))
     note += f"\n{COPY_LAST}: the last conditioning frame repeated (the trivial baseline: nothing moves)."
     write_table(report, "metrics", rows, title, note)

@@ -25,7 +25,7 @@ from avid.data.storage import atomic_write_text
 from avid.evaluate import COPY_LAST, EvalResult, MetricFn, action_error_ratio, perceptual
 from avid.metrics.normalise import normalised_scores
 from avid.metrics.tables import METRICS, Row, markdown, to_csv
-from avid.report import write_table
+from avid.report import report_file_names, write_table
 
 if TYPE_CHECKING:
     from avid.experiment import ExperimentConfig, ExperimentMetrics, SweepResult
@@ -216,6 +216,6 @@ def readme(exp: "ExperimentConfig", res: EvalResult, keys: dict[str, str], sweep
                       f"{', '.join(exp.sweep_metrics)} (`sweep_metrics`)."]
     lines += ["", "## Results", "", (exp.report_dir / "table1.md").read_text().strip(), "", "## Files", "",
               "- `table1.md/.csv`, `table3-ablations.md/.csv`, `normalised.md/.csv`, `sweeps.md/.csv/.json`",
-              "- `eval/`: the full evaluation (`metrics.md/.csv/.json`, `samples.gif/.mp4`, `videos/`, `masks/`, "
-              "`mask_per_step.png`, `samples/*.npz`); `sweeps/<method>/`: the same for each sweep", ""]
+              "- `eval/`: the full evaluation (" + ", ".join(f"`{n}`" for n in report_file_names())
+              + "); `sweeps/<method>/`: the same for each sweep", ""]
     return "\n".join(lines)

@@ -34,6 +34,7 @@ from avid.evaluate import action_error_ratio, evaluate, load_eval_batch, percept
 from avid.methods import build_method
 from avid.metrics.action_classifier import SHIPPED_CLASSIFIER
 from avid.precision import describe_cpu, resolve_precision
+from avid.report import report_files_markdown
 from avid.train import build_context, load_method, train
 
 log = logging.getLogger("avid")
@@ -197,12 +198,7 @@ def _readme(opt: QuickstartOptions, cfg: RunConfig, seconds: float, steps: int, 
             f"- CPU: {describe_cpu()}\n- precision: {precision}\n- plan: {planned}\n"
             f"- adapter: {steps} optimiser steps of batch {cfg.train.batch_size}, lr {cfg.train.lr:g} "
             f"({cfg.train.lr_schedule}, warm-up {cfg.train.warmup_steps})\n\n"
-            "- `metrics.md`, `metrics.csv`, `metrics.json`: PSNR / SSIM (and the Action Error Ratio with the shipped "
-            "classifier; LPIPS/FID/FVD when their weights are present) of base vs AVID, and the copy-last-frame row\n"
-            "- `samples.gif`, `samples.mp4`: columns ground truth | base | AVID\n"
-            "- `videos/<method>.gif`: ground truth | method | mask (AVID; white: base model used)\n"
-            "- `masks/avid.gif`: ground truth | mask averaged over the diffusion process (Figs. 5-6)\n"
-            "- `mask_per_step.png`: mean mask per diffusion step (paper Fig. 4d)\n"
-            "- `score_vs_params.png`: normalised score vs trainable parameters (paper Fig. 4a-b)\n"
-            "- `samples/<method>.npz`: the sampled videos (reused when the evaluation is rerun)\n\n"
+            "Methods: `base` (the base model alone, a black box), `avid` (the adapter trained here) and the "
+            "copy-last-frame row. Files:\n\n"
+            f"- `README.md`: this file\n{report_files_markdown()}\n\n"
             f"Adapter config: `{opt.config}`; run folder: `{cfg.out}`.\n")

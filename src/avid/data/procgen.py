@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm.auto import tqdm
 
+from avid import tiny
 from avid.data.storage import EpisodeStore
 
 GAMES = ("bigfish", "bossfight", "caveflyer", "chaser", "climber", "coinrun", "dodgeball", "fruitbot",
@@ -116,6 +117,7 @@ def random_trajectories(game: str, n: int, length: int, start_level: int, num_le
 
 def generate(spec: ProcgenSpec, out: str, progress: bool = True) -> EpisodeStore:
     """Write ``spec``'s data to ``out`` (resumes: shards already in the index are skipped)."""
+    spec = tiny.procgen(spec)  # AVID_TINY=1: smoke-test size
     store = EpisodeStore(out, meta=spec.meta())
     if spec.trajectories:
         for game in spec.games:

@@ -30,6 +30,18 @@ def ddim_timesteps(num_steps: int, sample_steps: int) -> list[int]:
     return sorted(set(steps), reverse=True)
 
 
+def sampler_timesteps(num_steps: int, sampler: str = "ddpm", steps: int | None = None) -> list[int]:
+    """The diffusion steps a sampler visits, in sampling order (from ``num_steps - 1`` down):
+    all of them for DDPM, ``steps`` evenly spaced ones for DDIM (None: all)."""
+    if sampler == "ddpm":
+        if steps not in (None, num_steps):
+            raise ValueError(f"DDPM walks all {num_steps} steps; use sampler='ddim' for {steps}")
+        return list(range(num_steps - 1, -1, -1))
+    if sampler == "ddim":
+        return ddim_timesteps(num_steps, steps or num_steps)
+    raise ValueError(f"unknown sampler {sampler!r}; expected 'ddpm' or 'ddim'")
+
+
 @torch.no_grad()
 def sample(
     diffusion: Diffusion,
@@ -52,15 +64,7 @@ def sample(
     ``sampler="ddim"`` takes ``steps`` evenly spaced steps (Song et al., 2021) with stochasticity
     ``eta`` (``eta=1`` with all steps has the DDPM posterior variance).
     """
-    n = diffusion.num_steps
-    if sampler == "ddpm":
-        if steps not in (None, n):
-            raise ValueError(f"DDPM walks all {n} steps; use sampler='ddim' for {steps}")
-        seq = list(range(n - 1, -1, -1))
-    elif sampler == "ddim":
-        seq = ddim_timesteps(n, steps or n)
-    else:
-        raise ValueError(f"unknown sampler {sampler!r}; expected 'ddpm' or 'ddim'")
+    seq = sampler_timesteps(diffusion.num_steps, sampler, steps)
     x = torch.randn(shape, generator=generator, device=device) if x_start is None else x_start.clone()
     ac = diffusion.alphas_cumprod.to(device)
     for k, t in enumerate(tqdm(seq, desc=f"{sampler} sampling", disable=not progress, leave=False)):

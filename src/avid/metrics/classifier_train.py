@@ -19,10 +19,11 @@ from typing import Any
 import lightning as L
 import torch
 import yaml
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader
 
+from avid import tiny
 from avid.checkpoint import resolve
 from avid.config import apply_overrides, build_section, read_mapping
 from avid.data import EpisodeStore, WindowDataset, collate
@@ -32,7 +33,8 @@ from avid.metrics.action_classifier import (ActionClassifier, ClassifierConfig, 
 from avid.nn import count_parameters
 from avid.train.module import MethodModule
 from avid.precision import resolve_precision
-from avid.train.run import SaveLast, WarmupEMA, train_device
+from avid.train.callbacks import SaveEvery, SaveLast, WarmupEMA, fit, run_callbacks
+from avid.train.run import train_device
 
 log = logging.getLogger("avid")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -142,7 +144,7 @@ def train_classifier(data_dir: str | Path, out: str | Path, run: ClassifierRunCo
     ``out/checkpoints/last.ckpt``. ``train_overrides`` set ``ClassifierTrainConfig`` fields."""
     run = run or ClassifierRunConfig()
     run = replace(run, data=str(data_dir), out=str(out),
-                  train=ClassifierTrainConfig(**{**asdict(run.train), **train_overrides}))
+                  train=tiny.training(ClassifierTrainConfig(**{**asdict(run.train), **train_overrides})))
     tc = run.train
     if tc.threads:
         torch.set_num_threads(tc.threads)
@@ -160,12 +162,12 @@ def train_classifier(data_dir: str | Path, out: str | Path, run: ClassifierRunCo
                         collate_fn=collate, persistent_workers=tc.num_workers > 0)
     module = MethodModule(clf, lr=tc.lr, weight_decay=tc.weight_decay)
     last = out / "checkpoints" / "last.ckpt"
-    callbacks = [SaveLast(last)]  # before EMA: its on_train_end must see the raw weights
+    save_last = SaveLast(last)
+    callbacks = [save_last]  # before EMA: its on_train_end must see the raw weights
     if tc.ema_decay:
         callbacks.append(WarmupEMA(tc.ema_decay))
-    callbacks += [ExportClassifier(out, run),
-                  ModelCheckpoint(dirpath=last.parent, save_last=True, save_top_k=0,
-                                  every_n_train_steps=tc.ckpt_every, save_on_train_epoch_end=False)]
+    callbacks += [ExportClassifier(out, run), SaveEvery(save_last, tc.ckpt_every),
+                  *run_callbacks(last, tc.progress, "train action classifier", tc.max_minutes)]
     precision = resolve_precision(tc.precision, train_device(tc.accelerator))
     log.info("precision: %s", precision.describe())
     trainer = L.Trainer(
@@ -173,9 +175,10 @@ def train_classifier(data_dir: str | Path, out: str | Path, run: ClassifierRunCo
         max_time=timedelta(minutes=tc.max_minutes) if tc.max_minutes else None,
         accelerator=tc.accelerator, devices=1, precision=precision.lightning, gradient_clip_val=tc.grad_clip or None,
         callbacks=callbacks, logger=CSVLogger(out, name="logs", version=""), log_every_n_steps=tc.log_every,
-        enable_progress_bar=tc.progress, enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=out)
+        enable_progress_bar=tc.progress, enable_model_summary=False, enable_checkpointing=False, num_sanity_val_steps=0,
+        default_root_dir=out)
     t0 = time.time()
-    trainer.fit(module, loader, ckpt_path=str(last) if last.exists() else None)
+    fit(trainer, module, loader, last)  # Ctrl-C / SIGTERM: saved, then raised again
     log.info("trained to step %d in %.0f s", trainer.global_step, time.time() - t0)
     return finish(out, run, trainer.global_step)
 

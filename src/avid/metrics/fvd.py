@@ -67,7 +67,7 @@ class I3D:
 def load_i3d(weights_dir: str | os.PathLike | None = None, device: str | torch.device = "cpu",
              check: bool = True) -> I3D:
     """I3D from ``rgb_imagenet.pt`` (exact key layout), else from ``i3d_torchscript.pt``; raises
-    ``WeightsNotFound`` naming ``rgb_imagenet.pt`` when neither is there."""
+    ``WeightsNotFound`` naming both files when neither is there."""
     try:
         path = find_weights("i3d_rgb", weights_dir, check=check)
     except WeightsNotFound as missing:
@@ -75,7 +75,7 @@ def load_i3d(weights_dir: str | os.PathLike | None = None, device: str | torch.d
             path = find_weights("i3d_torchscript", weights_dir, check=check)
         except WeightsNotFound:
             alternative = WEIGHTS["i3d_torchscript"]
-            raise WeightsNotFound(missing.file, missing.folder,
+            raise WeightsNotFound(f"{missing.file} or {alternative.filename}", missing.folder,
                                   f"get it from {WEIGHTS['i3d_rgb'].source}; or use the alternative "
                                   f"{alternative.filename} from {alternative.source}") from None
         return I3D(torch.jit.load(str(path), map_location=device).eval(), "torchscript", torch.device(device))

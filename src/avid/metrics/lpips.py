@@ -21,7 +21,7 @@ from einops import rearrange
 from torch import nn
 
 from avid.metrics.networks.vgg import CHANNELS, VGG16Features
-from avid.metrics.weights import WeightsMismatch, find_weights, load_exact, read_state_dict
+from avid.metrics.weights import WeightsMismatch, find_all, load_exact, read_state_dict
 
 CONVENTION = ("LPIPS v0.1, VGG16 backbone (torchvision vgg16-397923af.pth) + official v0.1 linear heads "
               "(vgg.pth); frames in [0,1] mapped to [-1,1]; each predicted frame against its ground truth "
@@ -90,13 +90,12 @@ def load_lpips(weights_dir: str | os.PathLike | None = None, device: str | torch
     """LPIPS-VGG from the two published files (see ``avid.metrics.weights``); raises
     ``WeightsNotFound`` / ``WeightsMismatch`` with the file name when one is absent or wrong."""
     model = LPIPS()
-    vgg_path = find_weights("vgg16", weights_dir, check=check)
+    vgg_path, lin_path = find_all(["vgg16", "lpips_vgg"], weights_dir, check=check)  # names every absent file
     vgg = read_state_dict(vgg_path)
     other = sorted(k for k in vgg if not k.startswith(("features.", "classifier.")))
     if other:
         raise WeightsMismatch(f"{vgg_path} is not a torchvision VGG16 state dict: unexpected keys {other[:6]}")
     load_exact(model.net, {k: v for k, v in vgg.items() if k.startswith("features.")}, vgg_path)
-    lin_path = find_weights("lpips_vgg", weights_dir, check=check)
     load_exact(model.heads, read_state_dict(lin_path), lin_path)
     return model.to(device)
 

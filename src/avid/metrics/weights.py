@@ -132,6 +132,18 @@ def find_weights(name: str, weights_dir: str | os.PathLike | None = None, *, che
     return path
 
 
+def find_all(names: list[str], weights_dir: str | os.PathLike | None = None, *, check: bool = True) -> list[Path]:
+    """``find_weights`` for several files that are only useful together; when any is absent, one
+    ``WeightsNotFound`` names every absent file (``"a.pth, b.pth"``), not just the first."""
+    folder = resolve_dir(weights_dir)
+    missing = [WEIGHTS[n] for n in names if not (folder / WEIGHTS[n].filename).is_file()]
+    if missing:
+        raise WeightsNotFound(", ".join(s.filename for s in missing), folder.resolve(),
+                              "; ".join(f"get {s.filename} from {s.source}" for s in missing)
+                              + f"; set {ENV_VAR} or pass weights_dir")
+    return [find_weights(n, weights_dir, check=check) for n in names]
+
+
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """A plain tensor state dict from ``path`` (``weights_only`` loading, CPU)."""
     state = torch.load(path, map_location="cpu", weights_only=True)

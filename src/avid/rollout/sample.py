@@ -11,8 +11,9 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
+from avid import tiny
 from avid.config import SampleConfig
-from avid.diffusion import sample
+from avid.diffusion import sample, sampler_timesteps
 from avid.methods import Method
 from avid.precision import resolve_precision
 
@@ -35,7 +36,7 @@ def sample_videos(method: Method, first: torch.Tensor, actions: torch.Tensor, cf
 
     first: ``(N, C, k, H, W)`` in [-1, 1]; actions: ``(N, T')`` or ``(N, T', A)``.
     """
-    cfg = cfg or SampleConfig()
+    cfg = tiny.sampling(cfg or SampleConfig())  # AVID_TINY=1: smoke-test size
     if first.ndim != 5:
         raise ValueError(f"expected first frames (N, C, k, H, W), got {tuple(first.shape)}")
     if actions.shape[0] != first.shape[0]:
@@ -46,12 +47,19 @@ def sample_videos(method: Method, first: torch.Tensor, actions: torch.Tensor, cf
     precision = resolve_precision(cfg.precision, cfg.device)
     videos, masks, step_sum, steps = [], [], None, None
     bs = cfg.batch_size
-    bar = tqdm(range(0, n, bs), desc=f"sampling {method.name}", disable=not progress)
-    for b0 in bar:
+    ddim_steps = cfg.steps if cfg.sampler == "ddim" else None
+    per_batch = len(sampler_timesteps(method.diffusion.num_steps, cfg.sampler, ddim_steps))
+    batches = range(0, n, bs)
+    # one bar in denoising steps over every batch: its rate and ETA move with every network call
+    bar = tqdm(total=len(batches) * per_batch, unit="step", disable=not progress,
+               desc=f"sampling {method.name} ({n} videos: {len(batches)} batch{'es' * (len(batches) > 1)} x "
+                    f"{per_batch} {cfg.sampler} steps)")
+    for b0 in batches:
         fb, ab = first[b0:b0 + bs].to(cfg.device), actions[b0:b0 + bs].to(cfg.device)
         rec: list[tuple[int, torch.Tensor]] = []
 
         def on_step(k: int, i: int, extras: dict) -> None:
+            bar.update(1)
             if "mask" in extras:
                 rec.append((i, extras["mask"].float().cpu()))
 
@@ -62,7 +70,7 @@ def sample_videos(method: Method, first: torch.Tensor, actions: torch.Tensor, cf
 
         gen = torch.Generator(cfg.device).manual_seed(cfg.seed * 1_000_003 + b0)
         x = sample(method.diffusion, predict, (len(fb), c, t, h, w),
-                   sampler=cfg.sampler, steps=cfg.steps if cfg.sampler == "ddim" else None, eta=cfg.eta,
+                   sampler=cfg.sampler, steps=ddim_steps, eta=cfg.eta,
                    generator=gen, device=cfg.device, on_step=on_step)
         videos.append(x.clamp(-1, 1).cpu())
         if rec:
@@ -70,6 +78,7 @@ def sample_videos(method: Method, first: torch.Tensor, actions: torch.Tensor, cf
             means = torch.stack([m.mean() * len(fb) for _, m in rec])
             step_sum = means if step_sum is None else step_sum + means
             steps = torch.tensor([i for i, _ in rec], dtype=torch.float32)
+    bar.close()
     mask = torch.cat(masks) if masks else None
     per_step = torch.stack([steps, step_sum / n], dim=1) if step_sum is not None else None
     return Rollout(torch.cat(videos), mask, per_step)

@@ -18,10 +18,11 @@ from typing import Any
 import lightning as L
 import torch
 import yaml
-from lightning.pytorch.callbacks import Callback, EMAWeightAveraging, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, EMAWeightAveraging
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torch.utils.data import DataLoader
 
+from avid import tiny
 from avid.blackbox import open_denoiser
 from avid.blackbox.local import BASE_KIND
 from avid.checkpoint import load_config, load_weights, resolve, save_model
@@ -32,6 +33,7 @@ from avid.diffusion import Diffusion, DiffusionConfig
 from avid.methods import Context, Method, build_method
 from avid.nn import count_parameters
 from avid.precision import Precision, resolve_precision
+from avid.train.callbacks import SaveEvery, SaveLast, WarmupEMA, fit, run_callbacks
 from avid.train.module import MethodModule
 
 METHOD_KIND = "avid-method"
@@ -85,36 +87,6 @@ def export_config(cfg: RunConfig, method: Method, meta: dict[str, Any], step: in
             "action_kind": ctx.action_kind, "num_actions": ctx.num_actions, **common, "run": cfg.to_dict()}
 
 
-class WarmupEMA(EMAWeightAveraging):
-    """EMA of the weights whose decay warms up as ``min(decay, (1 + n) / (10 + n))`` after ``n``
-    updates (as timm's and TensorFlow's EMA do), so a short run's exported weights are not held back
-    by its initial ones: with a fixed 0.995, 22% of the average after 300 steps is the initial weights."""
-
-    def __init__(self, decay: float) -> None:
-        super().__init__(decay=decay)
-
-        def average(ema: torch.Tensor, current: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
-            d = min(decay, (1 + float(n)) / (10 + float(n)))
-            return ema + (current - ema) * (1 - d)
-
-        self._kwargs["avg_fn"] = average
-
-    @property
-    def state_key(self) -> str:  # checkpoints written with Lightning's plain EMA callback resume its average
-        return "EMAWeightAveraging"
-
-
-class SaveLast(Callback):
-    """Saves ``last.ckpt`` when training ends, before EMA overwrites the raw weights, so a later
-    run with a larger ``max_steps`` resumes exactly where this one stopped."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def on_train_end(self, trainer, pl_module) -> None:
-        trainer.save_checkpoint(self.path)
-
-
 class Export(Callback):
     """Writes ``model.safetensors`` + ``config.yaml`` from the (EMA) weights at every checkpoint."""
 
@@ -139,6 +111,7 @@ class Export(Callback):
 
 def train(cfg: RunConfig) -> Path:
     """Fit the configured method; returns the run folder. Resumes if the folder has a checkpoint."""
+    cfg = tiny.run(cfg)  # AVID_TINY=1: smoke-test size
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     out = Path(cfg.out)
@@ -163,12 +136,13 @@ def train(cfg: RunConfig) -> Path:
     ckpt_dir = out / "checkpoints"
     last = ckpt_dir / "last.ckpt"
     segment = f"version_{len(list((out / 'logs').glob('version_*')))}"
+    save_last = SaveLast(last)
     callbacks = [
-        SaveLast(last),  # before EMA: its on_train_end must see the raw weights
+        save_last,  # before EMA: its on_train_end must see the raw weights
         WarmupEMA(cfg.train.ema_decay),
         Export(cfg, store.meta, precision),
-        ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0,
-                        every_n_train_steps=cfg.train.ckpt_every, save_on_train_epoch_end=False),
+        SaveEvery(save_last, cfg.train.ckpt_every),
+        *run_callbacks(last, cfg.train.progress, f"train {cfg.method.name}", cfg.train.max_minutes),
     ]
     trainer = L.Trainer(
         max_steps=cfg.train.max_steps, max_epochs=-1,
@@ -178,10 +152,10 @@ def train(cfg: RunConfig) -> Path:
         callbacks=callbacks,  # logs/version_N per (resumed) segment: a resume never overwrites history
         logger=[CSVLogger(out, name="logs", version=segment), TensorBoardLogger(out, name="logs", version=segment)],
         log_every_n_steps=cfg.train.log_every, enable_progress_bar=cfg.train.progress,
-        enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=out,
+        enable_model_summary=False, enable_checkpointing=False, num_sanity_val_steps=0, default_root_dir=out,
     )
     t0 = time.time()
-    trainer.fit(module, loader, ckpt_path=str(last) if last.exists() else None)
+    fit(trainer, module, loader, last)  # Ctrl-C / SIGTERM: saved, then raised again
     log.info("trained to step %d in %.0f s; model in %s", trainer.global_step, time.time() - t0, out)
     return out
 
