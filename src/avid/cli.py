@@ -168,6 +168,31 @@ def cmd_bench(args) -> None:
     print(format_result(bench(load_run_config(args.config, args.set), repeats=args.repeats)))
 
 
+# ---- the black box as a provider API ------------------------------------------------------------
+def _add_serve_command(sub) -> None:
+    """``avid serve``: a base model behind HTTP, as a model provider would serve it."""
+
+    def run(args) -> None:
+        from avid.serve import ServeLimits, serve
+
+        serve(args.base, host=args.host, port=args.port, token=args.token or os.environ.get("AVID_SERVE_TOKEN"),
+              precision=args.precision, device=args.device, threads=args.threads,
+              limits=ServeLimits(max_request_mb=args.max_request_mb, max_batch=args.max_batch))
+
+    s = sub.add_parser("serve", help="serve a base model over HTTP (spec, denoise, encode/decode, /health, /metrics)")
+    s.add_argument("--base", default="assets/base-procgen", help="a base model folder (avid or diffusers)")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8000, help="0: any free port (printed)")
+    s.add_argument("--token", default=None, help="require this bearer token (default: $AVID_SERVE_TOKEN, else none)")
+    s.add_argument("--precision", choices=["bf16", "fp32"], default="bf16")
+    s.add_argument("--device", default="cpu")
+    s.add_argument("--max-batch", type=int, default=64, help="videos per query and per batched forward pass")
+    s.add_argument("--max-request-mb", type=float, default=64.0, help="larger request bodies get 413")
+    s.add_argument("--threads", type=int, default=None)
+    s.set_defaults(fn=run)
+# ---- end of the serve block ---------------------------------------------------------------------
+
+
 # ---- action classifier (Action Error Ratio, paper section 9.3) ---------------------------------
 def _add_classifier_commands(sub) -> None:
     """``avid classifier train`` and ``avid classifier eval``."""
@@ -357,6 +382,7 @@ def main(argv: list[str] | None = None) -> None:
 
     _add_classifier_commands(sub)
     _add_experiment_commands(sub)
+    _add_serve_command(sub)
 
     args = p.parse_args(argv)
     try:

@@ -23,22 +23,25 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torch.utils.data import DataLoader
 
 from avid.blackbox import open_denoiser
-from avid.blackbox.local import BASE_KIND
 from avid.checkpoint import load_config, load_weights, resolve, save_model
 from avid.config import RunConfig, run_config_from_dict
 from avid.data import EpisodeStore, WindowDataset, collate
 from avid.data.storage import atomic_write_text
 from avid.diffusion import Diffusion, DiffusionConfig
-from avid.methods import Context, Method, build_method
+from avid.methods import Context, Method, build_method, needs_parameters
 from avid.nn import count_parameters
 from avid.train.module import MethodModule
+from avid.train.queries import QueryLog
+from avid.whitebox import BASE_KIND
 
 METHOD_KIND = "avid-method"
 log = logging.getLogger("avid")
 
 
 def build_context(cfg: RunConfig, meta: dict[str, Any], base_precision: str = "bf16") -> Context:
-    """The method's world: the base model's diffusion when there is a base, else ``cfg.diffusion``."""
+    """The method's world: the base model's diffusion when there is a base, else ``cfg.diffusion``.
+    ``cfg.base`` is a folder or a server's URL; only a method that needs the base model's parameters
+    (``cfg.method.name``) is told the folder."""
     base = None
     if cfg.base:
         base = open_denoiser(cfg.base, precision=base_precision)
@@ -55,7 +58,7 @@ def build_context(cfg: RunConfig, meta: dict[str, Any], base_precision: str = "b
         diffusion = diffusion.with_weighting(cfg.train.loss_weighting)
     return Context(diffusion=diffusion, channels=3, cond_frames=cfg.data.cond_frames,
                    action_kind=meta.get("action_kind", "discrete"), num_actions=int(meta.get("num_actions", 15)),
-                   base=base, base_path=str(cfg.base) if cfg.base else None)
+                   base=base, base_path=str(cfg.base) if cfg.base and needs_parameters(cfg.method.name) else None)
 
 
 def export_config(cfg: RunConfig, method: Method, meta: dict[str, Any], step: int) -> dict[str, Any]:
@@ -116,6 +119,7 @@ def train(cfg: RunConfig) -> Path:
     store = EpisodeStore(resolve(cfg.data.train))
     data = WindowDataset(store, cfg.data.frames, cfg.data.cond_frames, limit=cfg.data.train_limit)
     ctx = build_context(cfg, store.meta)
+    _check_same_base(out, ctx)
     method = build_method(cfg.method.name, ctx, cfg.method.options)
     t = cfg.train
     module = MethodModule(method, lr=t.lr, weight_decay=t.weight_decay, lr_schedule=t.lr_schedule,
@@ -135,7 +139,7 @@ def train(cfg: RunConfig) -> Path:
         Export(cfg, store.meta),
         ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0,
                         every_n_train_steps=cfg.train.ckpt_every, save_on_train_epoch_end=False),
-    ]
+    ] + ([QueryLog(ctx.base, out / "blackbox.json", str(cfg.base))] if ctx.base is not None else [])
     trainer = L.Trainer(
         max_steps=cfg.train.max_steps, max_epochs=-1,
         max_time=timedelta(minutes=cfg.train.max_minutes) if cfg.train.max_minutes else None,
@@ -162,6 +166,17 @@ def _check_same_run(out: Path, cfg: RunConfig) -> None:
         if getattr(old, key) != getattr(cfg, key):
             raise ValueError(f"{out} holds a run with another {key} ({getattr(old, key)}); "
                              "choose another `out` folder")
+
+
+def _check_same_base(out: Path, ctx: Context) -> None:
+    """Resuming against another model than the run's (e.g. a server now serving other weights) is an error."""
+    prev = out / "config.yaml"
+    if ctx.base is None or not prev.exists():
+        return
+    recorded = load_config(out).get("base_fingerprint")
+    if recorded and recorded != ctx.base.spec.fingerprint:
+        raise ValueError(f"{out} was trained against base model {recorded[:12]}, but the base now is "
+                         f"{ctx.base.spec.fingerprint[:12]}; choose another `out` folder")
 
 
 def load_method(folder: str | Path, base_precision: str = "bf16") -> tuple[Method, dict[str, Any]]:
