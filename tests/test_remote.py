@@ -23,7 +23,7 @@ from avid.rollout import sample_videos
 from avid.serve import Batcher, make_app
 from avid.train import load_method, train
 from tests.conftest import K, SIZE, TINY_UNET, make_base, make_store
-from tests.servers import ServerProcess, app_in_thread, server_process
+from tests.servers import ServerProcess, app_in_thread, metrics, server_process
 
 torch.set_num_threads(1)
 STEPS = 6
@@ -69,7 +69,7 @@ def test_the_remote_black_box_answers_as_the_model_in_process(setup, server):
     s = remote.stats
     assert (s.calls, s.frames) == (1, 12) and s.bytes_sent > x_i.nbytes + first.nbytes and s.bytes_received > x_i.nbytes
     assert s.wait_s > 0
-    clients = server.metrics()["clients"]
+    clients = metrics(server)["clients"]
     assert any(c["queries"] >= 1 and c["bytes_in"] >= s.bytes_sent for c in clients.values())
 
 
@@ -92,7 +92,7 @@ def test_training_against_the_server_gives_the_numbers_of_training_in_process(ru
 
 def test_training_survives_the_server_killed_and_restarted_mid_run(setup, runs, monkeypatch):
     root, base, data = setup
-    server = ServerProcess(base)
+    server = ServerProcess(base, 0, "--threads", "1")
     events = []
 
     class KillServer(pl.Callback):  # at step 2, kill the server while the step queries it, then restart it
@@ -112,7 +112,7 @@ def test_training_survives_the_server_killed_and_restarted_mid_run(setup, runs, 
     try:
         out = train(run_config(root / "killed", server.url, data))
         assert [e[0] for e in events] == ["killed", "restarted"]
-        assert server.metrics()["clients"]  # the restarted server answered the rest of the run
+        assert metrics(server)["clients"]  # the restarted server answered the rest of the run
     finally:
         server.kill()
     a, b = load_file(runs[1] / "model.safetensors"), load_file(out / "model.safetensors")
@@ -121,7 +121,7 @@ def test_training_survives_the_server_killed_and_restarted_mid_run(setup, runs, 
 
 
 def test_eight_concurrent_training_clients_all_finish(setup, server):
-    before = server.metrics()
+    before = metrics(server)
     results, errors = {}, []
 
     def client(n):
@@ -147,7 +147,7 @@ def test_eight_concurrent_training_clients_all_finish(setup, server):
     for t in threads:
         t.join(timeout=300)
     assert errors == [] and results == {n: 3 for n in range(8)}
-    after = server.metrics()
+    after = metrics(server)
     assert all(after["clients"][f"trainer-{n}"]["queries"] == 3 for n in range(8))
     assert after["batched_queries"] - before["batched_queries"] == 24  # every query answered once, some merged
     assert after["batches"] - before["batches"] <= 24
@@ -184,11 +184,11 @@ def test_bad_requests_get_a_clear_4xx_and_the_server_stays_up(setup):
         remote = open_remote(url, token="s3cret")
         with pytest.raises(ValueError, match="first frames"):  # checked before it leaves the client
             remote(x_i, i, first[:, :, :1])
-        assert server.metrics("s3cret")["clients"]["127.0.0.1"]["refused"] >= len(cases)
+        assert metrics(server, "s3cret")["clients"]["127.0.0.1"]["refused"] >= len(cases)
 
 
 def test_a_server_restarted_with_other_weights_stops_the_client(setup, tmp_path):
-    server = ServerProcess(setup[1])
+    server = ServerProcess(setup[1], 0, "--threads", "1")
     try:
         remote = open_remote(server.url)
         remote(*inputs())
@@ -223,7 +223,7 @@ def test_server_errors_are_retried_with_backoff_then_reported():
         assert torch.equal(open_remote(url, retries=3, backoff=0.01)(x_i, i, first), 2 * x_i)
         assert provider.calls == 3
         provider.failures = 10**6
-        with pytest.raises(RuntimeError, match="failed after retries"):
+        with pytest.raises(RuntimeError, match=r"failed after 2 retries \(500: .*out of memory"):
             open_remote(url, retries=2, backoff=0.01)(x_i, i, first)
 
 
@@ -246,3 +246,19 @@ def test_the_server_batches_queries_that_wait_and_answers_each_its_own():
     assert all(torch.equal(o, 2 * q[0]) for o, q in zip(outs, queries))
     assert seen == [5, 1, 2]  # 2+2+1 of one shape (max 5), then the other shape, then the rest
     assert (batcher.batches, batcher.batched_queries) == (3, 5)
+
+
+def test_the_wire_format_is_safetensors_both_ways():
+    from safetensors.torch import load
+
+    from avid.blackbox.wire import MalformedBody, pack, unpack
+
+    x_i, i, first = inputs()
+    body = pack(x_i=x_i, i=i, first=first)
+    read = load(body)  # any safetensors reader reads what we send ...
+    assert torch.equal(read["x_i"], x_i) and torch.equal(read["i"], i) and torch.equal(read["first"], first)
+    got = unpack(save({"x_i": x_i, "i": i, "first": first}), ("x_i", "i", "first"))  # ... and we read theirs
+    assert all(torch.equal(a, b) for a, b in zip(got, (x_i, i, first)))
+    for garbage in (b"", b"\x00" * 7, b"\xff" * 20, body[:-4], b"\x08" + b"\x00" * 7 + b"[1, 2]  "):
+        with pytest.raises(MalformedBody, match="not safetensors"):
+            unpack(garbage, ("x_i",))

@@ -165,6 +165,11 @@ def cmd_bench(args) -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.blackbox:  # the black-box door's cost per query: in-process vs worker vs server
+        from avid.bench_blackbox import bench_blackbox
+
+        print(format_result(bench_blackbox(args.base, precision=args.precision, repeats=args.repeats)))
+        return
     print(format_result(bench(load_run_config(args.config, args.set), repeats=args.repeats)))
 
 
@@ -378,6 +383,10 @@ def main(argv: list[str] | None = None) -> None:
     b.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
     b.add_argument("--repeats", type=int, default=5)
     b.add_argument("--threads", type=int, default=None)
+    b.add_argument("--blackbox", action="store_true", help="instead: one base-model query (batch 8, 10 frames) "
+                   "in-process vs the worker process vs `avid serve` on 127.0.0.1")
+    b.add_argument("--base", default="assets/base-procgen", help="with --blackbox: the base model folder")
+    b.add_argument("--precision", choices=["bf16", "fp32"], default="bf16", help="with --blackbox")
     b.set_defaults(fn=cmd_bench)
 
     _add_classifier_commands(sub)

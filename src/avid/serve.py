@@ -13,8 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import secrets
 import socket
+import subprocess
+import sys
+import threading
 import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +32,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from avid.blackbox.denoiser import check_denoise_inputs
 from avid.blackbox.provider import Provider, open_provider
 from avid.blackbox.wire import CLIENT_HEADER, FINGERPRINT_HEADER, TENSORS, MalformedBody, pack, unpack
+from avid.checkpoint import REPO_ROOT
 
 log = logging.getLogger("avid")
 
@@ -82,7 +87,7 @@ class Batcher:
         loop = asyncio.get_running_loop()
         while True:
             items = self._take(await self.queue.get())
-            x_i, i, first = (torch.cat([it[k] for it in items]) for k in range(3))
+            x_i, i, first = items[0][:3] if len(items) == 1 else (torch.cat([it[k] for it in items]) for k in range(3))
             try:
                 out = await loop.run_in_executor(self.executor, self.provider.denoise, x_i, i, first)
             except Exception as e:  # every query of the batch gets the error
@@ -133,6 +138,8 @@ def make_app(provider: Provider, token: str | None = None, limits: ServeLimits |
         declared = request.headers.get("content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > cap):
             refuse(client, 413, f"request body of {declared} bytes exceeds the limit of {cap} bytes")
+        if declared is not None:  # read at most what was declared, in one piece
+            return await request.body()
         body = bytearray()
         async for chunk in request.stream():
             body += chunk
@@ -185,6 +192,9 @@ def make_app(provider: Provider, token: str | None = None, limits: ServeLimits |
             out = await batcher.denoise(x_i, i, first)
         except ValueError as e:  # the model refused what the spec let through
             refuse(client, 422, str(e))
+        except Exception as e:  # the model failed: 500, which clients retry
+            log.error("denoise failed for %s: %s: %s", client, type(e).__name__, e)
+            raise HTTPException(500, f"the model failed ({type(e).__name__}: {e})") from None
         return answer(client, body, t0, x_i.shape[0] * x_i.shape[2], out=out)
 
     async def codec(request: Request, client: str, kind: str, name: str, out_name: str) -> Response:
@@ -231,3 +241,34 @@ def serve(base: str, host: str = "127.0.0.1", port: int = 8000, token: str | Non
     print(f"serving model {provider.spec.fingerprint[:12]} ({precision}) on http://{host}:{sock.getsockname()[1]}",
           flush=True)
     server.run(sockets=[sock])
+
+
+class ServerProcess:
+    """``avid serve --base BASE`` in a child process on 127.0.0.1 (for tests and ``avid bench``):
+    ``port=0`` picks a free port at the first start, and ``start()`` after ``kill()`` reuses it."""
+
+    def __init__(self, base, port: int = 0, *extra: str) -> None:
+        self.base, self.port, self.extra, self.proc = str(base), port, extra, None
+        self.start()
+
+    def start(self) -> None:
+        src = str(REPO_ROOT / "src")
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "avid.cli", "serve", "--base", self.base, "--port", str(self.port), *self.extra],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        line = self.proc.stdout.readline()  # "serving model ... on http://127.0.0.1:PORT", or an error and EOF
+        if " on http://" not in line:
+            self.proc.kill()
+            raise RuntimeError(f"avid serve did not start: {line}{self.proc.stdout.read()}")
+        self.url = line.rsplit(" on ", 1)[1].strip()
+        self.port = int(self.url.rsplit(":", 1)[1])
+        threading.Thread(target=self.proc.stdout.read, daemon=True).start()  # keep its pipe drained
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait(timeout=30)
+
+    def restart(self) -> None:
+        self.kill()
+        self.start()

@@ -88,6 +88,9 @@ class Backend(Protocol):
     def decode(self, latent: torch.Tensor) -> tuple[torch.Tensor, int, int]: ...
     def close(self) -> None: ...
 
+    @property
+    def closed(self) -> bool: ...
+
 
 @dataclass
 class QueryStats:
@@ -137,7 +140,6 @@ class Denoiser:
         self.__backend = backend  # name-mangled: not part of the interface
         self.spec = backend.spec
         self.stats = QueryStats()
-        self.closed = False
         self.codec: Codec = _BackendCodec(self) if self.spec.latent else IdentityCodec()
 
     @property
@@ -163,7 +165,11 @@ class Denoiser:
     def close(self) -> None:
         """Stop the backend (a worker process ends; a remote session closes). Idempotent."""
         self.__backend.close()
-        self.closed = True
+
+    @property
+    def closed(self) -> bool:
+        """True once closed (or its worker process died): it answers no more queries."""
+        return self.__backend.closed
 
     def __enter__(self) -> "Denoiser":
         return self

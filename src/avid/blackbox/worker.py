@@ -75,22 +75,33 @@ class WorkerBackend:
         while not self._conn.poll(0.5):
             waited += 0.5
             if not self._proc.is_alive():
-                raise RuntimeError(f"the black-box worker process exited (exit code {self._proc.exitcode})")
+                raise self._dead()
             if timeout is not None and waited >= timeout:
                 raise RuntimeError(f"the black-box worker process did not answer within {timeout:.0f} s")
         try:
             reply = self._conn.recv()
-        except EOFError:
-            raise RuntimeError("the black-box worker process closed its pipe") from None
+        except (EOFError, OSError):
+            raise self._dead() from None
         if reply[0] == "error":
             raise _ERRORS.get(reply[1], RuntimeError)(reply[2])
         return reply
+
+    def _dead(self) -> RuntimeError:
+        self._proc.join(timeout=5)
+        return RuntimeError(f"the black-box worker process exited (exit code {self._proc.exitcode}); "
+                            "open the model again")
+
+    def _send(self, msg: tuple) -> None:
+        try:
+            self._conn.send(msg)
+        except OSError:
+            raise self._dead() from None
 
     def _buffer(self, nbytes: int) -> memoryview:
         shm = self._shm[0]
         if shm is None or shm.size < nbytes:
             new = SharedMemory(create=True, size=max(nbytes, 1))
-            self._conn.send(("buffer", new.name))
+            self._send(("buffer", new.name))
             self._recv()
             if shm is not None:
                 shm.close()
@@ -102,11 +113,13 @@ class WorkerBackend:
         with self._lock:
             if not self._finalizer.alive:
                 raise RuntimeError("this black-box Denoiser was closed")
+            if not self._proc.is_alive():
+                raise self._dead()
             a, b = _layout(x_i.shape, first.shape)
             block = torch.frombuffer(self._buffer(4 * (b + a)), dtype=torch.float32, count=b + a)
             block[:a].view(x_i.shape).copy_(x_i)
             block[a:b].view(first.shape).copy_(first)
-            self._conn.send(("denoise", tuple(x_i.shape), tuple(first.shape), i.tolist()))
+            self._send(("denoise", tuple(x_i.shape), tuple(first.shape), i.tolist()))
             self._recv()
             out = block[b:].view(x_i.shape).clone()
             del block  # no view of the shared block may outlive the call (it may be replaced)
@@ -114,7 +127,7 @@ class WorkerBackend:
 
     def _codec(self, kind: str, x: torch.Tensor) -> tuple[torch.Tensor, int, int]:
         with self._lock:
-            self._conn.send((kind, x.float().numpy()))
+            self._send((kind, x.float().numpy()))
             out = torch.from_numpy(self._recv()[1])
         return out, x.nbytes, out.nbytes
 
@@ -127,6 +140,10 @@ class WorkerBackend:
     def close(self) -> None:
         with self._lock:
             self._finalizer()
+
+    @property
+    def closed(self) -> bool:
+        return not (self._finalizer.alive and self._proc.is_alive())
 
 
 def _shutdown(proc, conn, shm_box) -> None:
