@@ -30,14 +30,15 @@ def _version(folder: Path) -> tuple:
     return (str(folder.resolve()), *((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files))
 
 
-def open_denoiser(base: str | Path, precision: str = "bf16", device: str = "cpu", threads: int | None = None,
+def open_denoiser(base: str | Path, precision: str = "bf16", device: str | None = None, threads: int | None = None,
                   token: str | None = None, fingerprint: str | None = None) -> Denoiser:
-    """``precision`` ("bf16" or "fp32"), ``device`` and ``threads`` choose how a local model runs (a
-    server chose its own); ``token`` is a server's bearer token; ``fingerprint``, when given, must
-    be the served model's (a local model's is checked by whoever recorded it)."""
+    """``precision`` ("bf16" or "fp32"), ``device`` (default: "cuda" when there is one, else "cpu")
+    and ``threads`` choose how a local model runs (a server chose its own); ``token`` is a server's
+    bearer token; ``fingerprint``, when given, must be the served model's."""
     if is_url(base):
         return open_remote(str(base), token=token, fingerprint=fingerprint)
     threads = threads or torch.get_num_threads()
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     key = (_version(resolve(base)), precision, device, threads)
     denoiser = _OPEN.get(key)
     if denoiser is None or denoiser.closed:

@@ -12,7 +12,9 @@ of the model the client opened: a server restarted with other weights stops the 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import socket
 import time
 
@@ -23,6 +25,7 @@ from urllib3.exceptions import HTTPError
 from avid.blackbox.denoiser import Denoiser, DenoiserSpec
 from avid.blackbox.wire import CLIENT_HEADER, FINGERPRINT_HEADER, TENSORS, pack, unpack
 
+log = logging.getLogger("avid")
 TOKEN_ENV = "AVID_BLACKBOX_TOKEN"
 RETRY_STATUS = (500, 502, 503, 504)
 
@@ -72,10 +75,14 @@ class RemoteBackend:
                     break
                 problem = f"{resp.status_code}: {data[:200].decode(errors='replace')}"
             except (requests.RequestException, HTTPError, OSError) as e:
-                problem = f"{type(e).__name__}: {e}"
+                errno = re.search(r"\[Errno -?\d+\][^)\"']*", str(e))  # e.g. "[Errno 111] Connection refused"
+                problem = f"{type(e).__name__}: {errno.group(0) if errno else str(e)[:160]}"
             if attempt == self.retries:
                 raise RuntimeError(f"black-box server {self.url}{path} failed after {self.retries} retries ({problem})")
-            time.sleep(min(self.backoff_max, self.backoff * 2**attempt))
+            pause = min(self.backoff_max, self.backoff * 2**attempt)
+            log.warning("black-box server %s: %s; retry %d of %d in %.2g s", self.url, problem, attempt + 1,
+                        self.retries, pause)
+            time.sleep(pause)
         if 400 <= resp.status_code < 500:
             try:
                 detail = json.loads(data).get("detail", data.decode(errors="replace"))
