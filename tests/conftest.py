@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from avid.blackbox import open_denoiser
-from avid.blackbox.local import BASE_KIND
+from avid.whitebox import BASE_KIND
 from avid.checkpoint import save_model
 from avid.data import EpisodeStore
 from avid.nn import UNet3D, UNetConfig

@@ -106,7 +106,7 @@ def test_training_and_sampling_bars_count_optimiser_and_denoising_steps(tmp_path
     train(run_config(tmp_path, base, data, steps=3, progress="true"))
     err = capsys.readouterr().err
     assert "train avid" in err and "3/3 steps" in err
-    method, _ = load_method(tmp_path / "run", base_precision="fp32")
+    method, _ = load_method(tmp_path / "run", precision="fp32")
     first, actions = torch.rand(3, 3, 2, 16, 16) * 2 - 1, torch.randint(0, 5, (3, 4))
     sample_videos(method, first, actions, SampleConfig(steps=4, batch_size=2))
     err = capsys.readouterr().err

@@ -176,7 +176,7 @@ def test_a_run_records_the_precision_it_used(tmp_path, setup):
     from avid.precision import resolve_precision
 
     assert used == resolve_precision("auto").describe()
-    assert yaml.safe_load((out / "run.yaml").read_text())["precision_used"] == used
+    assert yaml.safe_load((out / "run.yaml").read_text())["train"]["precision"] == "auto"  # as asked, loadable
 
 
 def test_the_ema_warms_up_so_a_short_run_is_not_held_back_by_its_initial_weights():

@@ -172,7 +172,38 @@ def cmd_bench(args) -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.blackbox:  # the black-box door's cost per query: in-process vs worker vs server
+        from avid.bench_blackbox import bench_blackbox
+
+        result = bench_blackbox(args.base, precision=args.precision or "auto", repeats=args.repeats)
+        print("\n".join(f"{k:>24}: {v}" for k, v in result.items()))
+        return
     print(format_report(run_bench(load_run_config(args.config, args.set), args.precision, repeats=args.repeats)))
+
+
+# ---- the black box as a provider API ------------------------------------------------------------
+def _add_serve_command(sub) -> None:
+    """``avid serve``: a base model behind HTTP, as a model provider would serve it."""
+
+    def run(args) -> None:
+        from avid.serve import ServeLimits, serve
+
+        serve(args.base, host=args.host, port=args.port, token=args.token or os.environ.get("AVID_SERVE_TOKEN"),
+              precision=args.precision, device=args.device, threads=args.threads,
+              limits=ServeLimits(max_request_mb=args.max_request_mb, max_batch=args.max_batch))
+
+    s = sub.add_parser("serve", help="serve a base model over HTTP (spec, denoise, encode/decode, /health, /metrics)")
+    s.add_argument("--base", default="assets/base-procgen", help="a base model folder (avid or diffusers)")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (loopback by default)")
+    s.add_argument("--port", type=int, default=8000, help="0: any free port (printed)")
+    s.add_argument("--token", default=None, help="require this bearer token (default: $AVID_SERVE_TOKEN, else none)")
+    add_precision_option(s, "auto")
+    s.add_argument("--device", default="cpu", help="where the model runs, e.g. cuda")
+    s.add_argument("--max-batch", type=int, default=64, help="videos per query and per batched forward pass")
+    s.add_argument("--max-request-mb", type=float, default=64.0, help="larger request bodies get 413")
+    s.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
+    s.set_defaults(fn=run)
+# ---- end of the serve block ---------------------------------------------------------------------
 
 
 # ---- action classifier (Action Error Ratio, paper section 9.3) ---------------------------------
@@ -390,16 +421,20 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="training and sampling step time and memory of a config")
     b.add_argument("--config", default="configs/coinrun/quickstart.yaml", help="the run YAML to measure")
     b.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="override config values, e.g. train.precision=32-true (default: none)")
+                   help="override config values, e.g. train.batch_size=16 (default: none)")
     b.add_argument("--repeats", type=int, default=5, help="timed steps, after 2 warm-up steps; medians are reported")
     b.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
     b.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default=None,
                    help="measure only this precision (default: fp32 and, where this CPU runs it natively, bf16; "
-                        "the row auto picks is marked)")
+                        "the row auto picks is marked; with --blackbox: auto)")
+    b.add_argument("--blackbox", action="store_true", help="instead: one base-model query (batch 8, 10 frames) "
+                   "in-process vs the worker process vs `avid serve` on 127.0.0.1")
+    b.add_argument("--base", default="assets/base-procgen", help="with --blackbox: the base model folder")
     b.set_defaults(fn=cmd_bench)
 
     _add_classifier_commands(sub)
     _add_experiment_commands(sub)
+    _add_serve_command(sub)
     return p
 
 

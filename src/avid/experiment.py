@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 
+from avid.blackbox import is_url
 from avid.checkpoint import load_config, resolve
 from avid.config import RunConfig, apply_overrides, build_section, read_mapping, run_config_from_dict, set_dotted
 from avid.data import Batch, EpisodeStore
@@ -163,7 +164,7 @@ def prepare_data(exp: ExperimentConfig) -> tuple[Path, Path]:
 
 def check_sizes(exp: ExperimentConfig, preset: SizePreset) -> None:
     """Warn when the size preset was matched against another base network than ``run.base``."""
-    if not exp.run.base:
+    if not exp.run.base or is_url(exp.run.base):  # a served black box publishes no network layout
         return
     unet = load_config(exp.run.base).get("unet", {})
     differ = {k: (v, unet.get(k)) for k, v in preset.base_unet.items() if unet.get(k) != v}

@@ -1,6 +1,11 @@
-"""The black-box door to pretrained models (paper section 3.1: no parameters, only predictions)."""
+"""The black-box door to pretrained models (paper section 3.1: no parameters, only predictions).
 
-from avid.blackbox.denoiser import Codec, Denoiser, DenoiserSpec, IdentityCodec
-from avid.blackbox.local import open_denoiser
+``open_denoiser(base)`` returns a ``Denoiser`` whose network runs elsewhere: in a worker process
+(a local folder) or on a provider's server (``http://host:port``, see ``avid serve``).
+"""
 
-__all__ = ["Codec", "Denoiser", "DenoiserSpec", "IdentityCodec", "open_denoiser"]
+from avid.blackbox.denoiser import Codec, Denoiser, DenoiserSpec, IdentityCodec, QueryStats
+from avid.blackbox.door import open_denoiser
+from avid.blackbox.remote import is_url
+
+__all__ = ["Codec", "Denoiser", "DenoiserSpec", "IdentityCodec", "QueryStats", "is_url", "open_denoiser"]

@@ -10,7 +10,7 @@ import math
 
 import torch
 
-SCHEDULES = ("linear", "cosine", "sigmoid")
+SCHEDULES = ("linear", "cosine", "sigmoid", "scaled_linear")
 
 
 def _from_betas(betas: torch.Tensor) -> torch.Tensor:
@@ -43,9 +43,16 @@ def sigmoid(num_steps: int, start: float = -3.0, end: float = 3.0, tau: float = 
     return _from_betas(betas)
 
 
+def scaled_linear(num_steps: int, beta_start: float = 0.00085, beta_end: float = 0.012) -> torch.Tensor:
+    """Latent diffusion's schedule (Stable Diffusion, Stable Video Diffusion): betas linear in
+    square-root space, as diffusers' ``beta_schedule="scaled_linear"`` with its defaults."""
+    betas = torch.linspace(beta_start**0.5, beta_end**0.5, num_steps, dtype=torch.float64) ** 2
+    return _from_betas(betas)
+
+
 def make_schedule(name: str, num_steps: int) -> torch.Tensor:
     """``alphas_cumprod`` (float64, shape ``(num_steps,)``) for a schedule named in ``SCHEDULES``."""
-    fns = {"linear": linear, "cosine": cosine, "sigmoid": sigmoid}
+    fns = {"linear": linear, "cosine": cosine, "sigmoid": sigmoid, "scaled_linear": scaled_linear}
     if name not in fns:
         raise ValueError(f"unknown noise schedule {name!r}; expected one of {SCHEDULES}")
     if num_steps < 1:

@@ -34,6 +34,15 @@ REGISTRY: dict[str, Callable[..., Method]] = {
 }
 
 
+def needs_parameters(name: str) -> bool:
+    """Whether the method ``name`` requires the base model's parameters (the paper's shading): only
+    such a method is given the base model's folder (``Context.base_path``)."""
+    if name not in REGISTRY:
+        raise ValueError(f"unknown method {name!r}; available: {sorted(REGISTRY)}")
+    factory = REGISTRY[name]
+    return getattr(factory, "func", factory).needs_parameters
+
+
 def build_method(name: str, ctx: Context, options: dict[str, Any] | None = None) -> Method:
     if name not in REGISTRY:
         raise ValueError(f"unknown method {name!r}; available: {sorted(REGISTRY)}")
@@ -43,4 +52,4 @@ def build_method(name: str, ctx: Context, options: dict[str, Any] | None = None)
 
 
 __all__ = ["AVID", "ActionCFG", "Base", "ClassifierGuidance", "Context", "ControlNet", "Finetune", "Method",
-           "PoE", "REGISTRY", "Scratch", "build_method"]
+           "PoE", "REGISTRY", "Scratch", "build_method", "needs_parameters"]

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import torch
 
-from avid.blackbox.local import load_base_model
 from avid.methods.base import Context
 from avid.nn import UNet3D, UNetConfig
+from avid.whitebox import load_base_model
 
 
 def load_frozen_base(ctx: Context, method: str) -> tuple[UNet3D, bool]:

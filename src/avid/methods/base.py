@@ -26,7 +26,7 @@ class Context:
     action_kind: str = "discrete"
     num_actions: int = 15
     base: Denoiser | None = None
-    base_path: str | None = None  # only for methods that require parameter access
+    base_path: str | None = None  # the base model's folder: given only to methods with needs_parameters
 
 
 class Method(nn.Module):

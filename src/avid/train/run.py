@@ -18,23 +18,24 @@ from typing import Any
 import lightning as L
 import torch
 import yaml
-from lightning.pytorch.callbacks import Callback, EMAWeightAveraging
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torch.utils.data import DataLoader
 
 from avid import tiny
 from avid.blackbox import open_denoiser
-from avid.blackbox.local import BASE_KIND
 from avid.checkpoint import load_config, load_weights, resolve, save_model
 from avid.config import RunConfig, run_config_from_dict
 from avid.data import EpisodeStore, WindowDataset, collate
 from avid.data.storage import atomic_write_text
 from avid.diffusion import Diffusion, DiffusionConfig
-from avid.methods import Context, Method, build_method
+from avid.methods import Context, Method, build_method, needs_parameters
 from avid.nn import count_parameters
 from avid.precision import Precision, resolve_precision
 from avid.train.callbacks import SaveEvery, SaveLast, WarmupEMA, fit, run_callbacks
 from avid.train.module import MethodModule
+from avid.train.queries import QueryLog
+from avid.whitebox import BASE_KIND
 
 METHOD_KIND = "avid-method"
 log = logging.getLogger("avid")
@@ -42,7 +43,9 @@ log = logging.getLogger("avid")
 
 def build_context(cfg: RunConfig, meta: dict[str, Any], precision: str = "auto") -> Context:
     """The method's world: the base model's diffusion when there is a base, else ``cfg.diffusion``.
-    ``precision``: of the black-box base model's forward passes (``avid.precision``)."""
+    ``cfg.base`` is a folder or a server's URL; only a method that needs the base model's parameters
+    (``cfg.method.name``) is told the folder. ``precision``: of the black-box base model's forward
+    passes (``avid.precision``)."""
     base = None
     if cfg.base:
         base = open_denoiser(cfg.base, precision=precision)
@@ -59,7 +62,7 @@ def build_context(cfg: RunConfig, meta: dict[str, Any], precision: str = "auto")
         diffusion = diffusion.with_weighting(cfg.train.loss_weighting)
     return Context(diffusion=diffusion, channels=3, cond_frames=cfg.data.cond_frames,
                    action_kind=meta.get("action_kind", "discrete"), num_actions=int(meta.get("num_actions", 15)),
-                   base=base, base_path=str(cfg.base) if cfg.base else None)
+                   base=base, base_path=str(cfg.base) if cfg.base and needs_parameters(cfg.method.name) else None)
 
 
 def train_device(accelerator: str) -> str:
@@ -122,12 +125,12 @@ def train(cfg: RunConfig) -> Path:
     precision = resolve_precision(cfg.train.precision, train_device(cfg.train.accelerator))
     log.info("precision: %s", precision.describe())
     ctx = build_context(cfg, store.meta, precision.name)
+    _check_same_base(out, ctx)
     method = build_method(cfg.method.name, ctx, cfg.method.options)
     t = cfg.train
     module = MethodModule(method, lr=t.lr, weight_decay=t.weight_decay, lr_schedule=t.lr_schedule,
                           warmup_steps=t.warmup_steps, max_steps=t.max_steps, min_lr_ratio=t.min_lr_ratio)
-    atomic_write_text(out / "run.yaml", yaml.safe_dump({**cfg.to_dict(), "precision_used": precision.describe()},
-                                                       sort_keys=False))
+    atomic_write_text(out / "run.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     log.info("method %s: %.2fM trainable parameters, %d training windows", cfg.method.name,
              count_parameters(method) / 1e6, len(data))
     loader = DataLoader(data, batch_size=cfg.train.batch_size, shuffle=True, drop_last=True,
@@ -143,7 +146,7 @@ def train(cfg: RunConfig) -> Path:
         Export(cfg, store.meta, precision),
         SaveEvery(save_last, cfg.train.ckpt_every),
         *run_callbacks(last, cfg.train.progress, f"train {cfg.method.name}", cfg.train.max_minutes),
-    ]
+    ] + ([QueryLog(ctx.base, out / "blackbox.json", str(cfg.base))] if ctx.base is not None else [])
     trainer = L.Trainer(
         max_steps=cfg.train.max_steps, max_epochs=-1,
         max_time=timedelta(minutes=cfg.train.max_minutes) if cfg.train.max_minutes else None,
@@ -165,13 +168,22 @@ def _check_same_run(out: Path, cfg: RunConfig) -> None:
     prev = out / "run.yaml"
     if not prev.exists():
         return
-    recorded = yaml.safe_load(prev.read_text())
-    recorded.pop("precision_used", None)
-    old = run_config_from_dict(recorded)
+    old = run_config_from_dict(yaml.safe_load(prev.read_text()))
     for key in ("base", "method"):
         if getattr(old, key) != getattr(cfg, key):
             raise ValueError(f"{out} holds a run with another {key} ({getattr(old, key)}); "
                              "choose another `out` folder")
+
+
+def _check_same_base(out: Path, ctx: Context) -> None:
+    """Resuming against another model than the run's (e.g. a server now serving other weights) is an error."""
+    prev = out / "config.yaml"
+    if ctx.base is None or not prev.exists():
+        return
+    recorded = load_config(out).get("base_fingerprint")
+    if recorded and recorded != ctx.base.spec.fingerprint:
+        raise ValueError(f"{out} was trained against base model {recorded[:12]}, but the base now is "
+                         f"{ctx.base.spec.fingerprint[:12]}; choose another `out` folder")
 
 
 def load_method(folder: str | Path, precision: str = "auto") -> tuple[Method, dict[str, Any]]:

@@ -1,0 +1,78 @@
+"""The provider's side of the door: the network itself, answering queries.
+
+A ``Provider`` holds the weights and runs them. It lives only where a model provider would run it:
+in the worker process behind ``open_denoiser`` (``avid.blackbox.worker``) and in the ``avid serve``
+server; no method ever holds one. ``open_provider(path)`` loads
+
+- a base model of this project (a folder with ``model.safetensors`` + ``config.yaml`` of kind
+  ``avid-base-model``), or
+- a diffusers image-to-video model (a folder with ``model_index.json``; ``avid.blackbox.diffusers_i2v``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+import torch
+
+from avid.blackbox.denoiser import DenoiserSpec, check_denoise_inputs
+from avid.checkpoint import WEIGHTS, resolve, sha256
+from avid.diffusion import Diffusion, DiffusionConfig
+from avid.nn import with_first_frames
+from avid.precision import resolve_precision
+from avid.whitebox import load_base_model
+
+
+
+class Provider(Protocol):
+    spec: DenoiserSpec
+
+    def denoise(self, x_i: torch.Tensor, i: torch.Tensor, first: torch.Tensor) -> torch.Tensor: ...
+    def encode(self, video: torch.Tensor) -> torch.Tensor: ...
+    def decode(self, latent: torch.Tensor) -> torch.Tensor: ...
+
+
+def spec_from_config(cfg: dict, fingerprint: str) -> DenoiserSpec:
+    return DenoiserSpec(diffusion=DiffusionConfig(**cfg["diffusion"]), channels=cfg["channels"],
+                        cond_frames=cfg["cond_frames"], frame_size=cfg["frame_size"],
+                        max_frames=cfg["unet"]["max_frames"], fingerprint=fingerprint)
+
+
+class BaseModelProvider:
+    """The project's own base model. ``precision``: "auto" (``avid.precision``: bf16 where this
+    machine runs it natively, else fp32), "fp32", "bf16" or "fp16" (GPUs). A residual base model (``residual: true`` in its config) predicts
+    ``Diffusion.hold_last(first, x_i, i) + network output``."""
+
+    def __init__(self, path: str | Path, precision: str = "auto", device: str = "cpu") -> None:
+        self.precision = resolve_precision(precision, device)
+        folder = resolve(path)
+        model, cfg = load_base_model(folder)
+        self.model = model.to(device)
+        self.device = torch.device(device)
+        self.spec = spec_from_config(cfg, sha256(folder / WEIGHTS))
+        self.hold_last = Diffusion(self.spec.diffusion).hold_last if cfg.get("residual") else None
+
+    @torch.no_grad()
+    def denoise(self, x_i: torch.Tensor, i: torch.Tensor, first: torch.Tensor) -> torch.Tensor:
+        check_denoise_inputs(self.spec, x_i, i, first)
+        x_i, i, first = x_i.to(self.device).float(), i.to(self.device).long(), first.to(self.device).float()
+        with self.precision.autocast():
+            out = self.model(with_first_frames(x_i, first), i)
+        out = out.float()
+        return out + self.hold_last(first, x_i, i) if self.hold_last else out
+
+    def encode(self, video: torch.Tensor) -> torch.Tensor:
+        raise ValueError("this is a pixel-space model: it has no codec (encode/decode)")
+
+    decode = encode
+
+
+def open_provider(path: str | Path, precision: str = "auto", device: str = "cpu") -> Provider:
+    """Load the model at ``path`` (an avid base model or a diffusers image-to-video folder)."""
+    folder = resolve(path)
+    if (folder / "model_index.json").exists():
+        from avid.blackbox.diffusers_i2v import DiffusersI2VProvider
+
+        return DiffusersI2VProvider(folder, precision=precision, device=device)
+    return BaseModelProvider(folder, precision=precision, device=device)
