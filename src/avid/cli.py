@@ -28,15 +28,14 @@ def _add_precision(parser, default: str | None = None) -> None:
 
 
 def cmd_data(args) -> None:
-    from avid.data.procgen import PRESETS, ProcgenSpec, generate
+    from avid.data.procgen import PRESETS, ProcgenSpec, generate, parse_levels
 
     if args.preset:
         spec = PRESETS[args.preset]
     else:
-        start, _, stop = args.levels.partition(":")
-        spec = ProcgenSpec(games=args.games.split(","), start_level=int(start),
-                           num_levels=int(stop) - int(start) if stop else 1, steps_per_level=args.steps_per_level,
-                           trajectories=args.trajectories, seed=args.seed)
+        start, num_levels = parse_levels(args.levels)
+        spec = ProcgenSpec(games=args.games.split(","), start_level=start, num_levels=num_levels,
+                           steps_per_level=args.steps_per_level, trajectories=args.trajectories, seed=args.seed)
     store = generate(spec, args.out)
     print(f"{store.num_frames()} frames in {len(store.shards)} shards at {args.out}")
 
@@ -60,13 +59,21 @@ def cmd_quickstart(args) -> None:
 
 
 def cmd_sample(args) -> None:
+    from avid.locks import folder_lock
+
+    with folder_lock(args.out):  # created, writable and ours before any sampling
+        _sample(args)
+
+
+def _sample(args) -> None:
     from pathlib import Path
 
     import numpy as np
     import torch
 
     from avid.config import SampleConfig
-    from avid.data import WindowDataset, collate, to_uint8, to_video
+    from avid.data import WindowDataset, collate, to_uint8
+    from avid.data.windows import frames_to_video
     from avid.report import mask_to_video, video_grid, write_video
     from avid.rollout import sample_videos
     from avid.train import load_method
@@ -74,13 +81,15 @@ def cmd_sample(args) -> None:
     method, mc = load_method(args.checkpoint, args.precision)
     if args.data:
         ds = WindowDataset(args.data, mc["frames"], mc["cond_frames"], stride=mc["frames"])
+        if args.limit is not None and args.limit < 1:
+            raise ValueError(f"--limit must be at least 1 (leave it out for all), got {args.limit}")
         n = min(args.limit or len(ds), len(ds))
         batch = collate([ds[int(j)] for j in np.linspace(0, len(ds) - 1, n).round()])  # spread over the set
         first, actions = batch.first, batch.actions
     else:
         if not (args.first_frames and args.actions):
             raise ValueError("give --data DIR, or both --first-frames and --actions (.npy files)")
-        first = to_video(np.load(args.first_frames))  # (N, k, H, W, 3) uint8
+        first = frames_to_video(np.load(args.first_frames), "--first-frames")  # (N, k, H, W, 3) uint8
         actions = torch.as_tensor(np.load(args.actions))
         if first.ndim == 4:
             first = first[None]
@@ -177,6 +186,33 @@ def cmd_bench(args) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     print(format_report(run_bench(load_run_config(args.config, args.set), args.precision, repeats=args.repeats)))
+
+
+# ---- dataset check and repair -------------------------------------------------------------------
+def _add_data_verify(dsub) -> None:
+    """``avid data verify DIR [--repair]``."""
+
+    def verify(args) -> None:
+        from avid.data.verify import repair, verify
+
+        if args.repair:
+            problems, done = repair(args.data)
+        else:
+            store, problems = verify(args.data)
+            done = f"{len(store.shards)} shards intact" if not problems else None
+        for p in problems:
+            print(f"{p.file}: {p.why}")
+        if done is None:
+            raise ValueError(f"{len(problems)} damaged or unindexed shard file(s) in {args.data}; rerun with "
+                             "--repair to remove and regenerate them")
+        print(done)
+
+    v = dsub.add_parser("verify", help="check every shard of a dataset (size, checksum, contents); --repair "
+                        "removes damaged ones and regenerates them")
+    v.add_argument("data", help="dataset folder")
+    v.add_argument("--repair", action="store_true")
+    v.set_defaults(fn=verify)
+# ---- end of the dataset check block ------------------------------------------------------------
 
 
 # ---- action classifier (Action Error Ratio, paper section 9.3) ---------------------------------
@@ -276,6 +312,7 @@ def _add_experiment_commands(sub) -> None:
 def main(argv: list[str] | None = None) -> None:
     _quiet()
     p = argparse.ArgumentParser(prog="avid", description=__doc__)
+    p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = p.add_subparsers(dest="cmd", required=True)
 
     d = sub.add_parser("data", help="generate action-labelled datasets")
@@ -292,6 +329,7 @@ def main(argv: list[str] | None = None) -> None:
     pg.add_argument("--seed", type=int, default=0)
     pg.add_argument("--out", required=True)
     pg.set_defaults(fn=cmd_data)
+    _add_data_verify(dsub)
 
     for name, helptext in (("train", "train a method (AVID, a baseline, an ablation)"),
                            ("pretrain", "train the base image-to-video model")):
@@ -389,9 +427,16 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     try:
         args.fn(args)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"avid: error: {e}", file=sys.stderr)
+    except Exception as e:  # every error is one line; --debug shows the traceback
+        if args.debug:
+            raise
+        from avid.errors import one_line
+
+        print(f"avid: error: {one_line(e)}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:
+        print("avid: interrupted", file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -12,9 +12,10 @@ from pathlib import Path
 import torch
 
 from avid.blackbox.denoiser import Denoiser, DenoiserSpec
-from avid.checkpoint import WEIGHTS, load_config, load_weights, resolve, sha256
+from avid.checkpoint import WEIGHTS, load_config, load_weights, require_keys, resolve, sha256
 from avid.diffusion import Diffusion, DiffusionConfig
 from avid.nn import UNet3D, UNetConfig, with_first_frames
+from avid.options import build
 from avid.precision import resolve_precision
 
 BASE_KIND = "avid-base-model"
@@ -28,14 +29,16 @@ def load_base_model(path: str | Path) -> tuple[UNet3D, dict]:
     cfg = load_config(folder)
     if cfg.get("kind") != BASE_KIND:
         raise ValueError(f"{folder} is not a base model (config kind {cfg.get('kind')!r}, expected {BASE_KIND!r})")
-    model = UNet3D(UNetConfig(**cfg["unet"]))
+    require_keys(cfg, ("unet", "diffusion", "channels", "cond_frames", "frame_size"), folder)
+    model = UNet3D(build(UNetConfig, cfg["unet"], f"{folder}/config.yaml `unet`"))
     load_weights(folder, model, prefix="net.")
     model.eval().requires_grad_(False)
     return model, cfg
 
 
 def spec_from_config(cfg: dict, fingerprint: str) -> DenoiserSpec:
-    return DenoiserSpec(diffusion=DiffusionConfig(**cfg["diffusion"]), channels=cfg["channels"],
+    return DenoiserSpec(diffusion=build(DiffusionConfig, cfg["diffusion"], "the base model's `diffusion`"),
+                        channels=cfg["channels"],
                         cond_frames=cfg["cond_frames"], frame_size=cfg["frame_size"],
                         max_frames=cfg["unet"]["max_frames"], fingerprint=fingerprint)
 

@@ -27,6 +27,7 @@ class Context:
     num_actions: int = 15
     base: Denoiser | None = None
     base_path: str | None = None  # only for methods that require parameter access
+    frame_size: int | None = None  # H = W of the videos (None: not checked)
 
 
 class Method(nn.Module):
