@@ -147,7 +147,8 @@ def test_loading_a_folder_of_another_kind_fails(tmp_path):
 
 def test_cli_eval_prints_the_held_out_accuracy(toy_run, capsys):
     tmp, folder = toy_run
-    main(["classifier", "eval", "--classifier", str(folder), "--data", str(tmp / "test"), "--limit", "50"])
+    main(["classifier", "eval", "--classifier", str(folder), "--data", str(tmp / "test"), "--limit", "50",
+          "--precision", "fp32"])  # as evaluate_classifier below
     out = capsys.readouterr().out
     clf = load_classifier(folder)
     want = evaluate_classifier(clf, tmp / "test", limit=50)

@@ -6,7 +6,6 @@ checks that the weights fit the configuration, so a checkpoint of another model 
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ import yaml
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
-from avid.data.storage import atomic_write, atomic_write_text
+from avid.data.storage import atomic_write, atomic_write_text, sha256
 
 WEIGHTS, CONFIG = "model.safetensors", "config.yaml"
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -27,14 +26,6 @@ def resolve(path: str | Path) -> Path:
     if p.exists() or p.is_absolute():
         return p
     return REPO_ROOT / p if (REPO_ROOT / p).exists() else p
-
-
-def sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def save_model(folder: str | Path, state: dict[str, torch.Tensor], config: dict[str, Any],
@@ -61,6 +52,14 @@ def load_config(folder: str | Path) -> dict[str, Any]:
     return cfg
 
 
+def require_keys(cfg: dict[str, Any], keys: tuple[str, ...], folder: str | Path) -> None:
+    """A model's ``config.yaml`` must hold ``keys``: else one clear error, not a ``KeyError`` later."""
+    missing = [k for k in keys if k not in cfg]
+    if missing:
+        raise ValueError(f"{Path(folder) / CONFIG} lacks {missing} (written by another version of avid, or "
+                         "edited?); re-export the model or restore the file")
+
+
 def load_weights(folder: str | Path, module: torch.nn.Module, prefix: str = "") -> None:
     """Load ``model.safetensors`` into ``module`` strictly, in the module's own dtype."""
     folder = resolve(folder)
@@ -73,6 +72,10 @@ def load_weights(folder: str | Path, module: torch.nn.Module, prefix: str = "") 
         raise ValueError(f"corrupt weights file {path}: {e}") from e
     if prefix:
         state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise ValueError(f"{path} holds non-finite weights (NaN or inf) in {len(bad)} of {len(state)} tensors, "
+                         f"e.g. {bad[:3]}; the model is broken: retrain it or restore a good copy")
     own = module.state_dict()
     missing, extra = sorted(set(own) - set(state)), sorted(set(state) - set(own))
     wrong = [k for k in own if k in state and own[k].shape != state[k].shape]

@@ -19,7 +19,7 @@ def _quiet() -> None:
     warnings.filterwarnings("ignore", message=".*Gym has been unmaintained.*")
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)  # this call's stderr
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.trainer.connectors"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
@@ -56,13 +56,21 @@ def cmd_quickstart(args) -> None:
 
 
 def cmd_sample(args) -> None:
+    from avid.locks import folder_lock
+
+    with folder_lock(args.out):  # created, writable and ours before any sampling
+        _sample(args)
+
+
+def _sample(args) -> None:
     from pathlib import Path
 
     import numpy as np
     import torch
 
     from avid.config import SampleConfig
-    from avid.data import WindowDataset, collate, to_uint8, to_video
+    from avid.data import WindowDataset, collate, to_uint8
+    from avid.data.windows import frames_to_video
     from avid.report import mask_to_video, video_grid, write_video
     from avid.rollout import sample_videos
     from avid.train import load_method
@@ -70,13 +78,15 @@ def cmd_sample(args) -> None:
     method, mc = load_method(args.checkpoint, args.precision)
     if args.data:
         ds = WindowDataset(args.data, mc["frames"], mc["cond_frames"], stride=mc["frames"])
+        if args.limit is not None and args.limit < 1:
+            raise ValueError(f"--limit must be at least 1 (leave it out for all), got {args.limit}")
         n = min(args.limit or len(ds), len(ds))
         batch = collate([ds[int(j)] for j in np.linspace(0, len(ds) - 1, n).round()])  # spread over the set
         first, actions = batch.first, batch.actions
     else:
         if not (args.first_frames and args.actions):
             raise ValueError("give --data DIR, or both --first-frames and --actions (.npy files)")
-        first = to_video(np.load(args.first_frames))  # (N, k, H, W, 3) uint8
+        first = frames_to_video(np.load(args.first_frames), "--first-frames")  # (N, k, H, W, 3) uint8
         actions = torch.as_tensor(np.load(args.actions))
         if first.ndim == 4:
             first = first[None]
@@ -204,6 +214,31 @@ def _add_serve_command(sub) -> None:
     s.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
     s.set_defaults(fn=run)
 # ---- end of the serve block ---------------------------------------------------------------------
+# ---- dataset check and repair -------------------------------------------------------------------
+def _add_data_verify(dsub) -> None:
+    """``avid data verify DIR [--repair]``."""
+
+    def verify(args) -> None:
+        from avid.data.verify import repair, verify
+
+        if args.repair:
+            problems, done = repair(args.data)
+        else:
+            store, problems = verify(args.data)
+            done = f"{len(store.shards)} shards intact" if not problems else None
+        for p in problems:
+            print(f"{p.file}: {p.why}")
+        if done is None:
+            raise ValueError(f"{len(problems)} damaged or unindexed shard file(s) in {args.data}; rerun with "
+                             "--repair to remove and regenerate them")
+        print(done)
+
+    v = dsub.add_parser("verify", help="check every shard of a dataset (size, checksum, contents); --repair "
+                        "removes damaged ones and regenerates them")
+    v.add_argument("data", help="dataset folder")
+    v.add_argument("--repair", action="store_true", help="remove damaged shards and regenerate them")
+    v.set_defaults(fn=verify)
+# ---- end of the dataset check block ------------------------------------------------------------
 
 
 # ---- action classifier (Action Error Ratio, paper section 9.3) ---------------------------------
@@ -319,6 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog="avid", description=__doc__)
     p.add_argument("--version", action="version",
                    version=f"avid {__version__} (torch {torch.__version__}, Python {platform.python_version()})")
+    p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = p.add_subparsers(dest="cmd", required=True)
 
     d = sub.add_parser("data", help="generate action-labelled datasets")
@@ -339,6 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
     pg.add_argument("--seed", type=int, default=0, help="seed of the random actions")
     pg.add_argument("--out", required=True, help="dataset folder to write (rerunning resumes after a kill)")
     pg.set_defaults(fn=cmd_data)
+    _add_data_verify(dsub)
 
     for name, helptext in (("train", "train a method (AVID, a baseline, an ablation)"),
                            ("pretrain", "train the base image-to-video model")):
@@ -443,8 +480,12 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
         args.fn(args)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"avid: error: {e}", file=sys.stderr)
+    except Exception as e:  # every error is one line; --debug shows the traceback
+        if args.debug:
+            raise
+        from avid.errors import one_line
+
+        print(f"avid: error: {one_line(e)}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:  # Ctrl-C: a training run has saved its last.ckpt by now
         print("avid: interrupted", file=sys.stderr)

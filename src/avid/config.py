@@ -6,6 +6,7 @@ reads a YAML file and applies ``dotted.key=value`` overrides (values parsed as Y
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 import yaml
 
 from avid.checkpoint import resolve
+from avid.options import check_options
 
 
 @dataclass
@@ -57,6 +59,23 @@ class TrainConfig:
     threads: int | None = None  # torch CPU threads (None: all cores)
     progress: bool = True
 
+    def __post_init__(self) -> None:
+        check_numbers(self, "train", at_least_1=("max_steps", "batch_size", "log_every", "ckpt_every", "devices"),
+                      at_least_0=("lr", "weight_decay", "grad_clip", "warmup_steps", "num_workers", "min_lr_ratio"))
+        if self.max_minutes is not None and not self.max_minutes > 0:
+            raise ValueError(f"train.max_minutes must be positive (or null: no time limit), got {self.max_minutes}")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"train.ema_decay must lie in [0, 1), got {self.ema_decay}")
+
+
+def check_numbers(obj, where: str, at_least_1: tuple[str, ...] = (), at_least_0: tuple[str, ...] = ()) -> None:
+    """Counts must be >= 1 and amounts finite and >= 0: no 0 meaning "all", no -1 meaning "forever"."""
+    for names, low in ((at_least_1, 1), (at_least_0, 0)):
+        for name in names:
+            v = getattr(obj, name)
+            if v is not None and not (isinstance(v, (int, float)) and math.isfinite(v) and v >= low):
+                raise ValueError(f"{where}.{name} must be a finite number >= {low}, got {v!r}")
+
 
 @dataclass
 class SampleConfig:
@@ -67,6 +86,11 @@ class SampleConfig:
     seed: int = 0
     device: str = "cpu"  # e.g. "cuda": the method runs there; the videos come back on the CPU
     precision: str = "auto"  # of every forward pass while sampling (see TrainConfig.precision)
+
+    def __post_init__(self) -> None:
+        if self.sampler not in ("ddpm", "ddim"):
+            raise ValueError(f"sampler must be 'ddpm' or 'ddim', got {self.sampler!r}")
+        check_numbers(self, "sampling", at_least_1=("steps", "batch_size"), at_least_0=("eta", "seed"))
 
 
 @dataclass
@@ -100,9 +124,7 @@ def _coerce(value: Any, annotation: str, key: str) -> Any:
 def build_section(cls, values: dict[str, Any], where: str):
     """``cls(**values)`` with unknown keys refused by name and numbers given as strings coerced."""
     types = {f.name: str(f.type) for f in fields(cls)}
-    unknown = sorted(set(values) - set(types))
-    if unknown:
-        raise ValueError(f"unknown key(s) {unknown} in config section {where!r}; known: {sorted(types)}")
+    check_options(cls, values, f"config section {where!r}")
     return cls(**{k: _coerce(v, types[k], f"{where}.{k}") for k, v in values.items()})
 
 
@@ -126,7 +148,10 @@ def read_mapping(path: str | Path, what: str = "config") -> dict[str, Any]:
     p = resolve(path)
     if not p.exists():
         raise FileNotFoundError(f"{what} file {path} not found")
-    loaded = yaml.safe_load(p.read_text()) or {}
+    try:
+        loaded = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ValueError(f"{what} {path} is not valid YAML: {e}") from None
     if not isinstance(loaded, dict):
         raise ValueError(f"{what} {path} must be a mapping")
     return loaded
@@ -138,7 +163,11 @@ def apply_overrides(d: dict[str, Any], overrides: list[str] | None) -> dict[str,
         if "=" not in ov:
             raise ValueError(f"override {ov!r} must look like key=value")
         k, v = ov.split("=", 1)
-        set_dotted(d, k.strip(), yaml.safe_load(v))
+        try:
+            value = yaml.safe_load(v)
+        except yaml.YAMLError as e:
+            raise ValueError(f"override {ov!r}: the value is not valid YAML ({e})") from None
+        set_dotted(d, k.strip(), value)
     return d
 
 

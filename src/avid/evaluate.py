@@ -21,6 +21,7 @@ from avid.checkpoint import resolve
 from avid.config import SampleConfig
 from avid.data import Batch, WindowDataset, collate, to_uint8, to_video
 from avid.data.storage import atomic_write, atomic_write_text
+from avid.locks import locked
 from avid.methods import Method
 from avid.metrics import frame_metrics
 from avid.metrics.action_classifier import action_accuracy, action_mae, error_ratio, load_classifier
@@ -58,6 +59,8 @@ def held_out_loss(method: Method, data: str | Path, frames: int, cond_frames: in
     without replacement from ``data``, with fixed diffusion steps (random, or all ``level``) and
     noise: a validation loss. Returns (mean loss per window, windows used)."""
     amp = resolve_precision(precision)
+    if limit < 1 or batch_size < 1:
+        raise ValueError(f"--limit and --batch-size must be at least 1, got {limit} and {batch_size}")
     ds = WindowDataset(data, frames, cond_frames)
     limit = tiny.count(limit, tiny.LOSS_WINDOWS)  # AVID_TINY=1: smoke-test size
     idx = np.random.default_rng(seed).choice(len(ds), size=min(limit, len(ds)), replace=False)
@@ -89,8 +92,9 @@ def _cache_key(method: Method, batch: Batch, cfg: SampleConfig) -> str:
                         sort_keys=True, default=str).encode())
     h.update(to_uint8(batch.first[:, :, -1]).numpy().tobytes())
     h.update(batch.actions.numpy().tobytes())
-    for p in list(method.state_dict().values())[:4]:
-        h.update(p.detach().float().numpy().tobytes()[:4096])
+    for name, p in method.state_dict().items():  # every weight: a retrained method never reuses old samples
+        h.update(f"{name}{tuple(p.shape)}{p.dtype}".encode())
+        h.update(p.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
     if method.base is not None:
         h.update(method.base.spec.fingerprint.encode())
     return h.hexdigest()[:16]
@@ -160,6 +164,7 @@ def action_error_ratio(path: str | Path | None, device: str = "cpu", batch_size:
     return fn
 
 
+@locked(lambda a: a["report"])
 def evaluate(methods: dict[str, Method], batch: Batch, cfg: SampleConfig, report: str | Path,
              extra_metrics: list[MetricFn] = (), title: str = "Results", note: str = "") -> EvalResult:
     """Sample every method on the same inputs, score, and write tables, videos and plots. The table

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from avid.checkpoint import load_config, load_weights, resolve
+from avid.checkpoint import load_config, load_weights, require_keys, resolve
 from avid.nn import UNet3D, UNetConfig
+from avid.options import build
 
 BASE_KIND = "avid-base-model"
 
@@ -25,7 +26,8 @@ def load_base_model(path: str | Path) -> tuple[UNet3D, dict]:
     cfg = load_config(folder)
     if cfg.get("kind") != BASE_KIND:
         raise ValueError(f"{folder} is not a base model (config kind {cfg.get('kind')!r}, expected {BASE_KIND!r})")
-    model = UNet3D(UNetConfig(**cfg["unet"]))
+    require_keys(cfg, ("unet", "diffusion", "channels", "cond_frames", "frame_size"), folder)
+    model = UNet3D(build(UNetConfig, cfg["unet"], f"{folder}/config.yaml `unet`"))
     load_weights(folder, model, prefix="net.")
     model.eval().requires_grad_(False)
     return model, cfg

@@ -20,6 +20,7 @@ from avid.blackbox.denoiser import DenoiserSpec, check_denoise_inputs
 from avid.checkpoint import WEIGHTS, resolve, sha256
 from avid.diffusion import Diffusion, DiffusionConfig
 from avid.nn import with_first_frames
+from avid.options import build
 from avid.precision import resolve_precision
 from avid.whitebox import load_base_model
 
@@ -34,7 +35,8 @@ class Provider(Protocol):
 
 
 def spec_from_config(cfg: dict, fingerprint: str) -> DenoiserSpec:
-    return DenoiserSpec(diffusion=DiffusionConfig(**cfg["diffusion"]), channels=cfg["channels"],
+    return DenoiserSpec(diffusion=build(DiffusionConfig, cfg["diffusion"], "the base model's `diffusion`"),
+                        channels=cfg["channels"],
                         cond_frames=cfg["cond_frames"], frame_size=cfg["frame_size"],
                         max_frames=cfg["unet"]["max_frames"], fingerprint=fingerprint)
 

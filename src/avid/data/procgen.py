@@ -6,13 +6,15 @@ from __future__ import annotations
 import contextlib
 import io
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from avid import tiny
-from avid.data.storage import EpisodeStore
+from avid.data.storage import EpisodeStore, clean_temp
+from avid.locks import locked
 
 GAMES = ("bigfish", "bossfight", "caveflyer", "chaser", "climber", "coinrun", "dodgeball", "fruitbot",
          "heist", "jumper", "leaper", "maze", "miner", "ninja", "plunder", "starpilot")
@@ -40,10 +42,23 @@ class ProcgenSpec:
             raise ValueError(f"unknown Procgen game(s) {bad}; choose from {GAMES}")
         if self.distribution_mode not in ("easy", "hard"):  # other modes abort the process on most games
             raise ValueError(f"distribution_mode must be 'easy' or 'hard', got {self.distribution_mode!r}")
+        if self.num_levels < 1 or self.start_level < 0:
+            raise ValueError(f"the level range must hold at least one level from 0 up, got start {self.start_level}, "
+                             f"{self.num_levels} level(s) (--levels START:STOP with STOP > START >= 0)")
+        if self.trajectories < 0 or self.trajectory_len < 2:
+            raise ValueError(f"need trajectories >= 0 (0: streams) and trajectory_len >= 2, got {self.trajectories}, "
+                             f"{self.trajectory_len}")
+        if not self.trajectories and self.steps_per_level < 1:
+            raise ValueError(f"--steps-per-level must be at least 1, got {self.steps_per_level}")
 
     def meta(self) -> dict:
         return {"source": "procgen", "action_kind": "discrete", "num_actions": NUM_ACTIONS,
                 "frame_size": 64, **self.__dict__}
+
+    @classmethod
+    def from_meta(cls, meta: dict[str, Any]) -> "ProcgenSpec":
+        """The spec that made a dataset, from its ``index.json`` metadata (for regeneration)."""
+        return cls(**{f.name: meta[f.name] for f in fields(cls) if f.name in meta})
 
 
 # Named datasets. Paper sizes, plus the small CPU versions the quickstart and tests use.
@@ -115,10 +130,13 @@ def random_trajectories(game: str, n: int, length: int, start_level: int, num_le
     return frames, np.concatenate(out_a), firsts
 
 
+@locked(lambda a: a["out"])
 def generate(spec: ProcgenSpec, out: str, progress: bool = True) -> EpisodeStore:
-    """Write ``spec``'s data to ``out`` (resumes: shards already in the index are skipped)."""
+    """Write ``spec``'s data to ``out`` (resumes: shards in the index and intact on disk are skipped;
+    missing or truncated ones are regenerated). One writer at a time (``avid.locks``)."""
     spec = tiny.procgen(spec)  # AVID_TINY=1: smoke-test size
     store = EpisodeStore(out, meta=spec.meta())
+    clean_temp(store.root)
     if spec.trajectories:
         for game in spec.games:
             if not store.has(game):

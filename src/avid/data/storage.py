@@ -9,15 +9,20 @@ A shard holds consecutive environment steps of one stream:
   into it is not a real transition).
 
 Shards and the index are written to a temporary file and renamed, so a killed writer leaves either
-the old or the new file, never half of one; a generator resumes by skipping shards in the index.
+the old or the new file, never half of one (and a temporary file, which ``clean_temp`` removes); the
+index records each shard's size and SHA-256, so a generator resumes by skipping the shards that are
+in the index and on disk at their recorded size, and ``avid data verify`` finds garbled ones.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +50,35 @@ def atomic_write(path: Path, write) -> None:
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def clean_temp(folder: Path) -> list[Path]:
+    """Remove the temporary files a killed ``atomic_write`` left anywhere under ``folder``; call it
+    only while holding the folder's lock (``avid.locks``), when no other writer can be mid-write."""
+    orphans = [p for p in Path(folder).rglob(".*.tmp") if p.is_file()]
+    for p in orphans:
+        p.unlink(missing_ok=True)
+    return orphans
+
+
+# What reading a damaged .npz raises: a bad zip, a truncated or empty file, garbled deflate data
+SHARD_ERRORS = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error)
+
+
+class ShardError(ValueError):
+    """A shard that cannot be used; ``reason`` says why in a few words."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        self.path, self.reason = path, reason
+        super().__init__(f"cannot use shard {path}: {reason}; repair the dataset with `avid data verify {path.parent} --repair`")
 
 
 class EpisodeStore:
@@ -78,7 +112,13 @@ class EpisodeStore:
         return self.index["shards"]
 
     def has(self, name: str) -> bool:
-        return any(s["name"] == name for s in self.shards)
+        """``name`` is in the index and its file is on disk at the recorded size (no checksum: that is
+        ``avid.data.verify``'s deep check)."""
+        shard = next((s for s in self.shards if s["name"] == name), None)
+        if shard is None:
+            return False
+        path = self.root / shard["file"]
+        return path.is_file() and path.stat().st_size == shard.get("bytes", path.stat().st_size) > 0
 
     def num_frames(self) -> int:
         return sum(s["frames"] for s in self.shards)
@@ -90,11 +130,17 @@ class EpisodeStore:
         if len(actions) != len(frames) or len(firsts) != len(frames):
             raise ValueError(f"frames, actions and firsts differ in length: "
                              f"{len(frames)}, {len(actions)}, {len(firsts)}")
-        file = f"{name}.npz"
-        atomic_write(self.root / file, lambda f: np.savez_compressed(
-            f, frames=frames, actions=actions, firsts=firsts.astype(bool)))
+        size = self.meta.get("frame_size")
+        if size is not None and frames.shape[1:3] != (size, size):
+            raise ValueError(f"frames are {frames.shape[2]}x{frames.shape[1]} px, the dataset's metadata says "
+                             f"{size}px ({self.root})")
+        file, buf = f"{name}.npz", io.BytesIO()
+        np.savez_compressed(buf, frames=frames, actions=actions, firsts=firsts.astype(bool))
+        data = buf.getvalue()
+        atomic_write(self.root / file, lambda f: f.write(data))
         self.index["shards"] = [s for s in self.shards if s["name"] != name]
-        self.shards.append({"name": name, "file": file, "frames": int(len(frames)), **info})
+        self.shards.append({"name": name, "file": file, "frames": int(len(frames)), "bytes": len(data),
+                            "sha256": hashlib.sha256(data).hexdigest(), **info})
         self.save_index()
 
     def save_index(self) -> None:
@@ -105,10 +151,15 @@ class EpisodeStore:
         try:
             with np.load(path) as z:
                 data = {k: z[k] for k in ("frames", "actions", "firsts")}
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
-            raise ValueError(f"cannot read shard {path}: {e} (delete it and rerun `avid data` to regenerate)") from e
+        except SHARD_ERRORS as e:
+            raise ShardError(path, f"unreadable ({type(e).__name__}: {e})") from None
         if len(data["frames"]) != shard["frames"]:
-            raise ValueError(f"shard {path} has {len(data['frames'])} frames, index says {shard['frames']}")
+            raise ShardError(path, f"{len(data['frames'])} frames, the index says {shard['frames']}")
+        size = self.meta.get("frame_size")
+        shape = data["frames"].shape
+        if size is not None and (len(shape) != 4 or shape[1:] != (size, size, 3)):
+            raise ValueError(f"shard {path} holds frames of shape {shape[1:]}, but {self.root / INDEX} says "
+                             f"frame_size {size} (meta.frame_size); correct the metadata or regenerate the data")
         return data
 
     def load_all(self) -> dict[str, np.ndarray]:

@@ -42,6 +42,19 @@ def to_video(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
     return x.movedim(-1, -4)
 
 
+def frames_to_video(frames: np.ndarray, what: str = "frames") -> torch.Tensor:
+    """User-given uint8 frames ``(..., T, H, W, 3)`` -> float video ``(..., 3, T, H, W)`` in [-1, 1];
+    a clear error for anything else (floats in [0, 1], channels first, ...)."""
+    frames = np.asarray(frames)
+    if frames.dtype != np.uint8:
+        span = f" in [{frames.min():.3g}, {frames.max():.3g}]" if frames.size and frames.dtype.kind in "fiu" else ""
+        raise ValueError(f"{what} must be uint8 (0..255), got {frames.dtype}{span}; e.g. "
+                         "(x * 255).round().astype(np.uint8) for floats in [0, 1]")
+    if frames.ndim < 4 or frames.shape[-1] != 3:
+        raise ValueError(f"{what} must be (..., T, H, W, 3) RGB, got shape {frames.shape}")
+    return to_video(frames)
+
+
 def to_uint8(video: torch.Tensor) -> torch.Tensor:
     """float ``(..., C, T, H, W)`` in [-1, 1] -> uint8 ``(..., T, H, W, C)``."""
     return video.clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8).movedim(-4, -1)
@@ -57,6 +70,8 @@ class WindowDataset(Dataset):
     def __init__(self, store: EpisodeStore | str, frames: int = 10, cond_frames: int = 2, stride: int = 1,
                  limit: int | None = None) -> None:
         store = store if isinstance(store, EpisodeStore) else EpisodeStore(store)
+        if limit is not None and limit < 1:
+            raise ValueError(f"a limit on the windows must be at least 1 (unset: all), got {limit}")
         if not 1 <= cond_frames < frames:
             raise ValueError(f"need 1 <= cond_frames < frames, got cond_frames={cond_frames}, frames={frames}")
         self.store, self.T, self.k = store, frames, cond_frames

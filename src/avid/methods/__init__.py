@@ -16,6 +16,7 @@ from avid.methods.controlnet import ControlNet
 from avid.methods.finetune import Finetune
 from avid.methods.poe import PoE
 from avid.methods.scratch import Base, Scratch
+from avid.options import check_options
 
 REGISTRY: dict[str, Callable[..., Method]] = {
     "avid": AVID,
@@ -46,6 +47,7 @@ def needs_parameters(name: str) -> bool:
 def build_method(name: str, ctx: Context, options: dict[str, Any] | None = None) -> Method:
     if name not in REGISTRY:
         raise ValueError(f"unknown method {name!r}; available: {sorted(REGISTRY)}")
+    check_options(REGISTRY[name], options, f"method.options of method {name!r}", skip=("ctx",))
     method = REGISTRY[name](ctx, **(options or {}))
     method.name = name
     return method

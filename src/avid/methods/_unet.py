@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from avid.methods.base import Context
 from avid.nn import UNet3D, UNetConfig, zero_module
+from avid.options import build
 
 
 def build_unet(ctx: Context, unet: dict, in_channels: int, out_channels: int, actions: bool,
@@ -13,7 +14,7 @@ def build_unet(ctx: Context, unet: dict, in_channels: int, out_channels: int, ac
     fixed = {"in_channels": in_channels, "out_channels": out_channels,
              "num_steps": ctx.diffusion.num_steps,
              "action_kind": ctx.action_kind if actions else "none", "num_actions": ctx.num_actions}
-    net = UNet3D(UNetConfig(**{**unet, **fixed}))
+    net = UNet3D(build(UNetConfig, unet, "the method's `unet` options", **fixed))
     if zero_output:
         zero_module(net.head[-1])
     return net

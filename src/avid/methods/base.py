@@ -27,6 +27,7 @@ class Context:
     num_actions: int = 15
     base: Denoiser | None = None
     base_path: str | None = None  # the base model's folder: given only to methods with needs_parameters
+    frame_size: int | None = None  # H = W of the videos (None: not checked)
 
 
 class Method(nn.Module):

@@ -21,20 +21,24 @@ import torch
 import yaml
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import CSVLogger
-from torch.utils.data import DataLoader
 
 from avid import tiny
 from avid.checkpoint import resolve
 from avid.config import apply_overrides, build_section, read_mapping
 from avid.data import EpisodeStore, WindowDataset, collate
 from avid.data.storage import atomic_write_text
-from avid.metrics.action_classifier import (ActionClassifier, ClassifierConfig, action_accuracy, action_mae,
-                                            load_classifier, save_classifier)
+from avid.config import check_numbers
+from avid.locks import locked
+from avid.metrics.action_classifier import (CLASSIFIER_KIND, ActionClassifier, ClassifierConfig, action_accuracy,
+                                            action_mae, load_classifier, save_classifier)
 from avid.nn import count_parameters
+from avid.options import build
+from avid.train.data_order import ResumeState, training_loader
 from avid.train.module import MethodModule
 from avid.precision import resolve_precision
 from avid.train.callbacks import SaveEvery, SaveLast, WarmupEMA, fit, run_callbacks
 from avid.train.run import train_device
+from avid.train.run_folder import AtomicCheckpointIO, claim_run_folder
 
 log = logging.getLogger("avid")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -60,6 +64,8 @@ class ClassifierTrainConfig:
     export_dtype: str = "float32"  # dtype of the weights written to ``export``
 
     def __post_init__(self) -> None:
+        check_numbers(self, "train", at_least_1=("max_steps", "batch_size", "log_every", "ckpt_every"),
+                      at_least_0=("lr", "weight_decay", "grad_clip", "num_workers"))
         if self.export_dtype not in DTYPES:
             raise ValueError(f"export_dtype must be one of {sorted(DTYPES)}, got {self.export_dtype!r}")
 
@@ -83,7 +89,11 @@ class ClassifierRunConfig:
 
 def classifier_run_config(path: str | Path | None = None, overrides: list[str] | None = None) -> ClassifierRunConfig:
     """Defaults, then the YAML file, then ``dotted.key=value`` overrides (values parsed as YAML)."""
-    d = apply_overrides(read_mapping(path) if path is not None else {}, overrides)
+    return classifier_run_config_from_dict(apply_overrides(read_mapping(path) if path is not None else {}, overrides))
+
+
+def classifier_run_config_from_dict(d: dict[str, Any]) -> ClassifierRunConfig:
+    d = dict(d)
     train = build_section(ClassifierTrainConfig, d.pop("train", None) or {}, "train")
     return build_section(ClassifierRunConfig, {**d, "train": train}, "top level")
 
@@ -97,7 +107,7 @@ def build_classifier(meta: dict[str, Any], options: dict[str, Any], actions=None
     if opts["action_kind"] == "continuous":
         a = torch.as_tensor(actions).float()
         opts.update(action_mean=a.mean(0).tolist(), action_std=a.std(0).clamp_min(1e-6).tolist())
-    return ActionClassifier(ClassifierConfig(**opts))
+    return ActionClassifier(build(ClassifierConfig, opts, "config section 'classifier'"))
 
 
 def heldout(data: str | Path, cfg: ClassifierConfig, limit: int | None = None):
@@ -137,6 +147,7 @@ class ExportClassifier(Callback):
         self.export(trainer, pl_module, pl_module.state_dict())
 
 
+@locked(lambda a: a["out"])
 def train_classifier(data_dir: str | Path, out: str | Path, run: ClassifierRunConfig | None = None,
                      **train_overrides: Any) -> Path:
     """Train an action classifier on ``data_dir``'s windows into ``out``; returns the folder that
@@ -149,6 +160,8 @@ def train_classifier(data_dir: str | Path, out: str | Path, run: ClassifierRunCo
     if tc.threads:
         torch.set_num_threads(tc.threads)
     out = Path(out)
+    claim_run_folder(out, CLASSIFIER_KIND, run.to_dict(), ("classifier",),
+                     normalise=lambda d: classifier_run_config_from_dict(d).to_dict())
     L.seed_everything(tc.seed, workers=True, verbose=False)
     store = EpisodeStore(resolve(data_dir))
     defaults = ClassifierConfig()
@@ -158,8 +171,7 @@ def train_classifier(data_dir: str | Path, out: str | Path, run: ClassifierRunCo
     atomic_write_text(out / "run.yaml", yaml.safe_dump(run.to_dict(), sort_keys=False))
     log.info("action classifier: %.2fM parameters, %d training windows, %s actions", count_parameters(clf) / 1e6,
              len(data), clf.cfg.action_kind)
-    loader = DataLoader(data, batch_size=tc.batch_size, shuffle=True, drop_last=True, num_workers=tc.num_workers,
-                        collate_fn=collate, persistent_workers=tc.num_workers > 0)
+    loader = training_loader(data, tc.batch_size, tc.num_workers, tc.seed, collate)
     module = MethodModule(clf, lr=tc.lr, weight_decay=tc.weight_decay)
     last = out / "checkpoints" / "last.ckpt"
     save_last = SaveLast(last)
@@ -167,7 +179,8 @@ def train_classifier(data_dir: str | Path, out: str | Path, run: ClassifierRunCo
     if tc.ema_decay:
         callbacks.append(WarmupEMA(tc.ema_decay))
     callbacks += [ExportClassifier(out, run), SaveEvery(save_last, tc.ckpt_every),
-                  *run_callbacks(last, tc.progress, "train action classifier", tc.max_minutes)]
+                  *run_callbacks(last, tc.progress, "train action classifier", tc.max_minutes),
+                  ResumeState(loader)]
     precision = resolve_precision(tc.precision, train_device(tc.accelerator))
     log.info("precision: %s", precision.describe())
     trainer = L.Trainer(
@@ -176,7 +189,7 @@ def train_classifier(data_dir: str | Path, out: str | Path, run: ClassifierRunCo
         accelerator=tc.accelerator, devices=1, precision=precision.lightning, gradient_clip_val=tc.grad_clip or None,
         callbacks=callbacks, logger=CSVLogger(out, name="logs", version=""), log_every_n_steps=tc.log_every,
         enable_progress_bar=tc.progress, enable_model_summary=False, enable_checkpointing=False, num_sanity_val_steps=0,
-        default_root_dir=out)
+        default_root_dir=out, plugins=[AtomicCheckpointIO()])
     t0 = time.time()
     fit(trainer, module, loader, last)  # Ctrl-C / SIGTERM: saved, then raised again
     log.info("trained to step %d in %.0f s", trainer.global_step, time.time() - t0)

@@ -41,7 +41,11 @@ def sample_videos(method: Method, first: torch.Tensor, actions: torch.Tensor, cf
         raise ValueError(f"expected first frames (N, C, k, H, W), got {tuple(first.shape)}")
     if actions.shape[0] != first.shape[0]:
         raise ValueError(f"{first.shape[0]} first-frame sets but {actions.shape[0]} action sequences")
-    n, c, _, h, w = first.shape
+    n, c, k, h, w = first.shape
+    ctx, size = method.ctx, method.ctx.frame_size
+    if (c, k) != (ctx.channels, ctx.cond_frames) or (size is not None and (h, w) != (size, size)):
+        raise ValueError(f"method {method.name!r} takes {ctx.cond_frames} first frames of {ctx.channels} channels"
+                         f"{f', {size}x{size} px' if size else ''}; got {k} frames of {c} channels, {h}x{w} px")
     t = frames or actions.shape[1]
     method.eval().to(cfg.device)
     precision = resolve_precision(cfg.precision, cfg.device)

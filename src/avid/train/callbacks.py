@@ -22,6 +22,7 @@ import os
 import signal
 import threading
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -216,7 +217,9 @@ def run_callbacks(last: Path, progress: bool, desc: str = "train", max_minutes: 
 def fit(trainer: L.Trainer, module: L.LightningModule, loader, last: Path) -> None:
     """``trainer.fit``, resuming from ``last`` when it exists; a run stopped by a signal raises it
     again once everything is saved (``KeyboardInterrupt``, or ``SystemExit(128 + signum)``)."""
-    trainer.fit(module, loader, ckpt_path=str(last) if Path(last).exists() else None)
+    with warnings.catch_warnings():  # with ResumeState among the callbacks a mid-epoch resume is exact
+        warnings.filterwarnings("ignore", message=".*dataloader is not resumable")
+        trainer.fit(module, loader, ckpt_path=str(last) if Path(last).exists() else None)
     stop = next((c for c in trainer.callbacks if isinstance(c, GracefulStop)), None)
     if stop is not None and stop.signum == signal.SIGINT:
         raise KeyboardInterrupt

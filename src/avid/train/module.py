@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 
 import lightning as L
@@ -16,7 +17,12 @@ class NonFiniteLoss(FloatingPointError):
     pass
 
 
+class NonFiniteWeights(NonFiniteLoss):
+    """An optimiser step made a weight NaN or infinite (caught before any checkpoint holds it)."""
+
+
 LR_SCHEDULES = ("constant", "cosine")
+log = logging.getLogger("avid")
 
 
 def lr_factor(step: int, schedule: str, warmup_steps: int, max_steps: int, min_lr_ratio: float) -> float:
@@ -48,7 +54,33 @@ class MethodModule(L.LightningModule):
                 f"{self.method.name!r}; the last good checkpoint is untouched. Try a lower learning rate, "
                 "train.precision=32-true, or loss weighting 'min_snr'.")
         self.log_dict({f"train/{k}": v for k, v in logs.items()}, prog_bar=True, batch_size=len(batch))
+        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=len(batch))
         return loss
+
+    def optimizer_step(self, *args, **kwargs) -> None:
+        super().optimizer_step(*args, **kwargs)
+        params = [p for p in self.method.parameters() if p.requires_grad]
+        if not bool(torch.stack([torch.isfinite(p).all() for p in params]).all()):
+            raise NonFiniteWeights(
+                f"non-finite weights after optimiser step {self.global_step + 1} of method {self.method.name!r} "
+                f"(learning rate {self.trainer.optimizers[0].param_groups[0]['lr']:g}); the last good checkpoint is "
+                "untouched. Try a lower learning rate, train.precision=32-true, or train.grad_clip.")
+
+    def on_train_start(self) -> None:
+        """This run's learning rate and weight decay replace what a resumed optimiser state holds, so
+        a deliberate change on resume is applied (at the schedule's current point)."""
+        opt, sched = self.trainer.optimizers[0], self.lr_schedulers()
+        before = opt.param_groups[0].get("initial_lr", opt.param_groups[0]["lr"])
+        factor = 1.0 if sched is None else lr_factor(sched.last_epoch, *self.schedule)
+        for g in opt.param_groups:
+            g["lr"], g["weight_decay"] = self.lr * factor, self.weight_decay
+            if "initial_lr" in g:
+                g["initial_lr"] = self.lr
+        if sched is not None:
+            sched.base_lrs = [self.lr] * len(opt.param_groups)
+            sched._last_lr = [g["lr"] for g in opt.param_groups]
+        if before != self.lr:
+            log.info("learning rate %g (was %g in the resumed optimiser state)", self.lr, before)
 
     def configure_optimizers(self):
         params = [p for p in self.method.parameters() if p.requires_grad]

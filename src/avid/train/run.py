@@ -20,21 +20,24 @@ import torch
 import yaml
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
-from torch.utils.data import DataLoader
 
 from avid import tiny
 from avid.blackbox import open_denoiser
-from avid.checkpoint import load_config, load_weights, resolve, save_model
+from avid.checkpoint import load_config, load_weights, require_keys, resolve, save_model
 from avid.config import RunConfig, run_config_from_dict
 from avid.data import EpisodeStore, WindowDataset, collate
 from avid.data.storage import atomic_write_text
 from avid.diffusion import Diffusion, DiffusionConfig
+from avid.locks import locked
 from avid.methods import Context, Method, build_method, needs_parameters
 from avid.nn import count_parameters
+from avid.options import build
 from avid.precision import Precision, resolve_precision
 from avid.train.callbacks import SaveEvery, SaveLast, WarmupEMA, fit, run_callbacks
+from avid.train.data_order import ResumeState, training_loader
 from avid.train.module import MethodModule
 from avid.train.queries import QueryLog
+from avid.train.run_folder import AtomicCheckpointIO, claim_run_folder
 from avid.whitebox import BASE_KIND
 
 METHOD_KIND = "avid-method"
@@ -57,12 +60,13 @@ def build_context(cfg: RunConfig, meta: dict[str, Any], precision: str = "auto")
         if frame_size != base.spec.frame_size:
             raise ValueError(f"data frames are {frame_size}px, the base model expects {base.spec.frame_size}px")
     else:
-        diffusion = Diffusion(DiffusionConfig(**cfg.diffusion))
+        diffusion = Diffusion(build(DiffusionConfig, cfg.diffusion, "config section 'diffusion'"))
     if cfg.train.loss_weighting:  # a training choice, not a property of the black box
         diffusion = diffusion.with_weighting(cfg.train.loss_weighting)
     return Context(diffusion=diffusion, channels=3, cond_frames=cfg.data.cond_frames,
                    action_kind=meta.get("action_kind", "discrete"), num_actions=int(meta.get("num_actions", 15)),
-                   base=base, base_path=str(cfg.base) if cfg.base and needs_parameters(cfg.method.name) else None)
+                   base=base, base_path=str(cfg.base) if cfg.base and needs_parameters(cfg.method.name) else None,
+                   frame_size=int(meta.get("frame_size", base.spec.frame_size if base else 64)))
 
 
 def train_device(accelerator: str) -> str:
@@ -80,7 +84,7 @@ def export_config(cfg: RunConfig, method: Method, meta: dict[str, Any], step: in
               "cond_frames": ctx.cond_frames, "frame_size": int(meta.get("frame_size", 64)),
               "frames": cfg.data.frames, "step": step,
               "precision_used": precision.describe() if precision else None}
-    if cfg.method.name == "pretrain":
+    if run_kind(cfg) == BASE_KIND:
         return {"kind": BASE_KIND, "unet": method.net.cfg.to_dict(), "residual": method.residual, **common,
                 "run": cfg.to_dict()}
     return {"kind": METHOD_KIND, "method": cfg.method.name, "options": method.options(),
@@ -112,8 +116,15 @@ class Export(Callback):
         self.export(trainer, pl_module, pl_module.state_dict())
 
 
+def run_kind(cfg: RunConfig) -> str:
+    """The kind of model folder the run writes."""
+    return BASE_KIND if cfg.method.name == "pretrain" else METHOD_KIND
+
+
+@locked(lambda a: a["cfg"].out)
 def train(cfg: RunConfig) -> Path:
-    """Fit the configured method; returns the run folder. Resumes if the folder has a checkpoint."""
+    """Fit the configured method; returns the run folder. Resumes if the folder has a checkpoint.
+    One writer per run folder (``avid.locks``)."""
     cfg = tiny.run(cfg)  # AVID_TINY=1: smoke-test size
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
@@ -133,9 +144,7 @@ def train(cfg: RunConfig) -> Path:
     atomic_write_text(out / "run.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     log.info("method %s: %.2fM trainable parameters, %d training windows", cfg.method.name,
              count_parameters(method) / 1e6, len(data))
-    loader = DataLoader(data, batch_size=cfg.train.batch_size, shuffle=True, drop_last=True,
-                        num_workers=cfg.train.num_workers, collate_fn=collate,
-                        persistent_workers=cfg.train.num_workers > 0)
+    loader = training_loader(data, cfg.train.batch_size, cfg.train.num_workers, cfg.train.seed, collate)
     ckpt_dir = out / "checkpoints"
     last = ckpt_dir / "last.ckpt"
     segment = f"version_{len(list((out / 'logs').glob('version_*')))}"
@@ -146,6 +155,7 @@ def train(cfg: RunConfig) -> Path:
         Export(cfg, store.meta, precision),
         SaveEvery(save_last, cfg.train.ckpt_every),
         *run_callbacks(last, cfg.train.progress, f"train {cfg.method.name}", cfg.train.max_minutes),
+        ResumeState(loader),  # the data order and random state: a resumed run continues exactly
     ] + ([QueryLog(ctx.base, out / "blackbox.json", str(cfg.base))] if ctx.base is not None else [])
     trainer = L.Trainer(
         max_steps=cfg.train.max_steps, max_epochs=-1,
@@ -156,6 +166,7 @@ def train(cfg: RunConfig) -> Path:
         logger=[CSVLogger(out, name="logs", version=segment), TensorBoardLogger(out, name="logs", version=segment)],
         log_every_n_steps=cfg.train.log_every, enable_progress_bar=cfg.train.progress,
         enable_model_summary=False, enable_checkpointing=False, num_sanity_val_steps=0, default_root_dir=out,
+        plugins=[AtomicCheckpointIO()],
     )
     t0 = time.time()
     fit(trainer, module, loader, last)  # Ctrl-C / SIGTERM: saved, then raised again
@@ -164,15 +175,11 @@ def train(cfg: RunConfig) -> Path:
 
 
 def _check_same_run(out: Path, cfg: RunConfig) -> None:
-    """Resuming into a folder made by another method or base model is an error, not a mix."""
-    prev = out / "run.yaml"
-    if not prev.exists():
-        return
-    old = run_config_from_dict(yaml.safe_load(prev.read_text()))
-    for key in ("base", "method"):
-        if getattr(old, key) != getattr(cfg, key):
-            raise ValueError(f"{out} holds a run with another {key} ({getattr(old, key)}); "
-                             "choose another `out` folder")
+    """Only a run of the same kind, method, base and data layout may be resumed in ``out``;
+    anything else there (a base model, a classifier, an export) is never overwritten."""
+    same = ("base", "method", "data.frames", "data.cond_frames") + (() if cfg.base else ("diffusion",))
+    claim_run_folder(out, run_kind(cfg), cfg.to_dict(), same, normalise=lambda d: run_config_from_dict(
+        {k: v for k, v in d.items() if k != "precision_used"}).to_dict())
 
 
 def _check_same_base(out: Path, ctx: Context) -> None:
@@ -191,13 +198,16 @@ def load_method(folder: str | Path, precision: str = "auto") -> tuple[Method, di
     model folder gives the "base" method: the pretrained model alone)."""
     folder = resolve(folder)
     mc = load_config(folder)
-    if mc.get("kind") == BASE_KIND:  # a base model folder: the "base" method (the model alone)
+    if mc.get("kind") == BASE_KIND:
+        require_keys(mc, ("cond_frames", "frame_size"), folder)  # a base model folder: the "base" method (the model alone)
         cfg = RunConfig(base=str(folder))
         cfg.data.cond_frames = mc["cond_frames"]
         ctx = build_context(cfg, {"frame_size": mc["frame_size"]}, precision)
         return build_method("base", ctx), {**mc, "frames": mc.get("frames", 10), "action_kind": "discrete"}
     if mc.get("kind") != METHOD_KIND:
         raise ValueError(f"{folder} is not a trained method (config kind {mc.get('kind')!r})")
+    require_keys(mc, ("run", "method", "options", "action_kind", "num_actions", "frame_size", "base_fingerprint"),
+                 folder)
     cfg = run_config_from_dict(mc["run"])
     meta = {"action_kind": mc["action_kind"], "num_actions": mc["num_actions"], "frame_size": mc["frame_size"]}
     ctx = build_context(cfg, meta, precision)
