@@ -250,7 +250,8 @@ def _add_experiment_commands(sub) -> None:
         flags = {"steps": args.steps, "eval_size": args.eval_size, "sweep_size": args.sweep_size,
                  "minutes_per_method": args.minutes_per_method, "name": args.name, "run.train.threads": args.threads,
                  "run.train.precision": args.precision, "run.sample.precision": args.precision,
-                 "methods": f"[{args.methods}]" if args.methods else None}
+                 "methods": f"[{args.methods}]" if args.methods else None,
+                 "seeds": f"[{args.seeds}]" if args.seeds else None}
         overrides = [*args.overrides, *(f"{k}={v}" for k, v in flags.items() if v is not None)]
         command = shlex.join(["avid", "experiment", args.which, "--config", args.config, *overrides])
         run_experiment(load_experiment(args.config, overrides), command)
@@ -262,8 +263,10 @@ def _add_experiment_commands(sub) -> None:
                    help="experiment YAML (configs/experiments/coinrun-paper.yaml: the paper's scale, GPU)")
     c.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. run.sample.steps=50 data.levels=500")
     c.add_argument("--steps", type=int, default=None, help="optimiser steps of every method")
-    c.add_argument("--eval-size", type=int, default=None, help="held-out trajectories of the tables")
-    c.add_argument("--sweep-size", type=int, default=None, help="trajectories the sweeps are chosen on")
+    c.add_argument("--eval-size", type=int, default=None, help="test trajectories of the tables")
+    c.add_argument("--sweep-size", type=int, default=None, help="validation trajectories the sweeps are chosen on")
+    c.add_argument("--seeds", default=None, help="comma-separated training and sampling seeds, e.g. 0,1,2 "
+                                                   "(tables: mean ± 95%% interval over them)")
     c.add_argument("--methods", default=None, help="comma-separated, e.g. avid,scratch,poe")
     c.add_argument("--minutes-per-method", type=float, default=None, help="also cap each method's training time")
     c.add_argument("--name", default=None, help="experiment name: runs/<name>/, reports/<name>/")
