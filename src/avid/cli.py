@@ -240,7 +240,8 @@ def _add_classifier_commands(sub) -> None:
 
 # ---- experiments (the paper's comparisons as one command) --------------------------------------
 def _add_experiment_commands(sub) -> None:
-    """``avid experiment coinrun``: data, every method trained, sweeps, evaluation, report."""
+    """``avid experiment coinrun``: data, every method trained, sweeps, evaluation, report;
+    ``avid experiment scaling``: one run resumed up a ladder of step budgets, measured at every rung."""
 
     def run(args) -> None:
         import shlex
@@ -273,6 +274,29 @@ def _add_experiment_commands(sub) -> None:
     c.add_argument("--threads", type=int, default=None)
     _add_precision(c)
     c.set_defaults(fn=run)
+
+    def scaling(args) -> None:
+        import shlex
+
+        from avid.scaling import load_scaling, run_scaling
+
+        flags = {"ladder": f"[{args.ladder}]" if args.ladder else None, "val_size": args.val_size, "name": args.name,
+                 "run.train.threads": args.threads, "run.train.precision": args.precision,
+                 "run.sample.precision": args.precision}
+        overrides = [*args.overrides, *(f"{k}={v}" for k, v in flags.items() if v is not None)]
+        command = shlex.join(["avid", "experiment", "scaling", "--config", args.config, *overrides])
+        run_scaling(load_scaling(args.config, overrides), command)
+
+    s = esub.add_parser("scaling", help="AVID against training compute: one run resumed up a ladder of step "
+                                        "budgets, PSNR/SSIM/loss on the validation split at every rung")
+    s.add_argument("--config", default="configs/experiments/scaling-cpu.yaml", help="scaling YAML")
+    s.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. run.sample.steps=50 options.residual=false")
+    s.add_argument("--ladder", default=None, help="comma-separated optimiser-step budgets, e.g. 250,500,1000")
+    s.add_argument("--val-size", type=int, default=None, help="validation trajectories sampled at every rung")
+    s.add_argument("--name", default=None, help="runs/<name>/, reports/<name>/")
+    s.add_argument("--threads", type=int, default=None)
+    _add_precision(s)
+    s.set_defaults(fn=scaling)
 # ---- end of the experiments block ---------------------------------------------------------------
 
 

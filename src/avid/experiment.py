@@ -162,18 +162,27 @@ def _dotted(d: dict[str, Any], prefix: str = ""):
             yield f"{prefix}{k}", v
 
 
+def sized_run_config(template: RunConfig, method: str, preset: SizePreset, train_dir: Path, out: Path, name: str,
+                     settings: dict[str, Any] | None = None, **train_values: Any) -> RunConfig:
+    """``template`` training ``method`` at the preset's size on ``train_dir`` into ``out``, with
+    ``train_values`` in its ``train`` section, then the dotted ``settings`` (e.g. ``{"train.lr": 2e-5}``)."""
+    d = template.to_dict()
+    d.update(name=name, out=str(out))
+    d["data"]["train"] = str(train_dir)
+    d["method"] = {"name": method, "options": method_options(preset, method)}
+    d["train"].update(train_values)
+    for key, value in _dotted(settings or {}):
+        set_dotted(d, key, value)
+    return run_config_from_dict(d)
+
+
 def method_run_config(exp: ExperimentConfig, method: str, preset: SizePreset, train_dir: Path,
                       max_minutes: float | None = None, seed: int = 0) -> RunConfig:
     """The run of ``method`` at ``seed``: the experiment's ``run`` template, this method at the preset's
     size, the common step budget, then the method's own ``per_method`` settings (finetune: lr 2e-5)."""
-    d = exp.run.to_dict()
-    d.update(name=f"{exp.name}-{method}" + (f"-seed{seed}" if seed else ""), out=str(exp.run_dir(method, seed)))
-    d["data"]["train"] = str(train_dir)
-    d["method"] = {"name": method, "options": method_options(preset, method)}
-    d["train"].update(max_steps=exp.steps, max_minutes=max_minutes, seed=seed)
-    for key, value in _dotted(exp.per_method.get(method, {})):
-        set_dotted(d, key, value)
-    return run_config_from_dict(d)
+    return sized_run_config(exp.run, method, preset, train_dir, exp.run_dir(method, seed),
+                            f"{exp.name}-{method}" + (f"-seed{seed}" if seed else ""), exp.per_method.get(method),
+                            max_steps=exp.steps, max_minutes=max_minutes, seed=seed)
 
 
 def trained_step(folder: Path) -> int | None:
@@ -182,8 +191,22 @@ def trained_step(folder: Path) -> int | None:
 
 
 def budget_record(folder: Path) -> dict[str, Any]:
+    """The training a run folder has had: wall and CPU (this process, all threads) seconds, segments."""
     path = folder / "experiment.json"
-    return json.loads(path.read_text()) if path.exists() else {"train_seconds": 0.0, "segments": 0}
+    return {"train_seconds": 0.0, "cpu_seconds": 0.0, "segments": 0, **(json.loads(path.read_text()) if path.exists()
+                                                                        else {})}
+
+
+def timed_train(cfg: RunConfig) -> dict[str, Any]:
+    """``train(cfg)``, adding its wall and CPU seconds to the run folder's record (``budget_record``)."""
+    folder = Path(cfg.out)
+    record = budget_record(folder)
+    t0, c0 = time.time(), time.process_time()
+    train(cfg)
+    record = {"train_seconds": record["train_seconds"] + time.time() - t0,
+              "cpu_seconds": record["cpu_seconds"] + time.process_time() - c0, "segments": record["segments"] + 1}
+    atomic_write_text(folder / "experiment.json", json.dumps(record, indent=1))
+    return record
 
 
 def _check_seed(folder: Path, seed: int) -> None:
@@ -212,10 +235,7 @@ def train_all(exp: ExperimentConfig, preset: SizePreset, train_dir: Path, seed: 
             log.info("%s: finished (step %s), skipped", method, step)
             continue
         log.info("%s (seed %d): training to step %d%s", method, seed, exp.steps, f" (from step {step})" if step else "")
-        t0 = time.time()
-        train(method_run_config(exp, method, preset, train_dir, minutes_left, seed))
-        record = {"train_seconds": record["train_seconds"] + time.time() - t0, "segments": record["segments"] + 1}
-        atomic_write_text(folder / "experiment.json", json.dumps(record, indent=1))
+        timed_train(method_run_config(exp, method, preset, train_dir, minutes_left, seed))
 
 
 # ---- sweeps and evaluation ----------------------------------------------------------------------

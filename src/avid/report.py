@@ -6,6 +6,7 @@ from pathlib import Path
 
 import imageio.v3 as iio
 import matplotlib
+import matplotlib.ticker
 import numpy as np
 import torch
 
@@ -56,6 +57,15 @@ def write_table(folder: str | Path, name: str, rows: list[Row], title: str = "",
     return md
 
 
+def _save(fig, path: str | Path) -> Path:
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def plot_mask_per_step(path: str | Path, curves: dict[str, torch.Tensor], num_steps: int) -> Path:
     """Mean mask value against the diffusion step (paper Fig. 4d). ``curves``: label -> ``(S, 2)``."""
     fig, ax = plt.subplots(figsize=(5, 3.2))
@@ -67,12 +77,7 @@ def plot_mask_per_step(path: str | Path, curves: dict[str, torch.Tensor], num_st
     ax.set_ylabel("mean mask m")
     ax.set_title("AVID mask per diffusion step (1: base, 0: adapter)", fontsize=10)
     ax.legend()
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_score_vs_params(path: str | Path, points: dict[str, tuple[int, float]], metrics: list[str]) -> Path:
@@ -85,9 +90,34 @@ def plot_score_vs_params(path: str | Path, points: dict[str, tuple[int, float]],
     ax.set_xlabel("trainable parameters")
     ax.set_ylabel("normalised score")
     ax.set_title(f"Normalised score ({', '.join(m.upper() for m in metrics)})", fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
+
+
+def plot_scaling(path: str | Path, points: list[dict], lines: dict[str, dict], metrics: tuple[tuple[str, str], ...],
+                 axes: tuple[tuple[str, str], ...], title: str = "") -> Path:
+    """Metrics against compute: one panel per (x axis, metric), ``points`` (dicts with every key of
+    ``axes`` and ``metrics``, optionally ``<metric>_ci95`` half-widths drawn as error bars) as a curve,
+    each of ``lines`` (label -> dict of metrics) as a horizontal line where it has that metric."""
+    fig, grid = plt.subplots(len(axes), len(metrics), figsize=(4 * len(metrics), 3 * len(axes)), squeeze=False)
+    for row, (x_key, x_label) in zip(grid, axes):
+        for ax, (key, label) in zip(row, metrics):
+            pts = [p for p in points if p.get(key) is not None]
+            if pts:
+                err = [p.get(f"{key}_ci95") for p in pts]
+                err = [e if e is not None and np.isfinite(e) else 0.0 for e in err]
+                ax.errorbar([p[x_key] for p in pts], [p[key] for p in pts], yerr=err, marker="o", capsize=3,
+                            label=pts[0].get("method", ""))
+            for (name, values), style in zip(lines.items(), ("--", ":", "-.")):
+                if values.get(key) is not None:
+                    ax.axhline(values[key], linestyle=style, color="grey" if style == "--" else "black", label=name)
+            if pts and all(p[x_key] > 0 for p in pts):
+                ax.set_xscale("log")  # ticks at the measured points (a doubling ladder: evenly spaced)
+                ax.set_xticks([p[x_key] for p in pts])
+                ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:.3g}"))
+                ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+            ax.set_xlabel(x_label)
+            ax.set_ylabel(label)
+            ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return _save(fig, path)
