@@ -10,6 +10,7 @@ import pytest
 import torch
 import yaml
 
+import avid.budget
 import avid.evaluate
 from avid import experiment
 from avid.evaluate import COPY_LAST
@@ -95,7 +96,7 @@ def test_the_whole_comparison_writes_the_papers_tables_and_a_rerun_trains_and_sa
     def fail(*args, **kwargs):
         raise AssertionError("a finished run was trained or a cached video sampled again")
 
-    monkeypatch.setattr(experiment, "train", fail)
+    monkeypatch.setattr(avid.budget, "train", fail)
     monkeypatch.setattr(avid.evaluate, "sample_videos", fail)
     again = run_experiment(exp)
     assert read_csv(again / "table1.csv") == table1

@@ -7,8 +7,8 @@ import csv
 import pytest
 import yaml
 
+import avid.budget
 import avid.evaluate
-from avid import experiment
 from avid.evaluate import COPY_LAST
 from avid.scaling import load_scaling, run_scaling
 from tests.conftest import TINY_UNET, make_base, make_store
@@ -61,7 +61,7 @@ def test_the_ladder_resumes_one_run_measures_every_rung_and_a_rerun_redoes_nothi
     def fail(*args, **kwargs):
         raise AssertionError("a measured rung was trained or sampled again")
 
-    monkeypatch.setattr(experiment, "train", fail)
+    monkeypatch.setattr(avid.budget, "train", fail)
     monkeypatch.setattr(avid.evaluate, "sample_videos", fail)
     run_scaling(cfg)
     assert rows(report) == first

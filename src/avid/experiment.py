@@ -23,7 +23,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import itertools
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -33,10 +32,10 @@ from typing import Any
 import torch
 import yaml
 
+from avid.budget import budget_record, sized_run_config, timed_train, trained_step
 from avid.checkpoint import load_config
-from avid.config import RunConfig, load_sections, run_config_from_dict, set_dotted
+from avid.config import RunConfig, load_sections
 from avid.data import Batch
-from avid.data.storage import atomic_write_text
 from avid.evaluate import EvalResult, evaluate, load_eval_batch
 from avid.experiment_report import (ReportInfo, base_parameters, combine_seeds, metric_functions, sweep_key,
                                     write_report)
@@ -45,14 +44,12 @@ from avid.methods.sizes import SizePreset, load_size_preset
 from avid.methods.sweeps import PAPER_SWEEPS, set_sampling_options
 from avid.metrics.tables import METRICS
 from avid.splits import ExperimentData, Split, check_disjoint, held_out_set, training_set
-from avid.train import build_context, load_method, train
+from avid.train import build_context, load_method
 
 log = logging.getLogger("avid")
 
 DEFAULT_METHODS = ("avid", "avid-no-mask", "avid-no-cond", "scratch", "poe", "action-cfg",
                    "classifier-guidance", "controlnet-small", "controlnet", "finetune")
-SIZED_AS = {"avid-no-mask": "avid", "avid-no-cond": "avid"}  # the ablations keep AVID's network
-UNSIZED = ("controlnet", "finetune")  # copies of the base network: the base's size by construction
 
 
 @dataclass
@@ -150,32 +147,6 @@ def check_sizes(exp: ExperimentConfig, preset: SizePreset) -> None:
                     preset.name, exp.run.base, differ)
 
 
-def method_options(preset: SizePreset, method: str) -> dict[str, Any]:
-    return {} if method in UNSIZED else preset.options(SIZED_AS.get(method, method))
-
-
-def _dotted(d: dict[str, Any], prefix: str = ""):
-    for k, v in d.items():
-        if isinstance(v, dict) and v:
-            yield from _dotted(v, f"{prefix}{k}.")
-        else:
-            yield f"{prefix}{k}", v
-
-
-def sized_run_config(template: RunConfig, method: str, preset: SizePreset, train_dir: Path, out: Path, name: str,
-                     settings: dict[str, Any] | None = None, **train_values: Any) -> RunConfig:
-    """``template`` training ``method`` at the preset's size on ``train_dir`` into ``out``, with
-    ``train_values`` in its ``train`` section, then the dotted ``settings`` (e.g. ``{"train.lr": 2e-5}``)."""
-    d = template.to_dict()
-    d.update(name=name, out=str(out))
-    d["data"]["train"] = str(train_dir)
-    d["method"] = {"name": method, "options": method_options(preset, method)}
-    d["train"].update(train_values)
-    for key, value in _dotted(settings or {}):
-        set_dotted(d, key, value)
-    return run_config_from_dict(d)
-
-
 def method_run_config(exp: ExperimentConfig, method: str, preset: SizePreset, train_dir: Path,
                       max_minutes: float | None = None, seed: int = 0) -> RunConfig:
     """The run of ``method`` at ``seed``: the experiment's ``run`` template, this method at the preset's
@@ -183,30 +154,6 @@ def method_run_config(exp: ExperimentConfig, method: str, preset: SizePreset, tr
     return sized_run_config(exp.run, method, preset, train_dir, exp.run_dir(method, seed),
                             f"{exp.name}-{method}" + (f"-seed{seed}" if seed else ""), exp.per_method.get(method),
                             max_steps=exp.steps, max_minutes=max_minutes, seed=seed)
-
-
-def trained_step(folder: Path) -> int | None:
-    """The step of the exported model in ``folder`` (None: nothing exported yet)."""
-    return int(load_config(folder)["step"]) if (folder / "config.yaml").exists() else None
-
-
-def budget_record(folder: Path) -> dict[str, Any]:
-    """The training a run folder has had: wall and CPU (this process, all threads) seconds, segments."""
-    path = folder / "experiment.json"
-    return {"train_seconds": 0.0, "cpu_seconds": 0.0, "segments": 0, **(json.loads(path.read_text()) if path.exists()
-                                                                        else {})}
-
-
-def timed_train(cfg: RunConfig) -> dict[str, Any]:
-    """``train(cfg)``, adding its wall and CPU seconds to the run folder's record (``budget_record``)."""
-    folder = Path(cfg.out)
-    record = budget_record(folder)
-    t0, c0 = time.time(), time.process_time()
-    train(cfg)
-    record = {"train_seconds": record["train_seconds"] + time.time() - t0,
-              "cpu_seconds": record["cpu_seconds"] + time.process_time() - c0, "segments": record["segments"] + 1}
-    atomic_write_text(folder / "experiment.json", json.dumps(record, indent=1))
-    return record
 
 
 def _check_seed(folder: Path, seed: int) -> None:

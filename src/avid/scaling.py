@@ -29,11 +29,12 @@ from typing import Any
 
 import torch
 
+from avid.checkpoint import load_config
 from avid.config import RunConfig, load_sections
 from avid.data import Batch
 from avid.data.storage import atomic_write_text
 from avid.evaluate import COPY_LAST, copy_last_frame, evaluate, held_out_loss, load_eval_batch, to01
-from avid.experiment import budget_record, sized_run_config, timed_train, trained_step
+from avid.budget import budget_record, sized_run_config, timed_train, trained_step
 from avid.methods import REGISTRY, Method, build_method
 from avid.methods.sizes import load_size_preset
 from avid.metrics import psnr_per_frame, ssim_per_frame
@@ -216,11 +217,12 @@ def write_report(cfg: ScalingConfig, rows: list[dict[str, Any]], setup: dict[str
     plot_scaling(folder / "scaling.png", ladder, lines_at, METRICS, AXES,
                  f"{cfg.method} on the {val.describe(cfg.val_size)}".replace("`", ""))
     t, s = cfg.run.train, cfg.run.sample
+    precision = load_config(cfg.run_dir).get("precision_used") or t.precision
     md = [f"# {cfg.name}: {cfg.method} against training compute", "",
           f"Made by `{command or 'avid experiment scaling'}` (this invocation: {seconds / 60:.1f} min). CPU: "
           f"{describe_cpu()}. Rerunning skips measured rungs; a longer `ladder` trains on from the last one.", "",
           f"One run (`{cfg.run_dir}`) resumed up the ladder {', '.join(map(str, cfg.ladder))}: batch {t.batch_size}, "
-          f"lr {t.lr:g} constant after {t.warmup_steps} warm-up steps, EMA {t.ema_decay}, precision {t.precision}, "
+          f"lr {t.lr:g} constant after {t.warmup_steps} warm-up steps, EMA {t.ema_decay}, precision {precision}, "
           f"size preset `{cfg.sizes}`, base model `{cfg.run.base}`, {setup['train']}.", "",
           f"Measured on the {setup['validation']}: PSNR and SSIM of videos sampled with "
           f"{s.sampler.upper()}{f' ({s.steps} steps)' if s.sampler == 'ddim' else ''}, seed {s.seed}, the same "
