@@ -172,3 +172,21 @@ def test_the_command_line_sets_the_budget(monkeypatch):
     assert (exp.eval_size, exp.sweep_size, exp.seeds) == (8, 4, [3, 4])
     assert exp.minutes_per_method == 2.5 and exp.run.sample.steps == 7
     assert seen["command"].startswith("avid experiment coinrun --config configs/experiments/coinrun-cpu.yaml")
+
+
+def test_seeds_combine_into_mean_and_interval_and_replace_a_single_evaluations_interval():
+    from avid.evaluate import EvalResult
+    from avid.experiment_report import combine_seeds
+
+    def result(avid_psnr, base_psnr):
+        return EvalResult({"avid": {"psnr": avid_psnr, "psnr_ci": (0.0, 99.0), "sample_seconds": 2.0},
+                           "base": {"psnr": base_psnr, "ssim": "n/a (why)", "sample_seconds": 1.0}}, [])
+
+    one = result(18.0, 17.0)
+    assert combine_seeds({0: one}, "avid") is one  # one seed: as evaluated
+    res = combine_seeds({0: one, 1: result(18.2, 17.1), 2: result(17.8, 16.9)}, "avid")
+    avid, base = res.metrics["avid"], res.metrics["base"]
+    assert float(avid["psnr"]) == pytest.approx(18.0) and avid["psnr"].half > 0 and avid["psnr"].p is None
+    assert "psnr_ci" not in avid  # the interval over seeds, not one seed's over trajectories
+    assert base["psnr"].significant and base["ssim"] == "n/a (why)"
+    assert avid["sample_seconds"] == 6.0

@@ -94,7 +94,8 @@ def combine_seeds(per_seed: dict[int, EvalResult], reference: str | None) -> Eva
     summary = compare_to_reference(values, reference)
     metrics = {}
     for name, m in first.metrics.items():
-        metrics[name] = {**m, **summary[name]}
+        # a per-evaluation interval of a metric (``<metric>_ci``) gives way to the interval over seeds
+        metrics[name] = {**{k: v for k, v in m.items() if k.removesuffix("_ci") not in summary[name]}, **summary[name]}
         if "sample_seconds" in m:
             metrics[name]["sample_seconds"] = sum(r.metrics[name]["sample_seconds"] for r in results)
     return EvalResult(metrics, first.rows, first.rollouts)
