@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from avid.data import EpisodeStore, WindowDataset, collate, to_uint8, to_video
-from avid.data.procgen import PRESETS, ProcgenSpec, generate
+from avid.data.procgen import PRESETS, ProcgenSpec, describe_levels, generate, shared_levels
 
 
 def counting_store(folder, n=30, episode_starts=(0, 12)):
@@ -104,3 +104,21 @@ def test_presets_match_the_paper():
     assert (ev.start_level, ev.num_levels, ev.trajectories, ev.trajectory_len) == (10000, 1000, 1024, 10)
     with pytest.raises(ValueError, match="unknown Procgen game"):
         ProcgenSpec(["pong"])
+
+
+def test_validation_splits_share_no_level_with_test_or_training_sets():
+    meta = {name: spec.meta() for name, spec in PRESETS.items()}
+    assert describe_levels(meta["coinrun-val"]) == "coinrun levels 5000-5999"
+    assert describe_levels(meta["procgen15-test"]).endswith("levels 3000-3999")
+    assert (PRESETS["coinrun-val"].trajectories, PRESETS["procgen15-val"].trajectories) == (256, 16)
+    assert len({PRESETS[n].seed for n in ("coinrun-eval", "coinrun-val", "procgen15-val", "procgen15-test")}) == 4
+    coinrun = [n for n in PRESETS if PRESETS[n].games == ["coinrun"] and n != "coinrun-val"]
+    assert len(coinrun) == 7 and all(shared_levels(meta["coinrun-val"], meta[n]) is None for n in coinrun)
+    for split in ("procgen15-val", "procgen15-test"):
+        assert shared_levels(meta[split], meta["procgen15-cpu"]) is None
+        assert shared_levels(meta[split], meta["coinrun-eval"]) is None  # other games
+    assert shared_levels(meta["procgen15-val"], meta["procgen15-test"]) is None
+    # the check itself: overlapping ranges of a common game are found and named
+    assert shared_levels(meta["procgen15-val"], meta["procgen15"]).endswith("levels 1000-1999")
+    assert shared_levels(meta["coinrun-eval"], {**meta["coinrun-val"], "start_level": 10990}) == "coinrun levels 10990-10999"
+    assert shared_levels(meta["coinrun-val"], {"source": "synthetic"}) is None

@@ -10,6 +10,7 @@ import pytest
 import torch
 import yaml
 
+import avid.budget
 import avid.evaluate
 from avid import experiment
 from avid.evaluate import COPY_LAST
@@ -22,8 +23,9 @@ from tests.conftest import TINY_UNET, make_base, make_store
 NEEDS_PARAMETERS = {"controlnet", "controlnet-small", "finetune"}
 
 
-def tiny_experiment(tmp_path):
+def tiny_experiment(tmp_path, more=()):
     base, data = make_base(tmp_path / "base"), make_store(tmp_path / "data").root
+    val, test = make_store(tmp_path / "val", seed=1).root, make_store(tmp_path / "test", seed=2).root
     sizes = {"base_unet": TINY_UNET, "methods": {m: TINY_UNET for m in
                                                  ("avid", "scratch", "poe", "action-cfg", "classifier-guidance")}}
     sizes["methods"]["controlnet-small"] = {**TINY_UNET, "base_channels": 4}
@@ -35,10 +37,10 @@ def tiny_experiment(tmp_path):
     return load_experiment(None, [
         "name=tiny", f"runs={tmp_path / 'runs'}", f"reports={tmp_path / 'reports'}",
         f"sizes={tmp_path / 'tiny-sizes.yaml'}", "steps=2", "eval_size=4", "sweep_size=2",
-        f"data.train={data}", f"data.eval={data}", f"metrics.classifier={tmp_path / 'classifier'}",
+        f"data.train={data}", f"data.val={val}", f"data.eval={test}", f"metrics.classifier={tmp_path / 'classifier'}",
         f"metrics.weights_dir={tmp_path / 'no-weights'}", f"run.base={base}", "run.data.frames=6",
         "run.train.batch_size=2", "run.train.precision=32-true", "run.train.progress=false",
-        "run.train.ckpt_every=1", "run.train.log_every=1", "run.sample.steps=2", "run.sample.batch_size=4"])
+        "run.train.ckpt_every=1", "run.train.log_every=1", "run.sample.steps=2", "run.sample.batch_size=4", *more])
 
 
 def read_csv(path):
@@ -82,17 +84,56 @@ def test_the_whole_comparison_writes_the_papers_tables_and_a_rerun_trains_and_sa
     assert len(read_csv(report / "sweeps.csv")) == sum(len(g) for s in PAPER_SWEEPS.values() for g in s.values())
 
     readme = (report / "README.md").read_text()
-    assert "2 optimiser steps" in readme and "DDIM with 2 steps" in readme and "4 held-out trajectories" in readme
+    assert "2 optimiser steps" in readme and "DDIM with 2 steps" in readme and "4 test trajectories" in readme
+    # every number says its split: sweeps chosen on the validation split, tables on the test split
+    assert "validation split: 2 trajectories of synthetic data" in readme and str(tmp_path / "val") in readme
+    assert (report / "sweeps.md").read_text().startswith("Sweep values chosen on the validation split: 2 trajectories")
+    assert "validation split" in (report / "sweeps" / "poe" / "metrics.md").read_text()
+    assert "test split: 4 trajectories" in md and "test split: 4 trajectories" in (report / "eval" / "metrics.md").read_text()
     assert "weights not found" in readme  # unavailable metrics are named, never given a number
 
     # rerun: finished runs are skipped and every video comes from the sample cache
     def fail(*args, **kwargs):
         raise AssertionError("a finished run was trained or a cached video sampled again")
 
-    monkeypatch.setattr(experiment, "train", fail)
+    monkeypatch.setattr(avid.budget, "train", fail)
     monkeypatch.setattr(avid.evaluate, "sample_videos", fail)
     again = run_experiment(exp)
     assert read_csv(again / "table1.csv") == table1
+
+
+def test_every_method_is_trained_and_sampled_once_per_seed_and_the_tables_give_mean_and_interval(tmp_path):
+    exp = tiny_experiment(tmp_path, ["seeds=[0, 1]", "methods=[avid, scratch, poe]",
+                                     "sweeps={poe: {lambda_p: [0.2, 0.4]}}", "metrics.classifier=null"])
+    report = run_experiment(exp)
+    runs = tmp_path / "runs" / "tiny"
+    for m in exp.methods:  # seed 0 keeps the single-seed folder, seed 1 its own
+        for seed, folder in ((0, runs / m), (1, runs / "seed-1" / m)):
+            assert yaml.safe_load((folder / "config.yaml").read_text())["run"]["train"]["seed"] == seed
+        assert (runs / m / "model.safetensors").read_bytes() != (runs / "seed-1" / m / "model.safetensors").read_bytes()
+    per_seed = [json.loads((report / sub / "metrics.json").read_text()) for sub in ("eval", "seed-1/eval")]
+    assert per_seed[0]["base"]["psnr"] != per_seed[1]["base"]["psnr"]  # sampled with seed = the seed
+    assert per_seed[0][COPY_LAST] == per_seed[1][COPY_LAST]  # the same test trajectories
+
+    # Table 1: the mean over seeds, its 95% Student-t interval, Welch's test against AVID
+    a, b = (r["avid"]["psnr"] for r in per_seed)
+    assert float(read_csv(report / "table1.csv")["avid"]["psnr"]) == pytest.approx((a + b) / 2)
+    seeds = {(r["method"], r["metric"]): r for r in csv.DictReader(open(report / "seeds.csv"))}
+    avid_psnr = seeds[("avid", "psnr")]
+    assert (float(avid_psnr["seed_0"]), float(avid_psnr["seed_1"])) == pytest.approx((a, b))
+    assert float(avid_psnr["ci95_half_width"]) == pytest.approx(12.7062 * abs(a - b) / 2, rel=1e-4)  # t_{.975, 1}
+    assert avid_psnr["welch_p_vs_avid"] == "" and seeds[("base", "ssim")]["welch_p_vs_avid"] != ""
+    md = (report / "table1.md").read_text()
+    assert re.search(r"^\| avid \(\d+k\) \| .*\d ± \d", md, re.M)
+    assert "Mean ± 95% confidence interval over seeds 0, 1" in md and "Welch's t-test" in md
+    assert "Sweep values chosen on the validation split: 2 trajectories" in (report / "sweeps.md").read_text()
+    assert (report / "sweeps" / "poe").is_dir() and not (report / "seed-1" / "sweeps").exists()  # first seed only
+
+
+def test_the_validation_and_test_splits_must_not_be_the_same_trajectories(tmp_path):
+    exp = tiny_experiment(tmp_path, [f"data.val={tmp_path / 'test'}"])
+    with pytest.raises(ValueError, match="validation and test splits are the same folder"):
+        run_experiment(exp)
 
 
 def test_the_cpu_config_gives_every_method_the_same_steps_and_matched_sizes(tmp_path):
@@ -112,6 +153,11 @@ def test_the_cpu_config_gives_every_method_the_same_steps_and_matched_sizes(tmp_
     assert (paper_cfgs["avid"].train.lr, paper_cfgs["finetune"].train.lr) == (1e-4, 2e-5)  # paper Table 8
     with pytest.raises(ValueError, match="unknown"):
         load_experiment(None, ["methods=[avid, nonsense]"])
+    with pytest.raises(ValueError, match="seeds must be"):
+        load_experiment(None, ["seeds=[0, 0]"])
+    assert exp.seeds == [0, 1, 2] and exp.data.val_preset == "coinrun-val" and load_experiment(None).seeds == [0]
+    seed2 = method_run_config(exp, "avid", preset, tmp_path, seed=2)
+    assert seed2.train.seed == 2 and seed2.out.endswith("coinrun-cpu/seed-2/avid")
 
 
 def test_the_command_line_sets_the_budget(monkeypatch):
@@ -120,9 +166,27 @@ def test_the_command_line_sets_the_budget(monkeypatch):
     seen = {}
     monkeypatch.setattr(experiment, "run_experiment", lambda exp, command: seen.update(exp=exp, command=command))
     main(["experiment", "coinrun", "--steps", "5", "--methods", "avid,scratch", "--eval-size", "8",
-          "--sweep-size", "4", "--minutes-per-method", "2.5", "run.sample.steps=7"])
+          "--sweep-size", "4", "--minutes-per-method", "2.5", "--seeds", "3,4", "run.sample.steps=7"])
     exp = seen["exp"]
     assert (exp.name, exp.steps, exp.methods) == ("coinrun-cpu", 5, ["avid", "scratch"])
-    assert (exp.eval_size, exp.sweep_size) == (8, 4)
+    assert (exp.eval_size, exp.sweep_size, exp.seeds) == (8, 4, [3, 4])
     assert exp.minutes_per_method == 2.5 and exp.run.sample.steps == 7
     assert seen["command"].startswith("avid experiment coinrun --config configs/experiments/coinrun-cpu.yaml")
+
+
+def test_seeds_combine_into_mean_and_interval_and_replace_a_single_evaluations_interval():
+    from avid.evaluate import EvalResult
+    from avid.experiment_report import combine_seeds
+
+    def result(avid_psnr, base_psnr):
+        return EvalResult({"avid": {"psnr": avid_psnr, "psnr_ci": (0.0, 99.0), "sample_seconds": 2.0},
+                           "base": {"psnr": base_psnr, "ssim": "n/a (why)", "sample_seconds": 1.0}}, [])
+
+    one = result(18.0, 17.0)
+    assert combine_seeds({0: one}, "avid") is one  # one seed: as evaluated
+    res = combine_seeds({0: one, 1: result(18.2, 17.1), 2: result(17.8, 16.9)}, "avid")
+    avid, base = res.metrics["avid"], res.metrics["base"]
+    assert float(avid["psnr"]) == pytest.approx(18.0) and avid["psnr"].half > 0 and avid["psnr"].p is None
+    assert "psnr_ci" not in avid  # the interval over seeds, not one seed's over trajectories
+    assert base["psnr"].significant and base["ssim"] == "n/a (why)"
+    assert avid["sample_seconds"] == 6.0

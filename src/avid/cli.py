@@ -307,7 +307,8 @@ def _add_classifier_commands(sub) -> None:
 
 # ---- experiments (the paper's comparisons as one command) --------------------------------------
 def _add_experiment_commands(sub) -> None:
-    """``avid experiment coinrun``: data, every method trained, sweeps, evaluation, report."""
+    """``avid experiment coinrun``: data, every method trained, sweeps, evaluation, report;
+    ``avid experiment scaling``: one run resumed up a ladder of step budgets, measured at every rung."""
 
     def run(args) -> None:
         import shlex
@@ -317,7 +318,8 @@ def _add_experiment_commands(sub) -> None:
         flags = {"steps": args.steps, "eval_size": args.eval_size, "sweep_size": args.sweep_size,
                  "minutes_per_method": args.minutes_per_method, "name": args.name, "run.train.threads": args.threads,
                  "run.train.precision": args.precision, "run.sample.precision": args.precision,
-                 "methods": f"[{args.methods}]" if args.methods else None}
+                 "methods": f"[{args.methods}]" if args.methods else None,
+                 "seeds": f"[{args.seeds}]" if args.seeds else None}
         overrides = [*args.overrides, *(f"{k}={v}" for k, v in flags.items() if v is not None)]
         command = shlex.join(["avid", "experiment", args.which, "--config", args.config, *overrides])
         run_experiment(load_experiment(args.config, overrides), command)
@@ -331,9 +333,11 @@ def _add_experiment_commands(sub) -> None:
                    help="override config values, e.g. run.sample.steps=50 data.levels=500")
     c.add_argument("--steps", type=int, default=None, help="optimiser steps of every method (default: the config's)")
     c.add_argument("--eval-size", type=int, default=None,
-                   help="held-out trajectories of the tables (default: the config's)")
+                   help="test trajectories of the tables (default: the config's)")
     c.add_argument("--sweep-size", type=int, default=None,
-                   help="trajectories the sweeps are chosen on (default: the config's)")
+                   help="validation trajectories the sweeps are chosen on (default: the config's)")
+    c.add_argument("--seeds", default=None, help="comma-separated training and sampling seeds, e.g. 0,1,2; tables "
+                   "give the mean ± 95%% interval over them (default: the config's)")
     c.add_argument("--methods", default=None, help="comma-separated, e.g. avid,scratch,poe (default: the config's)")
     c.add_argument("--minutes-per-method", type=float, default=None,
                    help="also cap each method's training time (default: the config's, if any)")
@@ -341,6 +345,32 @@ def _add_experiment_commands(sub) -> None:
     c.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
     add_precision_option(c)
     c.set_defaults(fn=run)
+
+    def scaling(args) -> None:
+        import shlex
+
+        from avid.scaling import load_scaling, run_scaling
+
+        flags = {"ladder": f"[{args.ladder}]" if args.ladder else None, "val_size": args.val_size, "name": args.name,
+                 "run.train.threads": args.threads, "run.train.precision": args.precision,
+                 "run.sample.precision": args.precision}
+        overrides = [*args.overrides, *(f"{k}={v}" for k, v in flags.items() if v is not None)]
+        command = shlex.join(["avid", "experiment", "scaling", "--config", args.config, *overrides])
+        run_scaling(load_scaling(args.config, overrides), command)
+
+    s = esub.add_parser("scaling", help="AVID against training compute: one run resumed up a ladder of step "
+                                        "budgets, PSNR/SSIM/loss on the validation split at every rung")
+    s.add_argument("--config", default="configs/experiments/scaling-cpu.yaml", help="scaling YAML")
+    s.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="override config values, e.g. run.sample.steps=50 (default: none)")
+    s.add_argument("--ladder", default=None, help="comma-separated optimiser-step budgets, e.g. 250,500,1000 "
+                   "(default: the config's)")
+    s.add_argument("--val-size", type=int, default=None,
+                   help="validation trajectories sampled at every rung (default: the config's)")
+    s.add_argument("--name", default=None, help="runs/<name>/, reports/<name>/ (default: the config's)")
+    s.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
+    add_precision_option(s)
+    s.set_defaults(fn=scaling)
 # ---- end of the experiments block ---------------------------------------------------------------
 
 

@@ -7,7 +7,7 @@ reads a YAML file and applies ``dotted.key=value`` overrides (values parsed as Y
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -182,3 +182,29 @@ def load_run_config(path: str | Path | None = None, overrides: list[str] | None 
             else:
                 d[k] = v
     return run_config_from_dict(apply_overrides(d, overrides))
+
+
+def _merge(into: dict[str, Any], new: dict[str, Any]) -> None:
+    for k, v in new.items():
+        if isinstance(v, dict) and isinstance(into.get(k), dict):
+            _merge(into[k], v)
+        else:
+            into[k] = v
+
+
+def load_sections(cls, path: str | Path | None = None, overrides: list[str] | None = None, what: str = "config"):
+    """A pipeline's config dataclass (e.g. an experiment's): its defaults, then the YAML file (merged
+    section by section), then ``dotted.key=value`` overrides. Fields holding a dataclass become that
+    dataclass (a ``RunConfig`` field through ``run_config_from_dict``); unknown keys are refused by name."""
+    default = cls()
+    d = asdict(default)
+    if path is not None:
+        _merge(d, read_mapping(path, what))
+    apply_overrides(d, overrides)
+    for f in fields(cls):
+        section = getattr(default, f.name)
+        if isinstance(section, RunConfig):
+            d[f.name] = run_config_from_dict(d[f.name] or {})
+        elif is_dataclass(section):
+            d[f.name] = build_section(type(section), d[f.name] or {}, f.name)
+    return build_section(cls, d, what)

@@ -1,17 +1,21 @@
 """``avid experiment coinrun``: the paper's Coinrun comparison (section 4, Tables 1 and 3; sweeps of
 section 9.5) as one command, from one YAML file (``configs/experiments/coinrun-*.yaml``).
 
-1. data: the Coinrun training set and the held-out evaluation set from the Procgen presets,
-   generated once into folders named by their size and reused afterwards;
+1. data (``avid.splits``): the Coinrun training set, a validation split (levels 5000-5999) and the
+   test split (levels 10000-10999) from the Procgen presets, generated once into folders named by
+   their size and reused afterwards; the three must not share a folder or a level;
 2. training: every method on the same set, with the same number of optimiser steps and the
-   parameter-matched sizes of a size preset, each into ``runs/<experiment>/<method>/``; a finished
-   run (its ``config.yaml`` step is the target) is skipped, an unfinished one resumes;
+   parameter-matched sizes of a size preset, once per seed of ``seeds`` (``train.seed`` = the seed):
+   seed 0 into ``runs/<experiment>/<method>/``, seed k into ``runs/<experiment>/seed-k/<method>/``;
+   a finished run (its ``config.yaml`` step is the target) is skipped, an unfinished one resumes;
 3. sweeps (section 9.5): PoE's lambda_p, action CFG's lambda_a and classifier guidance's w, each
-   sampled from ONE trained model with every value of the grid, on a subset of the evaluation set;
-   the best value (by FVD when it is a number, else by the first available of ``sweep_metrics``)
-   is the one evaluated on the full set;
-4. evaluation: every method and the base model alone on the same first frames, actions and noise
-   (``avid.evaluate``), written up by ``avid.experiment_report`` into ``reports/<experiment>/``.
+   sampled from ONE trained model (the first seed's) with every value of the grid, on the
+   validation split; the best value (by FVD when it is a number, else by the first available of
+   ``sweep_metrics``) is the one every seed is evaluated at on the test split;
+4. evaluation: for each seed, every method and the base model alone on the same test first frames
+   and actions, with sampling seed = the seed (``avid.evaluate``); written up by
+   ``avid.experiment_report`` into ``reports/<experiment>/``: with several seeds, mean ± 95%
+   confidence interval over seeds and Welch's test against AVID (``avid.metrics.stats``).
 """
 
 from __future__ import annotations
@@ -19,46 +23,34 @@ from __future__ import annotations
 import copy
 import dataclasses
 import itertools
-import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
 from avid.blackbox import is_url
-from avid.checkpoint import load_config, resolve
-from avid.config import RunConfig, apply_overrides, build_section, read_mapping, run_config_from_dict, set_dotted
-from avid.data import Batch, EpisodeStore
-from avid.data.procgen import PRESETS, generate
-from avid.data.storage import atomic_write_text
+from avid.budget import budget_record, sized_run_config, timed_train, trained_step
+from avid.checkpoint import load_config
+from avid.config import RunConfig, load_sections
+from avid.data import Batch
 from avid.evaluate import EvalResult, evaluate, load_eval_batch
-from avid.experiment_report import ReportInfo, base_parameters, metric_functions, sweep_key, write_report
+from avid.experiment_report import (ReportInfo, base_parameters, combine_seeds, metric_functions, sweep_key,
+                                    write_report)
 from avid.methods import REGISTRY, Method, build_method
 from avid.methods.sizes import SizePreset, load_size_preset
 from avid.methods.sweeps import PAPER_SWEEPS, set_sampling_options
 from avid.metrics.tables import METRICS
-from avid.train import build_context, load_method, train
+from avid.splits import ExperimentData, Split, check_disjoint, held_out_set, training_set
+from avid.train import build_context, load_method
 
 log = logging.getLogger("avid")
 
 DEFAULT_METHODS = ("avid", "avid-no-mask", "avid-no-cond", "scratch", "poe", "action-cfg",
                    "classifier-guidance", "controlnet-small", "controlnet", "finetune")
-SIZED_AS = {"avid-no-mask": "avid", "avid-no-cond": "avid"}  # the ablations keep AVID's network
-UNSIZED = ("controlnet", "finetune")  # copies of the base network: the base's size by construction
-
-
-@dataclass
-class ExperimentData:
-    root: str = "data/coinrun"  # generated sets: <root>/train-<levels>x<steps>, <root>/eval-<n>
-    train: str | None = None  # an existing training set instead (nothing generated)
-    eval: str | None = None  # an existing held-out set instead (its first eval_size trajectories)
-    train_preset: str = "coinrun100k"
-    levels: int | None = None  # None: the preset's number of levels ...
-    steps_per_level: int | None = None  # ... and steps per level
-    eval_preset: str = "coinrun-eval"  # levels 10000-11000, random actions (section 9.1)
 
 
 @dataclass
@@ -73,14 +65,15 @@ class ExperimentMetrics:
 @dataclass
 class ExperimentConfig:
     name: str = "coinrun-cpu"
-    runs: str = "runs"  # runs/<name>/<method>/
+    runs: str = "runs"  # runs/<name>/<method>/ (seed 0), runs/<name>/seed-<k>/<method>/
     reports: str = "reports"  # reports/<name>/
     methods: list[str] = field(default_factory=lambda: list(DEFAULT_METHODS))
     sizes: str = "cpu-small"  # configs/sizes/<sizes>.yaml, or a path
     steps: int = 300  # optimiser steps of every method
     minutes_per_method: float | None = None  # also stop a method after this much training wall time
-    eval_size: int = 64  # held-out trajectories of the tables
-    sweep_size: int = 16  # the first trajectories of those used by the sweeps
+    eval_size: int = 64  # test trajectories of the tables
+    sweep_size: int = 16  # validation trajectories the sweep values are chosen on
+    seeds: list[int] = field(default_factory=lambda: [0])  # each method trained and sampled once per seed
     sweeps: dict[str, dict[str, list[float]]] = field(
         default_factory=lambda: {m: {k: list(v) for k, v in g.items()} for m, g in PAPER_SWEEPS.items()})
     sweep_metrics: list[str] = field(default_factory=lambda: ["fvd", "fid", "aer", "lpips", "ssim", "psnr"])
@@ -91,32 +84,23 @@ class ExperimentConfig:
     metrics: ExperimentMetrics = field(default_factory=ExperimentMetrics)
     run: RunConfig = field(default_factory=RunConfig)  # what every method's run starts from
 
-    def run_dir(self, method: str) -> Path:
-        return Path(self.runs) / self.name / method
+    def run_dir(self, method: str, seed: int = 0) -> Path:
+        return seed_folder(Path(self.runs) / self.name, seed) / method
 
     @property
     def report_dir(self) -> Path:
         return Path(self.reports) / self.name
 
 
-def _merge(into: dict[str, Any], new: dict[str, Any]) -> None:
-    for k, v in new.items():
-        if isinstance(v, dict) and isinstance(into.get(k), dict):
-            _merge(into[k], v)
-        else:
-            into[k] = v
+def seed_folder(root: Path, seed: int) -> Path:
+    """Where seed ``seed``'s runs or samples go: ``root`` itself for seed 0 (a single-seed experiment's
+    folders), ``root/seed-<k>`` for the others."""
+    return root if seed == 0 else root / f"seed-{seed}"
 
 
 def load_experiment(path: str | Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
     """Defaults, then the YAML file, then ``dotted.key=value`` overrides (values parsed as YAML)."""
-    d = asdict(ExperimentConfig())
-    if path is not None:
-        _merge(d, read_mapping(path, "experiment config"))
-    apply_overrides(d, overrides)
-    d["data"] = build_section(ExperimentData, d["data"] or {}, "data")
-    d["metrics"] = build_section(ExperimentMetrics, d["metrics"] or {}, "metrics")
-    d["run"] = run_config_from_dict(d["run"] or {})
-    exp = build_section(ExperimentConfig, d, "experiment")
+    exp = load_sections(ExperimentConfig, path, overrides, "experiment config")
     _check(exp)
     return exp
 
@@ -129,6 +113,9 @@ def _check(exp: ExperimentConfig) -> None:
     if exp.steps < 1 or exp.eval_size < 1 or exp.sweep_size < 1:
         raise ValueError(f"steps, eval_size and sweep_size must be >= 1, got {exp.steps}, {exp.eval_size}, "
                          f"{exp.sweep_size}")
+    if not exp.seeds or len(set(exp.seeds)) != len(exp.seeds) or any(
+            not isinstance(k, int) or k < 0 for k in exp.seeds):
+        raise ValueError(f"seeds must be a non-empty list of distinct integers >= 0, got {exp.seeds}")
     bad = [m for m in exp.sweep_metrics if m not in METRICS]
     if bad:
         raise ValueError(f"sweep_metrics {bad} unknown; choose from {list(METRICS)}")
@@ -139,25 +126,12 @@ def _check(exp: ExperimentConfig) -> None:
 
 # ---- data ---------------------------------------------------------------------------------------
 
-def prepare_data(exp: ExperimentConfig) -> tuple[Path, Path]:
-    """The training and held-out folders: given ones, or generated (resumably) from the presets."""
-    d = exp.data
-    if d.train:
-        train_dir = resolve(d.train)
-        EpisodeStore(train_dir)  # a clear error when there is no dataset
-    else:
-        spec = PRESETS[d.train_preset]
-        spec = dataclasses.replace(spec, num_levels=d.levels or spec.num_levels,
-                                   steps_per_level=d.steps_per_level or spec.steps_per_level)
-        train_dir = Path(d.root) / f"train-{spec.num_levels}x{spec.steps_per_level}"
-        generate(spec, str(train_dir))
-    if d.eval:
-        eval_dir = resolve(d.eval)
-        EpisodeStore(eval_dir)
-    else:
-        eval_dir = Path(d.root) / f"eval-{exp.eval_size}"
-        generate(dataclasses.replace(PRESETS[d.eval_preset], trajectories=exp.eval_size), str(eval_dir))
-    return train_dir, eval_dir
+def prepare_data(exp: ExperimentConfig) -> tuple[Split, Split, Split]:
+    """The training set, the validation split (sweeps) and the test split (tables), given or generated."""
+    splits = (training_set(exp.data), held_out_set(exp.data, "validation", exp.sweep_size),
+              held_out_set(exp.data, "test", exp.eval_size))
+    check_disjoint(*splits)
+    return splits
 
 
 # ---- training -----------------------------------------------------------------------------------
@@ -174,47 +148,30 @@ def check_sizes(exp: ExperimentConfig, preset: SizePreset) -> None:
                     preset.name, exp.run.base, differ)
 
 
-def method_options(preset: SizePreset, method: str) -> dict[str, Any]:
-    return {} if method in UNSIZED else preset.options(SIZED_AS.get(method, method))
-
-
-def _dotted(d: dict[str, Any], prefix: str = ""):
-    for k, v in d.items():
-        if isinstance(v, dict) and v:
-            yield from _dotted(v, f"{prefix}{k}.")
-        else:
-            yield f"{prefix}{k}", v
-
-
 def method_run_config(exp: ExperimentConfig, method: str, preset: SizePreset, train_dir: Path,
-                      max_minutes: float | None = None) -> RunConfig:
-    """The run of ``method``: the experiment's ``run`` template, this method at the preset's size,
-    the common step budget, then the method's own ``per_method`` settings (finetune: lr 2e-5)."""
-    d = exp.run.to_dict()
-    d.update(name=f"{exp.name}-{method}", out=str(exp.run_dir(method)))
-    d["data"]["train"] = str(train_dir)
-    d["method"] = {"name": method, "options": method_options(preset, method)}
-    d["train"].update(max_steps=exp.steps, max_minutes=max_minutes)
-    for key, value in _dotted(exp.per_method.get(method, {})):
-        set_dotted(d, key, value)
-    return run_config_from_dict(d)
+                      max_minutes: float | None = None, seed: int = 0) -> RunConfig:
+    """The run of ``method`` at ``seed``: the experiment's ``run`` template, this method at the preset's
+    size, the common step budget, then the method's own ``per_method`` settings (finetune: lr 2e-5)."""
+    return sized_run_config(exp.run, method, preset, train_dir, exp.run_dir(method, seed),
+                            f"{exp.name}-{method}" + (f"-seed{seed}" if seed else ""), exp.per_method.get(method),
+                            max_steps=exp.steps, max_minutes=max_minutes, seed=seed)
 
 
-def trained_step(folder: Path) -> int | None:
-    """The step of the exported model in ``folder`` (None: nothing exported yet)."""
-    return int(load_config(folder)["step"]) if (folder / "config.yaml").exists() else None
+def _check_seed(folder: Path, seed: int) -> None:
+    recorded = folder / "run.yaml"
+    if recorded.exists():
+        was = (yaml.safe_load(recorded.read_text()).get("train") or {}).get("seed", 0)
+        if was != seed:
+            raise ValueError(f"{folder} holds a run trained with seed {was}, not {seed}; move it away or "
+                             "choose another experiment name")
 
 
-def budget_record(folder: Path) -> dict[str, Any]:
-    path = folder / "experiment.json"
-    return json.loads(path.read_text()) if path.exists() else {"train_seconds": 0.0, "segments": 0}
-
-
-def train_all(exp: ExperimentConfig, preset: SizePreset, train_dir: Path) -> None:
-    """Train every method to ``exp.steps`` (or until its ``minutes_per_method`` are spent);
+def train_all(exp: ExperimentConfig, preset: SizePreset, train_dir: Path, seed: int = 0) -> None:
+    """Train every method at ``seed`` to ``exp.steps`` (or until its ``minutes_per_method`` are spent);
     finished runs are skipped, unfinished ones resume from their last checkpoint."""
     for method in exp.methods:
-        folder = exp.run_dir(method)
+        folder = exp.run_dir(method, seed)
+        _check_seed(folder, seed)
         step, record = trained_step(folder), budget_record(folder)
         minutes_left = None
         if exp.minutes_per_method is not None:
@@ -225,11 +182,8 @@ def train_all(exp: ExperimentConfig, preset: SizePreset, train_dir: Path) -> Non
         if step == exp.steps or (minutes_left is not None and minutes_left <= 0):
             log.info("%s: finished (step %s), skipped", method, step)
             continue
-        log.info("%s: training to step %d%s", method, exp.steps, f" (from step {step})" if step else "")
-        t0 = time.time()
-        train(method_run_config(exp, method, preset, train_dir, minutes_left))
-        record = {"train_seconds": record["train_seconds"] + time.time() - t0, "segments": record["segments"] + 1}
-        atomic_write_text(folder / "experiment.json", json.dumps(record, indent=1))
+        log.info("%s (seed %d): training to step %d%s", method, seed, exp.steps, f" (from step {step})" if step else "")
+        timed_train(method_run_config(exp, method, preset, train_dir, minutes_left, seed))
 
 
 # ---- sweeps and evaluation ----------------------------------------------------------------------
@@ -249,10 +203,6 @@ def choose(results: dict[str, dict[str, Any]], order: list[str]) -> tuple[str, s
     return next(iter(results)), None
 
 
-def subset(batch: Batch, n: int) -> Batch:
-    return Batch(batch.first[:n], batch.x0[:n], batch.actions[:n])
-
-
 @dataclass
 class SweepResult:
     method: str
@@ -263,20 +213,25 @@ class SweepResult:
     criterion: str | None  # the metric the choice was made by (None: no metric was a number)
 
 
-def run_sweeps(exp: ExperimentConfig, loaded: dict[str, tuple[Method, dict]], batch: Batch,
-               extra_metrics: list) -> dict[str, SweepResult]:
-    """Each swept method: one trained model, sampled at every value of its grid (section 9.5)."""
+def sample_config(exp: ExperimentConfig, seed: int):
+    """The experiment's sampler settings with sampling seed ``seed``."""
+    return dataclasses.replace(exp.run.sample, seed=seed)
+
+
+def run_sweeps(exp: ExperimentConfig, loaded: dict[str, tuple[Method, dict]], batch: Batch, val: Split,
+               extra_metrics: list, seed: int = 0) -> dict[str, SweepResult]:
+    """Each swept method: one trained model (seed ``seed``'s), sampled at every value of its grid on
+    the validation split ``batch`` (section 9.5)."""
     out = {}
-    small = subset(batch, exp.sweep_size)
     for method, grid in exp.sweeps.items():
         if method not in loaded:
             continue
         trained, _ = loaded[method]
         values = sweep_values(grid)
         variants = {sweep_key(method, v): set_sampling_options(copy.deepcopy(trained), **v) for v in values}
-        note = (f"One trained {method} model sampled at each value; {len(small)} held-out trajectories "
-                f"(the first {exp.sweep_size} of the evaluation set).")
-        res = evaluate(variants, small, exp.run.sample, exp.report_dir / "sweeps" / method, extra_metrics,
+        note = (f"One trained {method} model (seed {seed}) sampled at each value, sampling seed {seed}; "
+                f"{val.describe(len(batch))}.")
+        res = evaluate(variants, batch, sample_config(exp, seed), exp.report_dir / "sweeps" / method, extra_metrics,
                        title=f"Sweep of {method}", note=note)
         best, criterion = choose({k: res.metrics[k] for k in variants}, exp.sweep_metrics)
         out[method] = SweepResult(method, values, res.metrics, res.rows[0].params,
@@ -286,29 +241,33 @@ def run_sweeps(exp: ExperimentConfig, loaded: dict[str, tuple[Method, dict]], ba
 
 
 def evaluate_all(exp: ExperimentConfig, loaded: dict[str, tuple[Method, dict]], base: Method, batch: Batch,
-                 sweeps: dict[str, SweepResult], extra_metrics: list) -> tuple[EvalResult, dict[str, str]]:
-    """Every method (swept ones at their chosen strengths) and the base model alone, same inputs."""
+                 sweeps: dict[str, SweepResult], extra_metrics: list, test: Split,
+                 seed: int = 0) -> tuple[EvalResult, dict[str, str]]:
+    """Every method (swept ones at their chosen strengths) and the base model alone, same inputs, on
+    the test split, sampled with seed ``seed``."""
     keys = {"base": "base"}
     methods: dict[str, Method] = {"base": base}
     for name, (method, _) in loaded.items():
         chosen = sweeps[name].chosen if name in sweeps else {}
         keys[name] = sweep_key(name, chosen)
         methods[keys[name]] = set_sampling_options(method, **chosen)
-    s = exp.run.sample
-    note = (f"{len(batch)} held-out trajectories; every method sees the same first frames, actions and noise "
-            f"(sampler {s.sampler}{f', {s.steps} steps' if s.sampler == 'ddim' else ''}, seed {s.seed}).")
-    res = evaluate(methods, batch, s, exp.report_dir / "eval", extra_metrics,
-                   title=f"{exp.name}: every method on the held-out set", note=note)
+    s = sample_config(exp, seed)
+    note = (f"{test.describe(len(batch))}; methods trained with seed {seed}; every method sees the same first "
+            f"frames, actions and noise (sampler {s.sampler}{f', {s.steps} steps' if s.sampler == 'ddim' else ''}, "
+            f"seed {s.seed}).")
+    res = evaluate(methods, batch, s, seed_folder(exp.report_dir, seed) / "eval", extra_metrics,
+                   title=f"{exp.name}: every method on the test split (seed {seed})", note=note)
     return res, keys
 
 
 def budget(exp: ExperimentConfig) -> dict[str, dict[str, Any]]:
-    """What each method got: steps trained, learning rate, training wall time (all segments)."""
+    """What each method got: steps trained (the first seed's), learning rate, training wall time of
+    each seed (all segments)."""
     out = {}
     for method in exp.methods:
-        mc = load_config(exp.run_dir(method))
+        mc = load_config(exp.run_dir(method, exp.seeds[0]))
         out[method] = {"step": mc["step"], "lr": mc["run"]["train"]["lr"],
-                       "train_seconds": budget_record(exp.run_dir(method))["train_seconds"]}
+                       "train_seconds": [budget_record(exp.run_dir(method, k))["train_seconds"] for k in exp.seeds]}
     return out
 
 
@@ -319,16 +278,26 @@ def run_experiment(exp: ExperimentConfig, command: str = "") -> Path:
         torch.set_num_threads(exp.run.train.threads)
     preset = load_size_preset(exp.sizes)
     check_sizes(exp, preset)
-    train_dir, eval_dir = prepare_data(exp)
-    train_all(exp, preset, train_dir)
-    loaded = {m: load_method(exp.run_dir(m)) for m in exp.methods}
-    base = build_method("base", build_context(exp.run, EpisodeStore(eval_dir).meta))
-    batch = load_eval_batch(eval_dir, exp.run.data.frames, exp.run.data.cond_frames, limit=exp.eval_size)
+    train, val, test = prepare_data(exp)
+    for seed in exp.seeds:
+        train_all(exp, preset, train.folder, seed)
+    d = exp.run.data
+    base = build_method("base", build_context(exp.run, test.meta))
     extra = metric_functions(exp.metrics)
-    sweeps = run_sweeps(exp, loaded, batch, extra)
-    res, keys = evaluate_all(exp, loaded, base, batch, sweeps, extra)
-    info = ReportInfo(len(batch), train_dir, eval_dir, preset.name, base_parameters(exp.run.base), budget(exp),
-                      command, time.time() - t0)
+    first = exp.seeds[0]
+    loaded = {m: load_method(exp.run_dir(m, first)) for m in exp.methods}
+    val_batch = load_eval_batch(val.folder, d.frames, d.cond_frames, limit=exp.sweep_size)
+    sweeps = run_sweeps(exp, loaded, val_batch, val, extra, first)
+    batch = load_eval_batch(test.folder, d.frames, d.cond_frames, limit=exp.eval_size)
+    per_seed = {}
+    for seed in exp.seeds:
+        if seed != first:
+            loaded = {m: load_method(exp.run_dir(m, seed)) for m in exp.methods}
+        per_seed[seed], keys = evaluate_all(exp, loaded, base, batch, sweeps, extra, test, seed)
+    res = combine_seeds(per_seed, keys.get("avid"))
+    splits = {s.role: s.describe(n) for s, n in ((train, None), (val, len(val_batch)), (test, len(batch)))}
+    info = ReportInfo(len(batch), train.folder, test.folder, preset.name, base_parameters(exp.run.base),
+                      budget(exp), command, time.time() - t0, splits, list(exp.seeds))
     folder = write_report(exp, res, keys, sweeps, info)
     print((folder / "table1.md").read_text())
     print(f"experiment {exp.name} finished in {(time.time() - t0) / 60:.1f} min; report in {folder.resolve()}")

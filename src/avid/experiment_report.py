@@ -6,14 +6,21 @@ LPIPS/FID/FVD) and ``reports/<experiment>/``:
 - ``table3-ablations.md/.csv``: AVID, no mask, no conditioning (Table 3);
 - ``sweeps.md/.csv/.json``: every value of the section 9.5 sweeps and the one chosen;
 - ``normalised.md/.csv``: normalised scores (section 9.4, eqs. 7-8);
-- ``README.md``: the budget, the sampler, the evaluation set and which metrics were available.
+- ``seeds.csv`` (several seeds): every metric of every method per seed, its mean, 95% interval and
+  Welch's p against AVID (``avid.metrics.stats``);
+- ``README.md``: the budget, the sampler, the splits (levels) and which metrics were available.
+
+Every table says which split its numbers come from: the sweeps the validation split, the others the
+test split, with their level ranges.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +31,7 @@ from avid.checkpoint import WEIGHTS, resolve
 from avid.data.storage import atomic_write_text
 from avid.evaluate import COPY_LAST, EvalResult, MetricFn, action_error_ratio, perceptual
 from avid.metrics.normalise import normalised_scores
+from avid.metrics.stats import ALPHA, LEVEL, SIGNIFICANT, MeanCI, compare_to_reference
 from avid.metrics.tables import METRICS, Row, markdown, to_csv
 from avid.report import report_file_names, write_table
 
@@ -63,9 +71,59 @@ class ReportInfo:
     eval_dir: Path
     preset: str
     base_params: int | None
-    budget: dict[str, dict[str, Any]]  # method -> {"step", "lr", "train_seconds"}
+    budget: dict[str, dict[str, Any]]  # method -> {"step", "lr", "train_seconds": [one per seed]}
     command: str = ""
     seconds: float = 0.0
+    splits: dict[str, str] = field(default_factory=dict)  # role -> what it is (``Split.describe``)
+    seeds: list[int] = field(default_factory=lambda: [0])
+
+
+# ---- several seeds ------------------------------------------------------------------------------
+
+def combine_seeds(per_seed: dict[int, EvalResult], reference: str | None) -> EvalResult:
+    """One result from the evaluations of every seed: each metric that is a number for every seed
+    becomes a ``MeanCI`` (mean, 95% Student-t interval over seeds, Welch's p against ``reference``);
+    everything else is the first seed's (sampling seconds: summed). One seed: that seed's result."""
+    results = list(per_seed.values())
+    first = results[0]
+    if len(results) == 1:
+        return first
+    values = {name: {m: [r.metrics[name][m] for r in results] for m in METRICS
+                     if all(isinstance(r.metrics[name].get(m), float | int) for r in results)}
+              for name in first.metrics}
+    summary = compare_to_reference(values, reference)
+    metrics = {}
+    for name, m in first.metrics.items():
+        # a per-evaluation interval of a metric (``<metric>_ci``) gives way to the interval over seeds
+        metrics[name] = {**{k: v for k, v in m.items() if k.removesuffix("_ci") not in summary[name]}, **summary[name]}
+        if "sample_seconds" in m:
+            metrics[name]["sample_seconds"] = sum(r.metrics[name]["sample_seconds"] for r in results)
+    return EvalResult(metrics, first.rows, first.rollouts)
+
+
+def seed_note(seeds: list[int], reference: str | None) -> str:
+    if len(seeds) < 2:
+        return f"One seed ({seeds[0]})."
+    note = (f"Mean ± {LEVEL:.0%} confidence interval over seeds {', '.join(map(str, seeds))} (Student t, "
+            f"n - 1 = {len(seeds) - 1} degrees of freedom): each seed trains every method (train.seed = seed) and samples "
+            "with that seed, on the same test trajectories.")
+    if reference:
+        note += (f" {SIGNIFICANT}: differs from {reference} by Welch's t-test (two-sided, p < {ALPHA:g}); with "
+                 f"{len(seeds)} seeds only large differences can show.")
+    return note + f" {COPY_LAST}: the same for every seed (no randomness)."
+
+
+def seeds_csv(res: EvalResult, seeds: list[int]) -> str:
+    """Long format: one line per method and metric, the value of every seed, mean, interval, p."""
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["method", "metric", *(f"seed_{k}" for k in seeds), "mean", f"ci{LEVEL * 100:.0f}_half_width",
+                "welch_p_vs_avid", "significant"])
+    for name, metrics in res.metrics.items():
+        for m, v in metrics.items():
+            if isinstance(v, MeanCI):
+                w.writerow([name, m, *v.values, float(v), v.half, "" if v.p is None else v.p, int(v.significant)])
+    return buf.getvalue()
 
 
 def available(metrics: dict[str, dict[str, Any]]) -> tuple[list[str], dict[str, str]]:
@@ -151,8 +209,10 @@ def write_report(exp: "ExperimentConfig", res: EvalResult, keys: dict[str, str],
     steps = {b["step"] for b in info.budget.values()}
     trained = (f"{steps.pop()} optimiser steps per method" if len(steps) == 1 else
                "optimiser steps: " + ", ".join(f"{m} {b['step']}" for m, b in info.budget.items()))
-    common = f"{info.batch_size} held-out Coinrun trajectories; {trained}."
-    note1 = common + (f" Sampling strengths from the sweeps: {swept}." if swept else "")
+    common = f"{info.splits.get('test', f'{info.batch_size} test trajectories')}; {trained}. " + seed_note(
+        info.seeds, keys.get("avid"))
+    chosen_on = f" (chosen on the {info.splits['validation']})" if "validation" in info.splits else ""
+    note1 = common + (f" Sampling strengths from the sweeps{chosen_on}: {swept}." if swept else "")
     table1 = result_rows(res, keys, TABLE1, shown, info.base_params)
     write_table(folder, "table1", table1, f"{exp.name}: Coinrun comparison (paper Table 1 layout)", note1)
     if any(n in keys for n in TABLE3[1:]):
@@ -160,8 +220,12 @@ def write_report(exp: "ExperimentConfig", res: EvalResult, keys: dict[str, str],
                     f"{exp.name}: AVID ablations (paper Table 3 layout)", common)
     norm_rows, norm_note = normalised_table(table1, exp.normalise_reference)
     write_table(folder, "normalised", norm_rows, f"{exp.name}: normalised scores (section 9.4)", norm_note)
+    if len(info.seeds) > 1:
+        atomic_write_text(folder / "seeds.csv", seeds_csv(res, info.seeds))
     if sweeps:
         md, rows = sweep_tables(sweeps, shown)
+        where = info.splits.get("validation", "validation split")
+        md = f"Sweep values chosen on the {where}, with the models of seed {info.seeds[0]}.\n\n" + md
         atomic_write_text(folder / "sweeps.md", md)
         atomic_write_text(folder / "sweeps.csv", to_csv(rows))
         atomic_write_text(folder / "sweeps.json", json.dumps(
@@ -186,21 +250,28 @@ def readme(exp: "ExperimentConfig", res: EvalResult, keys: dict[str, str], sweep
              + (f", at most {exp.minutes_per_method:g} min of training each" if exp.minutes_per_method else "")
              + f". Sizes: preset `{info.preset}` (parameter-matched adapters); controlnet and finetune copy the "
              f"base network. Base model: `{exp.run.base}`.", "",
-             "| method | trainable params | steps trained | lr | training min | sampling s (this run) |",
+             f"| method | trainable params | steps trained | lr | training min (seed {' / '.join(map(str, info.seeds))}) "
+             "| sampling s (this run, all seeds) |",
              "|---|---|---|---|---|---|"]
     for m in exp.methods:
         b = info.budget.get(m, {})
         p = params.get(keys.get(m, m))
+        minutes = " / ".join(f"{x / 60:.1f}" for x in b.get("train_seconds", []))
         lines.append(f"| {m} | {p or '–'} | {b.get('step', '–')} | {b.get('lr', '–')} | "
-                     f"{b.get('train_seconds', 0) / 60:.1f} | {res.metrics[keys[m]]['sample_seconds']:.0f} |")
+                     f"{minutes or '–'} | {res.metrics[keys[m]]['sample_seconds']:.0f} |")
+    lines += ["", "## Splits", "", "Choices (sweep values) are made on the validation split only; the tables "
+              "score the test split.", ""]
+    lines += [f"- {what}" for what in info.splits.values()]
+    lines += ["", "## Seeds", "", seed_note(info.seeds, keys.get("avid")) + (
+        " Sweeps: on the first seed's models only; every seed is evaluated at the chosen values. `seeds.csv`: "
+        "every seed's value, the mean, the interval and Welch's p." if len(info.seeds) > 1 else "")]
     lines += ["", "## Sampler and evaluation set", "",
               f"{s.sampler.upper()} "
               f"{f'with {s.steps} steps (eta {s.eta:g})' if s.sampler == 'ddim' else 'with every diffusion step'}, "
-              f"seed {s.seed}, batch {s.batch_size}; every method gets the same first frames, actions and noise. "
-              f"Evaluation: {info.batch_size} held-out trajectories from `{info.eval_dir}` "
+              f"sampling seed = the seed, batch {s.batch_size}; every method gets the same first frames, actions and "
+              f"noise. Evaluation: {info.batch_size} test trajectories from `{info.eval_dir}` "
               f"({exp.run.data.cond_frames} conditioning + {exp.run.data.frames - exp.run.data.cond_frames} predicted "
-              "frames; metrics over predicted frames). "
-              f"Sweeps: the first {min(exp.sweep_size, info.batch_size)} of them.",
+              "frames; metrics over predicted frames). Sweeps: on the validation split (above).",
               "", "## Metrics", "",
               f"Available: {', '.join(NAMES[m] for m in shown)}."]
     lines += [f"- {NAMES[m]}: {why}" for m, why in missing.items()]
@@ -215,7 +286,8 @@ def readme(exp: "ExperimentConfig", res: EvalResult, keys: dict[str, str], sweep
         lines += ["", f"Chosen by FVD when it is a number, else by the first available of "
                       f"{', '.join(exp.sweep_metrics)} (`sweep_metrics`)."]
     lines += ["", "## Results", "", (exp.report_dir / "table1.md").read_text().strip(), "", "## Files", "",
-              "- `table1.md/.csv`, `table3-ablations.md/.csv`, `normalised.md/.csv`, `sweeps.md/.csv/.json`",
-              "- `eval/`: the full evaluation (" + ", ".join(f"`{n}`" for n in report_file_names())
-              + "); `sweeps/<method>/`: the same for each sweep", ""]
+              "- `table1.md/.csv`, `table3-ablations.md/.csv`, `normalised.md/.csv`, `sweeps.md/.csv/.json`"
+              + (", `seeds.csv`" if len(info.seeds) > 1 else ""),
+              "- `eval/`: the full evaluation of seed 0 (" + ", ".join(f"`{n}`" for n in report_file_names())
+              + "); `seed-<k>/eval/`: seed k's; `sweeps/<method>/`: the same for each sweep (validation split)", ""]
     return "\n".join(lines)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import av
 import matplotlib
+import matplotlib.ticker
 import numpy as np
 import torch
 from PIL import Image
@@ -95,6 +96,7 @@ def write_table(folder: str | Path, name: str, rows: list[Row], title: str = "",
 
 
 def _save(fig, path: str | Path) -> Path:
+    fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
@@ -153,3 +155,33 @@ def score_vs_params_figure(points: dict[str, tuple[int, float]], metrics: list[s
 
 def plot_score_vs_params(path: str | Path, points: dict[str, tuple[int, float]], metrics: list[str]) -> Path:
     return _save(score_vs_params_figure(points, metrics), path)
+
+
+def plot_scaling(path: str | Path, points: list[dict], lines: dict[str, dict], metrics: tuple[tuple[str, str], ...],
+                 axes: tuple[tuple[str, str], ...], title: str = "") -> Path:
+    """Metrics against compute: one panel per (x axis, metric), ``points`` (dicts with every key of
+    ``axes`` and ``metrics``, optionally ``<metric>_ci95`` half-widths drawn as error bars) as a curve,
+    each of ``lines`` (label -> dict of metrics) as a horizontal line where it has that metric."""
+    fig, grid = plt.subplots(len(axes), len(metrics), figsize=(4 * len(metrics), 3 * len(axes)), squeeze=False)
+    for row, (x_key, x_label) in zip(grid, axes):
+        for ax, (key, label) in zip(row, metrics):
+            pts = [p for p in points if p.get(key) is not None]
+            if pts:
+                err = [p.get(f"{key}_ci95") for p in pts]
+                err = [e if e is not None and np.isfinite(e) else 0.0 for e in err]
+                ax.errorbar([p[x_key] for p in pts], [p[key] for p in pts], yerr=err, marker="o", capsize=3,
+                            label=pts[0].get("method", ""))
+            for (name, values), style in zip(lines.items(), ("--", ":", "-.")):
+                if values.get(key) is not None:
+                    ax.axhline(values[key], linestyle=style, color="grey" if style == "--" else "black", label=name)
+            if pts and all(p[x_key] > 0 for p in pts):
+                ax.set_xscale("log")  # ticks at the measured points (a doubling ladder: evenly spaced)
+                ax.set_xticks([p[x_key] for p in pts])
+                ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:.3g}"))
+                ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+            ax.set_xlabel(x_label)
+            ax.set_ylabel(label)
+            ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return _save(fig, path)

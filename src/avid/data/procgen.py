@@ -72,7 +72,44 @@ PRESETS: dict[str, ProcgenSpec] = {
     "coinrun-classifier": ProcgenSpec(["coinrun"], 20000, 10000, 1000, seed=2),
     "coinrun-classifier-cpu": ProcgenSpec(["coinrun"], 20000, 400, 500, seed=2),
     "coinrun-classifier-test": ProcgenSpec(["coinrun"], 30000, 1000, trajectories=2048, seed=3),
+    # Validation splits: choices (learning rate, weighting, steps, sweep values) are made on these,
+    # never on the test levels. coinrun-val is disjoint from every Coinrun preset above;
+    # procgen15-val (as the shipped base model's held-out set, seed 5) and procgen15-test are
+    # disjoint from procgen15-cpu's training levels 0-23 (the paper-scale procgen15 trains on
+    # levels 0-1999, which include procgen15-val's).
+    "coinrun-val": ProcgenSpec(["coinrun"], 5000, 1000, trajectories=256, seed=4),
+    "procgen15-val": ProcgenSpec(list(PRETRAIN_GAMES), 1000, 1000, trajectories=16, seed=5),
+    "procgen15-test": ProcgenSpec(list(PRETRAIN_GAMES), 3000, 1000, trajectories=16, seed=6),
 }
+
+
+def level_range(meta: dict) -> tuple[tuple[str, ...], range] | None:
+    """The games and levels a dataset was drawn from, read from its index metadata (``spec.meta()``);
+    None when the data does not record them (not generated from Procgen)."""
+    if meta.get("source") != "procgen" or "start_level" not in meta:
+        return None
+    return tuple(meta["games"]), range(meta["start_level"], meta["start_level"] + meta["num_levels"])
+
+
+def describe_levels(meta: dict) -> str:
+    """E.g. ``coinrun levels 5000-5999``, or what the data is when it records no levels."""
+    found = level_range(meta)
+    if found is None:
+        return f"{meta.get('source', 'unknown')} data (no level range recorded)"
+    games, levels = found
+    names = games[0] if len(games) == 1 else f"{len(games)} games ({', '.join(games)})"
+    return f"{names} levels {levels.start}-{levels.stop - 1}"
+
+
+def shared_levels(a: dict, b: dict) -> str | None:
+    """The levels two datasets have in common (e.g. ``coinrun levels 5000-5099``), None when they
+    are disjoint or either records no levels."""
+    ra, rb = level_range(a), level_range(b)
+    if ra is None or rb is None:
+        return None
+    games = sorted(set(ra[0]) & set(rb[0]))
+    lo, hi = max(ra[1].start, rb[1].start), min(ra[1].stop, rb[1].stop)
+    return f"{', '.join(games)} levels {lo}-{hi - 1}" if games and lo < hi else None
 
 
 def _make_env(game: str, num: int, start_level: int, num_levels: int, mode: str, seed: int):

@@ -1,0 +1,70 @@
+"""The runs a pipeline trains (``avid experiment coinrun``, ``avid experiment scaling``): a method's run
+config at a size preset's size, training that records its wall and CPU time beside the run
+(``experiment.json``, summed over resumed segments), and the step a run has reached.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from avid.checkpoint import load_config
+from avid.config import RunConfig, run_config_from_dict, set_dotted
+from avid.data.storage import atomic_write_text
+from avid.methods.sizes import SizePreset
+from avid.train import train
+
+SIZED_AS = {"avid-no-mask": "avid", "avid-no-cond": "avid"}  # the ablations keep AVID's network
+UNSIZED = ("controlnet", "finetune")  # copies of the base network: the base's size by construction
+
+
+def method_options(preset: SizePreset, method: str) -> dict[str, Any]:
+    return {} if method in UNSIZED else preset.options(SIZED_AS.get(method, method))
+
+
+def _dotted(d: dict[str, Any], prefix: str = ""):
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            yield from _dotted(v, f"{prefix}{k}.")
+        else:
+            yield f"{prefix}{k}", v
+
+
+def sized_run_config(template: RunConfig, method: str, preset: SizePreset, train_dir: Path, out: Path, name: str,
+                     settings: dict[str, Any] | None = None, **train_values: Any) -> RunConfig:
+    """``template`` training ``method`` at the preset's size on ``train_dir`` into ``out``, with
+    ``train_values`` in its ``train`` section, then the dotted ``settings`` (e.g. ``{"train.lr": 2e-5}``)."""
+    d = template.to_dict()
+    d.update(name=name, out=str(out))
+    d["data"]["train"] = str(train_dir)
+    d["method"] = {"name": method, "options": method_options(preset, method)}
+    d["train"].update(train_values)
+    for key, value in _dotted(settings or {}):
+        set_dotted(d, key, value)
+    return run_config_from_dict(d)
+
+
+def trained_step(folder: Path) -> int | None:
+    """The step of the exported model in ``folder`` (None: nothing exported yet)."""
+    return int(load_config(folder)["step"]) if (folder / "config.yaml").exists() else None
+
+
+def budget_record(folder: Path) -> dict[str, Any]:
+    """The training a run folder has had: wall and CPU (this process, all threads) seconds, segments."""
+    path = folder / "experiment.json"
+    return {"train_seconds": 0.0, "cpu_seconds": 0.0, "segments": 0, **(json.loads(path.read_text()) if path.exists()
+                                                                        else {})}
+
+
+def timed_train(cfg: RunConfig) -> dict[str, Any]:
+    """``train(cfg)``, adding its wall and CPU seconds to the run folder's record (``budget_record``)."""
+    folder = Path(cfg.out)
+    record = budget_record(folder)
+    t0, c0 = time.time(), time.process_time()
+    train(cfg)
+    record = {"train_seconds": record["train_seconds"] + time.time() - t0,
+              "cpu_seconds": record["cpu_seconds"] + time.process_time() - c0, "segments": record["segments"] + 1}
+    atomic_write_text(folder / "experiment.json", json.dumps(record, indent=1))
+    return record
