@@ -7,7 +7,7 @@ quoting expand exactly as for a reader; the recorded commands then run in this p
 ``avid ...`` through ``avid.cli.main`` (what the ``avid`` console script calls) and ``python -c``
 through ``exec``. They run in a fresh folder laid out like a clone (``configs/`` linked, ``assets/``
 copied, so nothing in the repository is written). Not run: the set-up line (``python3 -m venv``,
-``pip``), ``pytest`` itself, and lines marked ``# GPU`` (the paper's scale). ``pytest -s`` prints
+``pip``), ``pytest`` itself, lines marked ``# GPU`` (the paper's scale) and ``# shell N`` (a server and its client). ``pytest -s`` prints
 what each command took.
 """
 
@@ -29,7 +29,7 @@ from avid.cli import main
 from avid.locks import LOCK_NAME
 
 README = REPO_ROOT / "README.md"
-NOT_RUN = re.compile(r"^\s*(python3 -m venv|pip |pytest)|# GPU")
+NOT_RUN = re.compile(r"^\s*(python3 -m venv|pip |pytest)|# GPU|# shell \d")  # shell N: a server and its client
 RECORD = r"""
 __rec() { printf '%s\0' "$#" "$@" >> "$AVID_README_RECORD"; }
 avid() { __rec avid "$@"; }
