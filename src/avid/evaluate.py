@@ -104,16 +104,14 @@ def sample_cached(name: str, method: Method, batch: Batch, cfg: SampleConfig, ca
     return roll
 
 
-def perceptual(weights_dir: str | Path | None = None) -> MetricFn:
-    """LPIPS / FID / FVD with the standard networks ("n/a (weights not found ...)" without them)."""
-    from avid.metrics.perceptual import PERCEPTUAL_METRICS, perceptual_metrics
+def perceptual(weights_dir: str | Path | None = None, fvd_output: str = "logits") -> MetricFn:
+    """LPIPS / FID / FVD with the standard networks ("n/a (weights not found ...)" without them);
+    the real videos' side is computed once for all methods. ``fvd_output``: "logits" or "pool"."""
+    from avid.metrics.perceptual import Perceptual
 
     def fn(batch: Batch, rolls: dict[str, Rollout]) -> dict[str, dict[str, float | str]]:
-        out = {}
-        for name, r in rolls.items():
-            res = perceptual_metrics(to01(batch.x0), to01(r.videos), first=to01(batch.first), weights_dir=weights_dir)
-            out[name] = {**{k: res[k] for k in PERCEPTUAL_METRICS}, "conventions": res["conventions"]}
-        return out
+        nets = Perceptual.load(weights_dir, fvd_output=fvd_output)
+        return nets.score(to01(batch.x0), {name: to01(r.videos) for name, r in rolls.items()}, to01(batch.first))
 
     return fn
 

@@ -21,13 +21,14 @@ independent public records (projects that pin these files, Hugging Face LFS meta
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from avid.metrics.packaged import sha256_file
 
 ENV_VAR = "AVID_WEIGHTS_DIR"
 DEFAULT_DIR = "weights"
@@ -91,14 +92,6 @@ def resolve_dir(weights_dir: str | os.PathLike | None = None) -> Path:
     if weights_dir is not None:
         return Path(weights_dir)
     return Path(os.environ.get(ENV_VAR) or DEFAULT_DIR)
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 _VERIFIED: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256, per process
