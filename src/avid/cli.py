@@ -131,7 +131,13 @@ def cmd_eval(args) -> None:
     note = (f"{len(batch)} trajectories from {args.data}; {first_cfg['cond_frames']} conditioning frames; "
             f"metrics over predicted frames only; sampler {sc.sampler}"
             f"{f' ({sc.steps} steps)' if sc.sampler == 'ddim' else ''}, seed {sc.seed}.")
-    metrics = [action_error_ratio(args.classifier or None, device=sc.device), perceptual(args.weights)]
+    classes = None
+    if args.aer_classes:
+        from avid.data.aliasing import load_classes
+
+        classes = load_classes(args.aer_classes)
+    metrics = [action_error_ratio(args.classifier or None, device=sc.device, classes=classes),
+               perceptual(args.weights, args.fvd_features)]
     evaluate(methods, batch, sc, args.out, extra_metrics=metrics, title=args.title, note=note)
     print((Path(args.out) / "metrics.md").read_text())
     print(f"report in {Path(args.out).resolve()}")
@@ -181,7 +187,7 @@ def cmd_bench(args) -> None:
 
 # ---- action classifier (Action Error Ratio, paper section 9.3) ---------------------------------
 def _add_classifier_commands(sub) -> None:
-    """``avid classifier train`` and ``avid classifier eval``."""
+    """``avid classifier train``, ``avid classifier eval`` and ``avid classifier aliasing``."""
 
     def train(args) -> None:
         from avid.metrics.classifier_train import classifier_run_config, train_classifier
@@ -231,6 +237,25 @@ def _add_classifier_commands(sub) -> None:
     e.add_argument("--limit", type=int, default=None, help="at most this many trajectories")
     e.add_argument("--threads", type=int, default=None)
     e.set_defaults(fn=evaluate)
+
+    def aliasing(args) -> None:
+        from avid.data.aliasing import AliasingSpec, measure, save
+
+        start, _, stop = args.levels.partition(":")
+        spec = AliasingSpec(args.game, int(start), int(stop) - int(start), args.states, horizon=args.horizon,
+                            tolerance=args.tolerance, seed=args.seed)
+        report = measure(spec)
+        print(report.markdown() + f"\nwritten to {save(report, args.out)} (and .md)")
+
+    a = csub.add_parser("aliasing", help="which buttons act identically (from the environment) and the accuracy ceiling")
+    a.add_argument("--game", default="coinrun")
+    a.add_argument("--levels", default="50000:50500", help="START:STOP, levels of random play")
+    a.add_argument("--states", type=int, default=5000, help="states tested (every 3rd of the random-play stream)")
+    a.add_argument("--horizon", type=int, default=1, help="frames compared: the next, then common random follow-ups")
+    a.add_argument("--tolerance", type=float, default=0.0, help="classes: buttons alike in all but this fraction of states")
+    a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--out", default="reports/aliasing/coinrun.json")
+    a.set_defaults(fn=aliasing)
 # ---- end of the action classifier block --------------------------------------------------------
 
 
@@ -339,6 +364,10 @@ def main(argv: list[str] | None = None) -> None:
                     help="action classifier folder of the Action Error Ratio ('' for none: n/a)")
     ev.add_argument("--weights", default=None, help="folder of the metric networks' weights "
                     "(default: $AVID_WEIGHTS_DIR or ./weights); missing files give n/a")
+    ev.add_argument("--fvd-features", choices=["logits", "pool"], default="logits",
+                    help="I3D's 400 logits (the TF-Hub FVD's convention) or its 1024-d pool features")
+    ev.add_argument("--aer-classes", default=None, help="score the Action Error Ratio over the action classes "
+                    "of this `avid classifier aliasing` report instead of over buttons")
     ev.set_defaults(fn=cmd_eval)
 
     lo = sub.add_parser("loss", help="a trained method's (or base model's) denoising loss on a dataset's windows")

@@ -143,8 +143,14 @@ def action_error_ratio(path: str | Path | None, device: str = "cpu", batch_size:
             out[name] = {"aer": error_ratio(float(real.mean()), float(generated.mean()), c.action_kind),
                          "aer_ci": bootstrap_ci(ratio_of_means, *pair),
                          "action_score_real": float(real.mean()), "action_score_generated": float(generated.mean()),
-                         "aer_over": "action classes" if classes else "actions"}
+                         "conventions": {"aer": convention}}
         return out
+
+    over = (f"over {max(classes) + 1} action classes (buttons that act alike merged)" if classes
+            else f"over the {clf.cfg.num_actions} actions" if clf.discrete else "MAE on normalised actions")
+    score = "accuracy real / generated" if clf.discrete else "MAE generated / real"
+    convention = (f"{score} of the classifier {path}, {over}; [low, high]: paired percentile-bootstrap 95% "
+                  f"interval over the trajectories")
 
     return fn
 
@@ -160,7 +166,10 @@ def evaluate(methods: dict[str, Method], batch: Batch, cfg: SampleConfig, report
         results[name] = {**frame_metrics(to01(batch.x0), to01(rolls[name].videos)), "sample_seconds": time.time() - t0}
     for fn in extra_metrics:
         for name, vals in fn(batch, rolls).items():
+            conventions = {**results[name].get("conventions", {}), **vals.get("conventions", {})}
             results[name].update(vals)
+            if conventions:
+                results[name]["conventions"] = conventions
     shown = set(METRICS) | {f"{m}_ci" for m in METRICS}
     rows = [Row(name, {k: v for k, v in results[name].items() if k in shown}, count_parameters(m) or None,
                 getattr(m, "needs_parameters", False)) for name, m in methods.items()]
