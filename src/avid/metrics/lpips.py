@@ -92,7 +92,8 @@ class LPIPS(nn.Module):
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Images ``(N, 3, H, W)`` in [0, 1] -> the five unit-normalised VGG taps."""
-        return [_unit(f) for f in self.net(self.preprocess(x))]
+        x = self.preprocess(x).contiguous(memory_format=torch.channels_last)  # ~10% faster convs on CPU
+        return [_unit(f) for f in self.net(x)]
 
     def distance(self, fx: list[torch.Tensor], fy: list[torch.Tensor]) -> torch.Tensor:
         """LPIPS per pair ``(N,)`` from two images' ``features``."""

@@ -1,6 +1,10 @@
-"""The standard networks' weight files: where they come from, where they are looked for, and checks.
+"""The standard networks' weight files in the weights folder: where they come from, where they are
+looked for, and checks.
 
-Nothing is downloaded. A user puts the published files in one folder; ``find_weights`` looks in
+LPIPS and FVD need none of these: their weights come with the set-up line from two packages
+(``avid.metrics.packaged``). Files put here take precedence (e.g. torchvision's VGG16 with the
+official LPIPS heads, or another I3D port); FID's Inception-v3 ships in no package and is only
+found here. Nothing is downloaded at run time. A user puts the published files in one folder; ``find_weights`` looks in
 ``weights_dir`` if given, else in ``$AVID_WEIGHTS_DIR``, else in ``weights/`` under the current
 directory, and raises ``WeightsNotFound`` naming the file and the folder otherwise.
 
