@@ -62,3 +62,13 @@ def test_the_shipped_coinrun_classes_are_a_report_of_this_format():
 def test_save_round_trips(tmp_path):
     r = summarise(AliasingSpec(states=1), np.array([list(range(15))]))
     assert load_classes(save(r, tmp_path / "a.json")) == list(range(15))
+
+
+def test_classifier_eval_scores_over_the_shipped_classes(tmp_path, capsys):
+    from avid.data.procgen import ProcgenSpec, generate
+
+    generate(ProcgenSpec(["coinrun"], 30000, 100, trajectories=4, seed=5), tmp_path / "test")
+    main(["classifier", "eval", "--data", str(tmp_path / "test"), "--classes", "assets/coinrun-action-aliasing.json"])
+    line = capsys.readouterr().out
+    accuracy = float(line.split("action classes of assets/coinrun-action-aliasing.json: ")[1].split()[0])
+    assert 0 <= accuracy <= 1 and "over the 9 action classes" in line

@@ -221,6 +221,14 @@ def _add_classifier_commands(sub) -> None:
         if args.threads:
             torch.set_num_threads(args.threads)
         clf = load_classifier(args.classifier)
+        if args.classes:
+            from avid.data.aliasing import load_classes
+
+            classes = load_classes(args.classes)
+            score = evaluate_classifier(clf, args.data, args.limit, classes=classes)
+            print(f"held-out accuracy over the {max(classes) + 1} action classes of {args.classes}: {score:.4f} "
+                  f"(chance and ceiling: {args.classes.rsplit('.', 1)[0]}.md) on {args.data}")
+            return
         score = evaluate_classifier(clf, args.data, args.limit)
         name = "accuracy" if clf.discrete else "MAE (normalised actions)"
         chance = f" (chance {1 / clf.cfg.num_actions:.3f})" if clf.discrete else ""
@@ -245,6 +253,8 @@ def _add_classifier_commands(sub) -> None:
     e.add_argument("--data", required=True, help="held-out trajectories, e.g. data/coinrun-classifier-test")
     e.add_argument("--limit", type=int, default=None, help="at most this many trajectories")
     e.add_argument("--threads", type=int, default=None)
+    e.add_argument("--classes", default=None, help="score action classes of this `avid classifier aliasing` "
+                   "report (e.g. assets/coinrun-action-aliasing.json) instead of buttons")
     e.set_defaults(fn=evaluate)
 
     def aliasing(args) -> None:
