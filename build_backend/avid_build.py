@@ -22,9 +22,9 @@ from setuptools.build_meta import *  # noqa: F401,F403  (every other hook is set
 _PACKAGED = Path(__file__).resolve().parents[1] / "src" / "avid" / "metrics" / "packaged.py"
 
 
-def _fetch_weights() -> None:
+def _fetch_weights(packaged_py: Path = _PACKAGED) -> None:
     try:
-        spec = importlib.util.spec_from_file_location("_avid_packaged", _PACKAGED)
+        spec = importlib.util.spec_from_file_location("_avid_packaged", packaged_py)
         module = importlib.util.module_from_spec(spec)
         sys.modules[spec.name] = module  # dataclasses look their module up there
         spec.loader.exec_module(module)  # standard library only: nothing of the project is installed yet

@@ -13,7 +13,7 @@ from avid.metrics.fid import fid, inception_features, load_inception
 from avid.metrics.fvd import clips_of, fvd, i3d_features, load_i3d
 from avid.metrics.lpips import Heads, load_lpips, lpips_per_frame, lpips_videos
 from avid.metrics.networks import FIDInceptionV3, InceptionI3d, VGG16Features
-from avid.metrics.perceptual import perceptual_metrics
+from avid.metrics.perceptual import Perceptual, perceptual_metrics
 from avid.metrics.weights import WEIGHTS, WeightsMismatch
 
 FID_SIZE, I3D_SIZE = 96, 64  # small resizes keep the tests fast; the standard sizes run once below
@@ -207,3 +207,18 @@ def test_perceptual_metrics_at_the_standard_sizes(weights):
     assert "299x299" in out["conventions"]["fid"] and "224x224" in out["conventions"]["fvd"]
     with pytest.raises(ValueError, match="SHA-256"):  # random files are not the published ones
         perceptual_metrics(real, real, weights_dir=weights)
+
+
+def test_the_real_side_is_computed_once_for_the_same_ground_truth(weights, monkeypatch):
+    import avid.metrics.fvd as fvd_mod
+
+    nets = Perceptual.load(weights, check=False, fvd_output="pool")
+    calls, original = [], fvd_mod.i3d_features
+    monkeypatch.setattr(fvd_mod, "i3d_features", lambda clips, *a, **k: calls.append(len(clips)) or original(clips, *a, **k))
+    real, first = _videos(n=2, t=2, size=16, seed=4), _videos(n=2, t=2, size=16, seed=5)
+    a = nets.score(real, {"same": real.clone(), "brighter": _brighter(real)}, first)
+    assert len(calls) == 3 and abs(a["same"]["fvd"]) < 1e-6  # real once, then each generated set
+    b = nets.score(real.clone(), {"again": _brighter(real)}, first)  # same content: real side reused
+    assert len(calls) == 4 and b["again"]["fvd"] == pytest.approx(a["brighter"]["fvd"])
+    nets.score(real, {"again": _brighter(real)}, _brighter(first))  # other conditioning frames: recomputed
+    assert len(calls) == 6

@@ -110,9 +110,12 @@ def perceptual(weights_dir: str | Path | None = None, fvd_output: str = "logits"
     the real videos' side is computed once for all methods. ``fvd_output``: "logits" or "pool"."""
     from avid.metrics.perceptual import Perceptual
 
+    nets: list[Perceptual] = []  # loaded at the first call, then kept (with its real-feature cache)
+
     def fn(batch: Batch, rolls: dict[str, Rollout]) -> dict[str, dict[str, float | str]]:
-        nets = Perceptual.load(weights_dir, fvd_output=fvd_output)
-        return nets.score(to01(batch.x0), {name: to01(r.videos) for name, r in rolls.items()}, to01(batch.first))
+        if not nets:
+            nets.append(Perceptual.load(weights_dir, fvd_output=fvd_output))
+        return nets[0].score(to01(batch.x0), {name: to01(r.videos) for name, r in rolls.items()}, to01(batch.first))
 
     return fn
 

@@ -7,13 +7,16 @@ never a number. A file that is present but fails its checksum or has the wrong l
 (``ValueError``): a broken file is a fault to fix, not a missing metric.
 
 ``Perceptual`` loads the networks once and scores any number of generated sets against one real
-set, computing the real side (VGG taps per frame batch, FID and FVD features) once for all.
+set, computing the real side (VGG taps per frame batch, FID and FVD features) once for all; it
+keeps the FID/FVD features of the last few real sets, so later calls with the same ground truth
+(an experiment's sweeps, then its tables) skip them.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -24,6 +27,7 @@ from avid.metrics.frechet import frechet_distance
 from avid.metrics.weights import WEIGHTS, WeightsNotFound
 
 PERCEPTUAL_METRICS = ("lpips", "fid", "fvd")  # the value keys of ``perceptual_metrics``
+REAL_CACHE = 4  # real sets whose FID/FVD features are kept
 
 
 def _missing(err: FileNotFoundError) -> str:
@@ -41,6 +45,22 @@ class Perceptual:
     lpips: lpips_mod.LPIPS | str
     inception: fid_mod.FIDInceptionV3 | str
     i3d: fvd_mod.I3D | str
+    # real-side FID/FVD features of the last few real sets, by content: an experiment scores several
+    # groups of methods against the same ground truth
+    _real: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def _real_features(self, metric: str, compute, *tensors: torch.Tensor | None) -> torch.Tensor:
+        digest = hashlib.sha256(metric.encode())
+        for t in tensors:
+            if t is not None:
+                digest.update(str(tuple(t.shape)).encode())
+                digest.update(t.detach().float().cpu().contiguous().numpy().tobytes())
+        key = digest.hexdigest()
+        if key not in self._real:
+            while len(self._real) >= REAL_CACHE:
+                self._real.pop(next(iter(self._real)))
+            self._real[key] = compute()
+        return self._real[key]
 
     @classmethod
     def load(cls, weights_dir: str | os.PathLike | None = None, device: str | torch.device = "cpu",
@@ -91,7 +111,7 @@ class Perceptual:
                 out[name]["fid"] = self.inception
         else:
             feats = lambda v: fid_mod.inception_features(fid_mod.frames_of(v), self.inception, batch_size)  # noqa: E731
-            ref = feats(real)
+            ref = self._real_features("fid", lambda: feats(real), real)
             for name in names:
                 gen = feats(fakes[name])
                 out[name]["fid"] = frechet_distance(ref, gen)
@@ -102,7 +122,7 @@ class Perceptual:
         else:
             clips = max(1, batch_size // (real.shape[2] + k))
             feats = lambda v: fvd_mod.i3d_features(fvd_mod.clips_of(v, first), self.i3d, clips)  # noqa: E731
-            ref = feats(real)
+            ref = self._real_features(f"fvd-{self.i3d.kind}-{self.i3d.output}", lambda: feats(real), real, first)
             for name in names:
                 out[name]["fvd"] = frechet_distance(ref, feats(fakes[name]))
                 out[name]["conventions"]["fvd"] += f"; {real.shape[0]} real and {real.shape[0]} generated clips"
