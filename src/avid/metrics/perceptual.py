@@ -35,7 +35,7 @@ def _missing(err: FileNotFoundError) -> str:
         spec = next(s for s in WEIGHTS.values() if s.filename == err.file)
         return (f"n/a ({err.short}; no package ships it: get it from {spec.source.split(' (')[0]}, "
                 f"or set $AVID_WEIGHTS_DIR / --weights)")
-    return f"n/a ({err.short})"
+    return f"n/a ({getattr(err, 'short', str(err))})"
 
 
 @dataclass
