@@ -17,6 +17,7 @@ from avid.evaluate import COPY_LAST
 from avid.experiment import DEFAULT_METHODS, load_experiment, method_run_config, run_experiment
 from avid.methods.sizes import load_size_preset
 from avid.methods.sweeps import PAPER_SWEEPS
+from avid.metrics import packaged
 from avid.metrics.action_classifier import ActionClassifier, ClassifierConfig, save_classifier
 from tests.conftest import TINY_UNET, make_base, make_store
 
@@ -46,6 +47,13 @@ def tiny_experiment(tmp_path, more=()):
 def read_csv(path):
     with open(path) as f:
         return {row["method"]: row for row in csv.DictReader(f)}
+
+
+def _has(name: str) -> bool:
+    try:
+        return bool(packaged.locate(name))
+    except FileNotFoundError:
+        return False
 
 
 def test_the_whole_comparison_writes_the_papers_tables_and_a_rerun_trains_and_samples_nothing(tmp_path, monkeypatch):
@@ -80,7 +88,8 @@ def test_the_whole_comparison_writes_the_papers_tables_and_a_rerun_trains_and_sa
     for m, s in sweeps.items():
         (option, grid), = PAPER_SWEEPS[m].items()
         assert [v[option] for v in s["grid"]] == list(grid) and s["chosen"][option] in grid
-        assert s["criterion"] in ("aer", "ssim", "psnr")  # FVD and FID need weights that are absent here
+        # FVD when its network is there (the set-up line brings it), else the first metric that is a number
+        assert s["criterion"] in (("fvd",) if _has("i3d") else ("aer", "ssim", "psnr"))
     assert len(read_csv(report / "sweeps.csv")) == sum(len(g) for s in PAPER_SWEEPS.values() for g in s.values())
 
     readme = (report / "README.md").read_text()
@@ -99,7 +108,12 @@ def test_the_whole_comparison_writes_the_papers_tables_and_a_rerun_trains_and_sa
     monkeypatch.setattr(avid.budget, "train", fail)
     monkeypatch.setattr(avid.evaluate, "sample_videos", fail)
     again = run_experiment(exp)
-    assert read_csv(again / "table1.csv") == table1
+    rerun = read_csv(again / "table1.csv")
+    assert rerun.keys() == table1.keys()
+    for m, row in table1.items():  # equal up to float noise (LPIPS's VGG may sum in another order)
+        assert rerun[m].keys() == row.keys()
+        for k, v in row.items():
+            assert rerun[m][k] == v or float(rerun[m][k]) == pytest.approx(float(v), rel=1e-5), (m, k)
 
 
 def test_every_method_is_trained_and_sampled_once_per_seed_and_the_tables_give_mean_and_interval(tmp_path):

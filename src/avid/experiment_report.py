@@ -140,7 +140,8 @@ def available(metrics: dict[str, dict[str, Any]]) -> tuple[list[str], dict[str, 
 
 def _row(name: str, metrics: dict[str, Any], shown: list[str], params: int | None, needs: bool, **extra) -> Row:
     cells = {m: "n/a" if isinstance(metrics.get(m), str) else metrics.get(m, "–") for m in shown}
-    return Row(name, {**cells, **extra}, params, needs)
+    intervals = {f"{m}_ci": metrics[f"{m}_ci"] for m in shown if f"{m}_ci" in metrics}  # shown beside the value
+    return Row(name, {**cells, **intervals, **extra}, params, needs)
 
 
 def result_rows(res: EvalResult, keys: dict[str, str], names: tuple[str, ...], shown: list[str],

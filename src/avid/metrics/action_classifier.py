@@ -158,39 +158,52 @@ class ActionClassifier(nn.Module):
 # ---- the metric ---------------------------------------------------------------------------------
 
 @torch.no_grad()
-def _score(clf: ActionClassifier, first: torch.Tensor, video: torch.Tensor, actions: torch.Tensor,
-           batch_size: int) -> float:
-    """Accuracy (discrete) or MAE on normalised actions (continuous) over all transitions."""
+def action_scores(clf: ActionClassifier, first: torch.Tensor, video: torch.Tensor, actions: torch.Tensor,
+                  batch_size: int = 64, classes: list[int] | None = None) -> torch.Tensor:
+    """Per video ``(N,)``: the fraction of its transitions whose action the classifier names
+    (discrete) or the MAE of its predicted normalised actions (continuous). ``classes`` (discrete
+    only): the equivalence class of every action (``avid.data.aliasing``); a transition then counts
+    as named when the class with the most probability (summed over its actions) is the true
+    action's class."""
     n = first.shape[0]
     clf.window(first[:1], video[:1])  # shape check before any work
     if video.shape[0] != n:
         raise ValueError(f"first has {n} videos, video has {video.shape[0]}")
     clf.check_actions(actions, n)
+    if classes is not None and (not clf.discrete or len(classes) != clf.cfg.num_actions):
+        raise ValueError(f"classes must give one class per action ({clf.cfg.num_actions}) of a discrete "
+                         f"classifier, got {len(classes)}")
     was_training = clf.training
     clf.eval()
     p = next(clf.parameters())
-    total = 0.0
+    cls = None if classes is None else torch.as_tensor(classes, device=p.device)
+    out_scores = []
     try:
         for s in range(0, n, batch_size):
             w = clf.window(first[s:s + batch_size], video[s:s + batch_size]).to(p.device, p.dtype)
             out = clf(w).float()
             a = actions[s:s + batch_size].to(p.device)
-            if clf.discrete:
-                total += float((out.argmax(-1) == a).float().sum())
+            if not clf.discrete:
+                out_scores.append((out - clf.normalise(a)).abs().mean(-1).mean(-1))
+            elif cls is None:
+                out_scores.append((out.argmax(-1) == a).float().mean(-1))
             else:
-                total += float((out - clf.normalise(a)).abs().mean(-1).sum())
+                probs = out.softmax(-1)
+                by_class = probs.new_zeros(*probs.shape[:-1], int(cls.max()) + 1).index_add_(-1, cls, probs)
+                out_scores.append((by_class.argmax(-1) == cls[a]).float().mean(-1))
     finally:
         clf.train(was_training)
-    return total / (n * clf.cfg.predicted)
+    return torch.cat(out_scores).cpu()
 
 
 def action_accuracy(classifier: ActionClassifier, first: torch.Tensor, video: torch.Tensor,
-                    actions: torch.Tensor, batch_size: int = 64) -> float:
-    """Fraction of transitions whose action the classifier names. ``first`` ``(N, C, k, H, W)``,
-    ``video`` ``(N, C, T - k, H, W)`` in [-1, 1], ``actions`` ``(N, T - k)`` aligned with ``video``."""
+                    actions: torch.Tensor, batch_size: int = 64, classes: list[int] | None = None) -> float:
+    """Fraction of transitions whose action (or, with ``classes``, action class) the classifier names.
+    ``first`` ``(N, C, k, H, W)``, ``video`` ``(N, C, T - k, H, W)`` in [-1, 1], ``actions``
+    ``(N, T - k)`` aligned with ``video``."""
     if not classifier.discrete:
         raise ValueError("action_accuracy needs a discrete classifier; use action_mae for continuous actions")
-    return _score(classifier, first, video, actions, batch_size)
+    return float(action_scores(classifier, first, video, actions, batch_size, classes).mean())
 
 
 def action_mae(regressor: ActionClassifier, first: torch.Tensor, video: torch.Tensor,
@@ -198,7 +211,7 @@ def action_mae(regressor: ActionClassifier, first: torch.Tensor, video: torch.Te
     """Mean absolute error of the predicted normalised actions; ``actions`` ``(N, T - k, A)`` raw."""
     if regressor.discrete:
         raise ValueError("action_mae needs a continuous regressor; use action_accuracy for discrete actions")
-    return _score(regressor, first, video, actions, batch_size)
+    return float(action_scores(regressor, first, video, actions, batch_size).mean())
 
 
 def error_ratio(real: float, generated: float, kind: str = "discrete") -> float:
@@ -251,4 +264,4 @@ def load_classifier(folder: str | Path, device: str | torch.device = "cpu") -> A
 
 
 __all__ = ["CLASSIFIER_KIND", "SHIPPED_CLASSIFIER", "ActionClassifier", "ClassifierConfig", "action_accuracy", "action_error_ratio",
-           "action_mae", "error_ratio", "load_classifier", "save_classifier"]
+           "action_mae", "action_scores", "error_ratio", "load_classifier", "save_classifier"]

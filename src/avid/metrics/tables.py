@@ -8,6 +8,8 @@ import io
 import math
 from dataclasses import dataclass, field
 
+from avid.metrics.bootstrap import LEVEL, SAMPLES, format_ci
+
 # metric -> (column title, higher is better)
 METRICS: dict[str, tuple[str, bool]] = {
     "aer": ("Action Err. Ratio ↓", False),
@@ -59,9 +61,22 @@ def best_within(rows: list[Row], metric: str, tol: float = 0.02) -> set[int]:
     return {k for k, v in vals if ok(v)}
 
 
+def _ci_key(metric: str) -> str:
+    return f"{metric}_ci"  # a (low, high) interval of ``metric`` (``avid.metrics.bootstrap``), shown beside it
+
+
 def columns(rows: list[Row]) -> list[str]:
     present = {m for r in rows for m in r.values}
-    return [m for m in (*METRICS, *DERIVED) if m in present] + sorted(present - set(METRICS) - set(DERIVED))
+    known = [m for m in (*METRICS, *DERIVED) if m in present]
+    intervals = {_ci_key(m) for m in present}
+    return known + sorted(present - set(METRICS) - set(DERIVED) - intervals)
+
+
+def _cell(r: Row, m: str, bold: bool) -> str:
+    text = _fmt(r.values.get(m, "–"))
+    text = f"**{text}**" if bold else text
+    ci = r.values.get(_ci_key(m))
+    return f"{text} {format_ci(ci)}" if isinstance(ci, (tuple, list)) and isinstance(r.values.get(m), (int, float)) else text
 
 
 def markdown(rows: list[Row], title: str = "") -> str:
@@ -70,9 +85,12 @@ def markdown(rows: list[Row], title: str = "") -> str:
     head = "| Method | " + " | ".join({**METRICS, **DERIVED}.get(m, (m, True))[0] for m in cols) + " |"
     lines = [f"### {title}\n" if title else "", head, "|---" * (len(cols) + 1) + "|"]
     for k, r in enumerate(rows):
-        cells = [f"**{_fmt(r.values[m])}**" if k in bold[m] else _fmt(r.values.get(m, "–")) for m in cols]
+        cells = [_cell(r, m, k in bold[m]) for m in cols]
         lines.append(f"| {r.label} | " + " | ".join(cells) + " |")
     notes = "\nBold: within 2% of the best. Brackets: trainable parameters."
+    if any(_ci_key(m) in r.values for r in rows for m in cols):
+        notes += (f" [low, high]: {LEVEL:.0%} percentile-bootstrap interval over the evaluation trajectories "
+                  f"({SAMPLES} resamples, real and generated paired).")
     reasons = sorted({v for r in rows for v in r.values.values() if isinstance(v, str) and " (" in v})
     notes += "".join(f"\n{v.split(' (', 1)[0]}: {v.split(' (', 1)[1].rstrip(')')}." for v in reasons)
     if any(r.needs_parameters for r in rows):
@@ -84,7 +102,10 @@ def to_csv(rows: list[Row]) -> str:
     cols = columns(rows)
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["method", "trainable_params", "needs_parameters", *cols])
+    cis = [m for m in cols if any(_ci_key(m) in r.values for r in rows)]
+    w.writerow(["method", "trainable_params", "needs_parameters", *cols,
+                *(f"{m}_ci_{end}" for m in cis for end in ("low", "high"))])
     for r in rows:
-        w.writerow([r.method, r.params or "", int(r.needs_parameters), *(r.values.get(m, "") for m in cols)])
+        bounds = [b for m in cis for b in (r.values.get(_ci_key(m)) or ("", ""))]
+        w.writerow([r.method, r.params or "", int(r.needs_parameters), *(r.values.get(m, "") for m in cols), *bounds])
     return buf.getvalue()

@@ -1,6 +1,10 @@
-"""The standard networks' weight files: where they come from, where they are looked for, and checks.
+"""The standard networks' weight files in the weights folder: where they come from, where they are
+looked for, and checks.
 
-Nothing is downloaded. A user puts the published files in one folder; ``find_weights`` looks in
+LPIPS and FVD need none of these: their weights come with the set-up line from two packages
+(``avid.metrics.packaged``). Files put here take precedence (e.g. torchvision's VGG16 with the
+official LPIPS heads, or another I3D port); FID's Inception-v3 ships in no package and is only
+found here. Nothing is downloaded at run time. A user puts the published files in one folder; ``find_weights`` looks in
 ``weights_dir`` if given, else in ``$AVID_WEIGHTS_DIR``, else in ``weights/`` under the current
 directory, and raises ``WeightsNotFound`` naming the file and the folder otherwise.
 
@@ -21,13 +25,14 @@ independent public records (projects that pin these files, Hugging Face LFS meta
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from avid.metrics.packaged import sha256_file
 
 ENV_VAR = "AVID_WEIGHTS_DIR"
 DEFAULT_DIR = "weights"
@@ -91,14 +96,6 @@ def resolve_dir(weights_dir: str | os.PathLike | None = None) -> Path:
     if weights_dir is not None:
         return Path(weights_dir)
     return Path(os.environ.get(ENV_VAR) or DEFAULT_DIR)
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 _VERIFIED: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256, per process

