@@ -171,7 +171,7 @@ def test_sample_and_eval_default_to_the_readmes_ddim_steps():
     quickstart = load_run_config("configs/coinrun/quickstart.yaml").sample
     for cmd in (["sample", "--checkpoint", "x"], ["eval", "--runs", "x", "--data", "d", "--out", "o"]):
         args = p.parse_args(cmd)
-        assert (args.sampler, args.steps) == (quickstart.sampler, quickstart.steps) == ("ddim", 20)
+        assert (args.sampler, args.steps) == (quickstart.sampler, quickstart.steps) == ("ddim", 4)
 
 
 def test_version_and_a_level_range_without_a_colon_fail_or_answer_clearly(tmp_path, capsys):

@@ -203,7 +203,7 @@ def test_the_quickstart_plans_its_steps_from_measured_times(tmp_path, setup, mon
     measured = iter([1.0, 0.5] * 3)  # train step 1 s, sampling step 0.5 s
     roomy = qs.plan_steps(cfg, data, opt, seconds_left=10**6)
     assert roomy.steps == 50 and not roomy.too_slow
-    assert roomy.eval_seconds == pytest.approx(1 * 25 * 0.5 * 1.1 + 30)  # one batch of 4, 25 DDIM steps
+    assert roomy.eval_seconds == pytest.approx(1 * 25 * 0.5 * 1.1 + 20)  # one batch of 4, 25 DDIM steps
     tight = qs.plan_steps(cfg, data, opt, seconds_left=0)
     assert tight.too_slow and tight.steps == 5  # said plainly, and the minimum is trained anyway
     mid = qs.plan_steps(cfg, data, opt, seconds_left=roomy.eval_seconds + 21)

@@ -27,7 +27,7 @@ import torch
 
 from avid.checkpoint import load_config
 from avid.config import RunConfig, load_run_config
-from avid.data import EpisodeStore, WindowDataset, collate
+from avid.data import Batch, EpisodeStore, WindowDataset, collate
 from avid.data.procgen import PRESETS, generate
 from avid.data.storage import atomic_write_text
 from avid.evaluate import action_error_ratio, evaluate, load_eval_batch, perceptual
@@ -35,6 +35,7 @@ from avid.methods import build_method
 from avid.metrics.action_classifier import SHIPPED_CLASSIFIER
 from avid.precision import describe_cpu, resolve_precision
 from avid.report import report_files_markdown
+from avid.rollout import Rollout
 from avid.train import build_context, load_method, train
 
 log = logging.getLogger("avid")
@@ -64,6 +65,7 @@ class Plan:
 
     train_step_s: float
     sample_step_s: float  # one denoising step of AVID and of the base model, for one evaluation batch
+    metric_s: float  # the metrics (PSNR/SSIM, AER, LPIPS, FVD) of one trajectory of one method
     eval_seconds: float
     train_seconds: float
     steps: int
@@ -71,7 +73,8 @@ class Plan:
 
     def describe(self) -> str:
         return (f"measured: adapter train step {self.train_step_s:.2f} s, sampling step (AVID + base, one batch) "
-                f"{self.sample_step_s:.2f} s; evaluation ~{self.eval_seconds / 60:.1f} min; "
+                f"{self.sample_step_s:.2f} s, metrics {self.metric_s:.2f} s per trajectory and method; evaluation "
+                f"~{self.eval_seconds / 60:.1f} min; "
                 f"training {self.steps} steps ~{self.steps * self.train_step_s / 60:.1f} min")
 
 
@@ -92,9 +95,21 @@ def _seconds(fn, repeats: int = 2) -> float:
     return (time.perf_counter() - t) / repeats
 
 
-def plan_steps(cfg: RunConfig, train_dir: Path, opt: QuickstartOptions, seconds_left: float) -> Plan:
-    """Measure a training step and a sampling step here, at this run's precision, and plan the
-    optimiser steps that fit ``seconds_left`` after the evaluation."""
+def metric_seconds(batch, metrics: list, n: int = 4) -> float:
+    """Seconds the report's metrics take per trajectory of one method, measured on ``n`` windows of
+    ``batch`` scored as one generated set (the real side and the networks' loading included, so the
+    estimate errs on the long side)."""
+    part = Batch(batch.first[:n], batch.x0[:n], batch.actions[:n])
+    t = time.perf_counter()
+    for fn in metrics:
+        fn(part, {"probe": Rollout(part.x0)})
+    return (time.perf_counter() - t) / len(part)
+
+
+def plan_steps(cfg: RunConfig, train_dir: Path, opt: QuickstartOptions, seconds_left: float,
+               metrics: list = ()) -> Plan:
+    """Measure a training step, a sampling step and the metrics here, at this run's precision, and
+    plan the optimiser steps that fit ``seconds_left`` after the evaluation."""
     precision = resolve_precision(cfg.train.precision)
     store = EpisodeStore(train_dir)
     ctx = build_context(cfg, store.meta, precision.name)
@@ -124,16 +139,23 @@ def plan_steps(cfg: RunConfig, train_dir: Path, opt: QuickstartOptions, seconds_
             base.predict(x, i, first, actions)
 
     train_s, sample_s = _seconds(train_step), _seconds(sample_step, 1)
+    metric_s = metric_seconds(batch, list(metrics)) if metrics else 0.0
     denoising_steps = s.steps if s.sampler == "ddim" and s.steps else ctx.diffusion.num_steps
-    eval_s = math.ceil(opt.eval_size / bs) * denoising_steps * sample_s * 1.1 + 30  # + metrics and videos
+    rows = 3  # base, AVID and copy-last-frame are scored
+    eval_s = math.ceil(opt.eval_size / bs) * denoising_steps * sample_s * 1.1 + rows * opt.eval_size * metric_s + 20
     train_s_left = seconds_left - eval_s
     affordable = max(0, int(train_s_left / (train_s * 1.05)))  # Lightning's own overhead per step
     steps = min(cfg.train.max_steps, affordable)
     too_slow = steps < opt.min_steps
-    return Plan(train_s, sample_s, eval_s, train_s_left, max(steps, opt.min_steps), too_slow)
+    return Plan(train_s, sample_s, metric_s, eval_s, train_s_left, max(steps, opt.min_steps), too_slow)
 
 
-def run_evaluation(cfg: RunConfig, run_dir: Path, eval_dir: Path, report: Path) -> dict:
+def report_metrics(device: str) -> list:
+    """The report's metric functions (kept between the plan's measurement and the evaluation)."""
+    return [action_error_ratio(SHIPPED_CLASSIFIER, device), perceptual()]
+
+
+def run_evaluation(cfg: RunConfig, run_dir: Path, eval_dir: Path, report: Path, metrics: list) -> dict:
     batch = load_eval_batch(eval_dir, cfg.data.frames, cfg.data.cond_frames)
     avid, _ = load_method(run_dir, cfg.train.precision)
     base = build_method("base", build_context(cfg, EpisodeStore(eval_dir).meta, cfg.train.precision))
@@ -144,7 +166,7 @@ def run_evaluation(cfg: RunConfig, run_dir: Path, eval_dir: Path, report: Path) 
             f"{f' ({s.steps} steps, eta={s.eta})' if s.sampler == 'ddim' else ''}, seed {s.seed}. "
             "Base = the shipped pretrained model alone (black box, no actions).")
     res = evaluate({"base": base, "avid": avid}, batch, s, report,
-                   extra_metrics=[action_error_ratio(SHIPPED_CLASSIFIER, s.device), perceptual()],
+                   extra_metrics=metrics,
                    title="Quickstart: base model vs AVID on held-out Coinrun", note=note)
     print((report / "metrics.md").read_text())
     return res.metrics
@@ -162,10 +184,11 @@ def quickstart(opt: QuickstartOptions) -> Path:
     cfg = load_run_config(opt.config, overrides)
     precision = resolve_precision(cfg.train.precision)
     print(f"CPU: {describe_cpu()}\nprecision: {precision.describe()}")
+    metrics = report_metrics(cfg.sample.device)
     if opt.steps:
         steps, plan = opt.steps, None
     else:
-        plan = plan_steps(cfg, train_dir, opt, budget - (time.time() - t0))
+        plan = plan_steps(cfg, train_dir, opt, budget - (time.time() - t0), metrics)
         steps = plan.steps
         print(plan.describe())
         if plan.too_slow:
@@ -173,7 +196,7 @@ def quickstart(opt: QuickstartOptions) -> Path:
                   f"{max(plan.train_seconds, 0) / 60:.1f} min of training, fewer than the {opt.min_steps} steps the "
                   f"adapter needs; training {opt.min_steps} steps anyway (~{opt.min_steps * plan.train_step_s / 60:.0f} "
                   "min). Use --budget-minutes, --eval-size or --steps to choose.")
-    cap = 1.5 * steps * plan.train_step_s / 60 + 1 if plan else None  # a safety net, not the plan
+    cap = f"{1.5 * steps * plan.train_step_s / 60 + 1:.2f}" if plan else "null"  # a safety net, not the plan
     cfg = load_run_config(opt.config, overrides + [f"train.max_steps={steps}", f"train.max_minutes={cap}"])
     run_dir = train(cfg)
     reached = int(load_config(run_dir)["step"])
@@ -181,7 +204,7 @@ def quickstart(opt: QuickstartOptions) -> Path:
         print(f"training stopped by its time cap at step {reached} of {steps}; rerun the same command with "
               f"--steps {steps} to continue it")
     report = Path(opt.report_dir)
-    run_evaluation(cfg, run_dir, eval_dir, report)
+    run_evaluation(cfg, run_dir, eval_dir, report, metrics)
     seconds = time.time() - t0
     atomic_write_text(report / "README.md", _readme(opt, cfg, seconds, reached, precision.describe(), plan))
     print(f"\nquickstart finished in {seconds / 60:.1f} min (peak memory "
