@@ -33,7 +33,11 @@ class AVID(Method):
                              "ablation has none (final = out_pre + zero_conv(out_adapt))")
         self.residual = residual
         in_ch = c * (1 + int(condition_on_base) + k)  # x_i, out_pre, first frames (3c for one frame)
-        self.adapter = build_unet(ctx, self.unet_options, in_ch, c + int(mask), actions=True, zero_output=residual)
+        # residual: the adapter's own prediction starts at zero; its mask logit channel does not, or the
+        # mask head (zero-initialised below) and that channel would both stay at zero (each one's
+        # gradient is the other's value) and the mask could learn only a constant.
+        self.adapter = build_unet(ctx, self.unet_options, in_ch, c + int(mask), actions=True,
+                                  zero_output=c if residual else False)
         if mask:
             self.mask_head = zero_module(nn.Conv3d(1, 1, 1))  # mask logit starts at 0: m = 0.5
         else:
