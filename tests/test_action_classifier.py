@@ -13,7 +13,7 @@ from avid.cli import main
 from avid.data import Batch, WindowDataset, collate, to_video
 from avid.metrics.action_classifier import (ActionClassifier, ClassifierConfig, action_accuracy, action_error_ratio,
                                             action_mae, error_ratio, load_classifier, save_classifier)
-from avid.metrics.classifier_train import ClassifierRunConfig, evaluate_classifier, heldout, train_classifier
+from avid.pipelines.classifier_train import ClassifierRunConfig, evaluate_classifier, heldout, train_classifier
 from tests.conftest import SIZE, TINY_UNET, make_base, make_store
 
 T, K, A = 6, 2, 5
@@ -183,7 +183,7 @@ def test_windows_of_the_data_layer_align_with_the_shipped_convention(tmp_path):
 
 
 def test_the_continuous_regressor_is_trained_with_mse_on_actions_normalised_by_the_training_set():
-    from avid.metrics.classifier_train import build_classifier
+    from avid.pipelines.classifier_train import build_classifier
 
     g = torch.Generator().manual_seed(0)
     train_actions = torch.randn(500, 2, generator=g) * torch.tensor([3.0, 0.5]) + torch.tensor([1.0, -2.0])

@@ -10,7 +10,7 @@ from safetensors.torch import load_file, save_file
 from avid.blackbox import open_denoiser
 from avid.cli import main
 from avid.config import SampleConfig, load_run_config
-from avid.evaluate import _cache_key, load_eval_batch
+from avid.pipelines.evaluate import _cache_key, load_eval_batch
 from avid.methods import build_method
 from avid.rollout import sample_videos
 from avid.train import build_context, train

@@ -6,7 +6,7 @@ import yaml
 
 from avid.cli import main
 from avid.config import SampleConfig, load_run_config
-from avid.evaluate import evaluate, load_eval_batch
+from avid.pipelines.evaluate import evaluate, load_eval_batch
 from avid.methods import build_method
 from avid.train import build_context, load_method
 from tests.conftest import TINY_UNET, make_base, make_store
@@ -59,7 +59,7 @@ def test_evaluation_writes_the_report_and_resumes_from_cached_samples(trained, m
         assert (tmp / "report" / f).exists(), f
     assert set(res.metrics["avid"]) >= {"psnr", "ssim"} and res.rows[1].params > 0
     # the table closes with the trivial baseline: the last conditioning frame repeated, scored alike
-    from avid.evaluate import COPY_LAST, to01
+    from avid.pipelines.evaluate import COPY_LAST, to01
     from avid.metrics import frame_metrics
 
     assert res.rows[-1].method == COPY_LAST and res.rows[-1].params is None
@@ -67,7 +67,7 @@ def test_evaluation_writes_the_report_and_resumes_from_cached_samples(trained, m
     assert res.rows[-1].values["psnr"] == pytest.approx(copy["psnr"])
     assert f"| {COPY_LAST} |" in (tmp / "report" / "metrics.md").read_text()
     assert "Precision of every forward pass: fp32 (requested)" in (tmp / "report" / "metrics.md").read_text()
-    import avid.evaluate as ev
+    import avid.pipelines.evaluate as ev
 
     monkeypatch.setattr(ev, "sample_videos", lambda *a, **k: (_ for _ in ()).throw(AssertionError("resampled")))
     again = evaluate({"base": base_method, "avid": method}, batch, sc, tmp / "report")
@@ -88,7 +88,7 @@ def test_held_out_loss_weights_every_window_once_and_leaves_the_global_rng_alone
     import torch
 
     from avid.data import WindowDataset
-    from avid.evaluate import held_out_loss
+    from avid.pipelines.evaluate import held_out_loss
     from avid.methods.base import Method
 
     tmp, base, data = trained

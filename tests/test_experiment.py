@@ -10,11 +10,11 @@ import pytest
 import torch
 import yaml
 
-import avid.budget
-import avid.evaluate
-from avid import experiment
-from avid.evaluate import COPY_LAST
-from avid.experiment import DEFAULT_METHODS, load_experiment, method_run_config, run_experiment
+import avid.pipelines.budget
+import avid.pipelines.evaluate
+from avid.pipelines import experiment
+from avid.pipelines.evaluate import COPY_LAST
+from avid.pipelines.experiment import DEFAULT_METHODS, load_experiment, method_run_config, run_experiment
 from avid.methods.sizes import load_size_preset
 from avid.methods.sweeps import PAPER_SWEEPS
 from avid.metrics import packaged
@@ -105,8 +105,8 @@ def test_the_whole_comparison_writes_the_papers_tables_and_a_rerun_trains_and_sa
     def fail(*args, **kwargs):
         raise AssertionError("a finished run was trained or a cached video sampled again")
 
-    monkeypatch.setattr(avid.budget, "train", fail)
-    monkeypatch.setattr(avid.evaluate, "sample_videos", fail)
+    monkeypatch.setattr(avid.pipelines.budget, "train", fail)
+    monkeypatch.setattr(avid.pipelines.evaluate, "sample_videos", fail)
     again = run_experiment(exp)
     rerun = read_csv(again / "table1.csv")
     assert rerun.keys() == table1.keys()
@@ -189,8 +189,8 @@ def test_the_command_line_sets_the_budget(monkeypatch):
 
 
 def test_seeds_combine_into_mean_and_interval_and_replace_a_single_evaluations_interval():
-    from avid.evaluate import EvalResult
-    from avid.experiment_report import combine_seeds
+    from avid.pipelines.evaluate import EvalResult
+    from avid.pipelines.experiment_report import combine_seeds
 
     def result(avid_psnr, base_psnr):
         return EvalResult({"avid": {"psnr": avid_psnr, "psnr_ci": (0.0, 99.0), "sample_seconds": 2.0},

@@ -20,7 +20,7 @@ from avid.data import Batch
 from avid.diffusion import Diffusion, DiffusionConfig
 from avid.methods import Context, build_method
 from avid.rollout import sample_videos
-from avid.serve import Batcher, make_app
+from avid.pipelines.serve import Batcher, make_app
 from avid.train import load_method, train
 from tests.conftest import K, SIZE, TINY_UNET, make_base, make_store
 from tests.servers import ServerProcess, app_in_thread, metrics, server_process

@@ -192,7 +192,7 @@ def test_the_ema_warms_up_so_a_short_run_is_not_held_back_by_its_initial_weights
 
 
 def test_the_quickstart_plans_its_steps_from_measured_times(tmp_path, setup, monkeypatch):
-    import avid.quickstart as qs
+    import avid.pipelines.quickstart as qs
 
     base, data = setup
     cfg = run_config(tmp_path, base, data, steps=50)

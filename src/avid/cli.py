@@ -49,7 +49,7 @@ def cmd_train(args) -> None:
 def cmd_bench_metrics(args) -> None:
     import json
 
-    from avid.bench_metrics import bench_metrics
+    from avid.pipelines.bench_metrics import bench_metrics
 
     res = bench_metrics(args.data, args.limit, classifier=args.classifier, threads=args.threads)
     print(json.dumps(res, indent=1, default=str))
@@ -67,7 +67,7 @@ def cmd_weights_fetch(args) -> None:
 
 
 def cmd_quickstart(args) -> None:
-    from avid.quickstart import QuickstartOptions, quickstart
+    from avid.pipelines.quickstart import QuickstartOptions, quickstart
 
     quickstart(QuickstartOptions(config=args.config, base=args.base, steps=args.steps, budget_minutes=args.budget_minutes,
                                  eval_size=args.eval_size,
@@ -91,7 +91,7 @@ def _sample(args) -> None:
     from avid.config import SampleConfig
     from avid.data import WindowDataset, collate, to_uint8
     from avid.data.windows import frames_to_video
-    from avid.report import mask_to_video, video_grid, write_video
+    from avid.pipelines.report import mask_to_video, video_grid, write_video
     from avid.rollout import sample_videos
     from avid.train import load_method
 
@@ -133,7 +133,7 @@ def cmd_eval(args) -> None:
     from pathlib import Path
 
     from avid.config import SampleConfig
-    from avid.evaluate import action_error_ratio, evaluate, load_eval_batch, perceptual
+    from avid.pipelines.evaluate import action_error_ratio, evaluate, load_eval_batch, perceptual
     from avid.methods import build_method
     from avid.train import load_method
     from avid.train.run import build_context
@@ -170,7 +170,7 @@ def cmd_eval(args) -> None:
 
 
 def cmd_loss(args) -> None:
-    from avid.evaluate import held_out_loss
+    from avid.pipelines.evaluate import held_out_loss
     from avid.train import load_method
 
     method, mc = load_method(args.checkpoint, args.precision)
@@ -203,13 +203,13 @@ def cmd_export(args) -> None:
 def cmd_bench(args) -> None:
     import torch
 
-    from avid.bench import format_report, run_bench
+    from avid.pipelines.bench import format_report, run_bench
     from avid.config import load_run_config
 
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.blackbox:  # the black-box door's cost per query: in-process vs worker vs server
-        from avid.bench_blackbox import bench_blackbox
+        from avid.pipelines.bench_blackbox import bench_blackbox
 
         result = bench_blackbox(args.base, precision=args.precision or "auto", repeats=args.repeats)
         print("\n".join(f"{k:>24}: {v}" for k, v in result.items()))
@@ -222,7 +222,7 @@ def _add_serve_command(sub) -> None:
     """``avid serve``: a base model behind HTTP, as a model provider would serve it."""
 
     def run(args) -> None:
-        from avid.serve import ServeLimits, serve
+        from avid.pipelines.serve import ServeLimits, serve
 
         serve(args.base, host=args.host, port=args.port, token=args.token or os.environ.get("AVID_SERVE_TOKEN"),
               precision=args.precision, device=args.device, threads=args.threads,
@@ -272,7 +272,7 @@ def _add_classifier_commands(sub) -> None:
     """``avid classifier train``, ``avid classifier eval`` and ``avid classifier aliasing``."""
 
     def train(args) -> None:
-        from avid.metrics.classifier_train import classifier_run_config, train_classifier
+        from avid.pipelines.classifier_train import classifier_run_config, train_classifier
 
         run = classifier_run_config(args.config, args.set)
         if args.eval_data is not None:
@@ -289,7 +289,7 @@ def _add_classifier_commands(sub) -> None:
         import torch
 
         from avid.metrics.action_classifier import load_classifier
-        from avid.metrics.classifier_train import evaluate_classifier
+        from avid.pipelines.classifier_train import evaluate_classifier
         from avid.precision import resolve_precision
 
         if args.threads:
@@ -368,7 +368,7 @@ def _add_experiment_commands(sub) -> None:
     def run(args) -> None:
         import shlex
 
-        from avid.experiment import load_experiment, run_experiment
+        from avid.pipelines.experiment import load_experiment, run_experiment
 
         flags = {"steps": args.steps, "eval_size": args.eval_size, "sweep_size": args.sweep_size,
                  "minutes_per_method": args.minutes_per_method, "name": args.name, "run.train.threads": args.threads,
@@ -404,7 +404,7 @@ def _add_experiment_commands(sub) -> None:
     def scaling(args) -> None:
         import shlex
 
-        from avid.scaling import load_scaling, run_scaling
+        from avid.pipelines.scaling import load_scaling, run_scaling
 
         flags = {"ladder": f"[{args.ladder}]" if args.ladder else None, "val_size": args.val_size, "name": args.name,
                  "run.train.threads": args.threads, "run.train.precision": args.precision,

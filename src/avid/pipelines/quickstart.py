@@ -30,11 +30,11 @@ from avid.config import RunConfig, load_run_config
 from avid.data import Batch, EpisodeStore, WindowDataset, collate
 from avid.data.procgen import PRESETS, generate
 from avid.data.storage import atomic_write_text
-from avid.evaluate import action_error_ratio, evaluate, load_eval_batch, perceptual
+from avid.pipelines.evaluate import action_error_ratio, evaluate, load_eval_batch, perceptual
 from avid.methods import build_method
 from avid.metrics.action_classifier import SHIPPED_CLASSIFIER
 from avid.precision import describe_cpu, resolve_precision
-from avid.report import report_files_markdown
+from avid.pipelines.report import report_files_markdown
 from avid.rollout import Rollout
 from avid.train import build_context, load_method, train
 

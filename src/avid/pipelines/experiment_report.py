@@ -29,14 +29,14 @@ from safetensors import safe_open
 
 from avid.checkpoint import WEIGHTS, resolve
 from avid.data.storage import atomic_write_text
-from avid.evaluate import COPY_LAST, EvalResult, MetricFn, action_error_ratio, perceptual
+from avid.pipelines.evaluate import COPY_LAST, EvalResult, MetricFn, action_error_ratio, perceptual
 from avid.metrics.normalise import normalised_scores
 from avid.metrics.stats import ALPHA, LEVEL, SIGNIFICANT, MeanCI, compare_to_reference
 from avid.metrics.tables import METRICS, Row, markdown, to_csv
-from avid.report import report_file_names, write_table
+from avid.pipelines.report import report_file_names, write_table
 
 if TYPE_CHECKING:
-    from avid.experiment import ExperimentConfig, ExperimentMetrics, SweepResult
+    from avid.pipelines.experiment import ExperimentConfig, ExperimentMetrics, SweepResult
 
 TABLE1 = ("avid", "scratch", "poe", "action-cfg", "controlnet-small", "controlnet", "base",
           "classifier-guidance", "finetune")  # the paper's row order
@@ -47,7 +47,7 @@ NAMES = {"aer": "Action Error Ratio", "fvd": "FVD", "fid": "FID", "ssim": "SSIM"
 # ---- metrics added to evaluate() ----------------------------------------------------------------
 
 def metric_functions(cfg: "ExperimentMetrics") -> list[MetricFn]:
-    """The Action Error Ratio, and LPIPS/FID/FVD (``avid.evaluate.perceptual``) when ``cfg.perceptual``."""
+    """The Action Error Ratio, and LPIPS/FID/FVD (``avid.pipelines.evaluate.perceptual``) when ``cfg.perceptual``."""
     device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
     fns = [action_error_ratio(cfg.classifier, device, cfg.batch_size)]
     return fns + [perceptual(cfg.weights_dir)] if cfg.perceptual else fns

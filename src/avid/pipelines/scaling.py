@@ -7,7 +7,7 @@ grows with every rung would change the schedule of the steps already taken.
 At every rung, on the validation split (never the test split, and disjoint from the training levels):
 PSNR and SSIM of videos sampled with the run's sampler (the same first frames, actions and noise at
 every rung), each with a 95% Student-t interval over the trajectories, and the held-out denoising
-loss (``avid.evaluate.held_out_loss``, the same windows, steps and noise at every rung); the base
+loss (``avid.pipelines.evaluate.held_out_loss``, the same windows, steps and noise at every rung); the base
 model alone and copying the last conditioning frame are measured once, as horizontal lines.
 
 ``reports/<name>/``: ``scaling.csv``, ``scaling.png`` (each metric against optimiser steps and
@@ -33,15 +33,15 @@ from avid.checkpoint import load_config
 from avid.config import RunConfig, load_sections
 from avid.data import Batch
 from avid.data.storage import atomic_write_text
-from avid.evaluate import COPY_LAST, copy_last_frame, evaluate, held_out_loss, load_eval_batch, to01
-from avid.budget import budget_record, sized_run_config, timed_train, trained_step
+from avid.pipelines.evaluate import COPY_LAST, copy_last_frame, evaluate, held_out_loss, load_eval_batch, to01
+from avid.pipelines.budget import budget_record, sized_run_config, timed_train, trained_step
 from avid.methods import REGISTRY, Method, build_method
 from avid.methods.sizes import load_size_preset
 from avid.metrics import psnr_per_frame, ssim_per_frame
 from avid.metrics.stats import LEVEL, mean_ci
 from avid.precision import describe_cpu
-from avid.report import plot_scaling
-from avid.splits import ExperimentData, Split, check_disjoint, held_out_set, training_set
+from avid.pipelines.report import plot_scaling
+from avid.pipelines.splits import ExperimentData, Split, check_disjoint, held_out_set, training_set
 from avid.train import build_context, load_method
 
 log = logging.getLogger("avid")

@@ -1,7 +1,7 @@
 """``avid experiment coinrun``: the paper's Coinrun comparison (section 4, Tables 1 and 3; sweeps of
 section 9.5) as one command, from one YAML file (``configs/experiments/coinrun-*.yaml``).
 
-1. data (``avid.splits``): the Coinrun training set, a validation split (levels 5000-5999) and the
+1. data (``avid.pipelines.splits``): the Coinrun training set, a validation split (levels 5000-5999) and the
    test split (levels 10000-10999) from the Procgen presets, generated once into folders named by
    their size and reused afterwards; the three must not share a folder or a level;
 2. training: every method on the same set, with the same number of optimiser steps and the
@@ -13,8 +13,8 @@ section 9.5) as one command, from one YAML file (``configs/experiments/coinrun-*
    validation split; the best value (by FVD when it is a number, else by the first available of
    ``sweep_metrics``) is the one every seed is evaluated at on the test split;
 4. evaluation: for each seed, every method and the base model alone on the same test first frames
-   and actions, with sampling seed = the seed (``avid.evaluate``); written up by
-   ``avid.experiment_report`` into ``reports/<experiment>/``: with several seeds, mean ± 95%
+   and actions, with sampling seed = the seed (``avid.pipelines.evaluate``); written up by
+   ``avid.pipelines.experiment_report`` into ``reports/<experiment>/``: with several seeds, mean ± 95%
    confidence interval over seeds and Welch's test against AVID (``avid.metrics.stats``).
 """
 
@@ -33,18 +33,18 @@ import torch
 import yaml
 
 from avid.blackbox import is_url
-from avid.budget import budget_record, sized_run_config, timed_train, trained_step
+from avid.pipelines.budget import budget_record, sized_run_config, timed_train, trained_step
 from avid.checkpoint import load_config
 from avid.config import RunConfig, load_sections
 from avid.data import Batch
-from avid.evaluate import EvalResult, evaluate, load_eval_batch
-from avid.experiment_report import (ReportInfo, base_parameters, combine_seeds, metric_functions, sweep_key,
-                                    write_report)
+from avid.pipelines.evaluate import EvalResult, evaluate, load_eval_batch
+from avid.pipelines.experiment_report import (ReportInfo, base_parameters, combine_seeds, metric_functions, sweep_key,
+                                              write_report)
 from avid.methods import REGISTRY, Method, build_method
 from avid.methods.sizes import SizePreset, load_size_preset
 from avid.methods.sweeps import PAPER_SWEEPS, set_sampling_options
 from avid.metrics.tables import METRICS
-from avid.splits import ExperimentData, Split, check_disjoint, held_out_set, training_set
+from avid.pipelines.splits import ExperimentData, Split, check_disjoint, held_out_set, training_set
 from avid.train import build_context, load_method
 
 log = logging.getLogger("avid")
