@@ -14,7 +14,8 @@ import avid.pipelines.budget
 import avid.pipelines.evaluate
 from avid.pipelines import experiment
 from avid.pipelines.evaluate import COPY_LAST
-from avid.pipelines.experiment import DEFAULT_METHODS, load_experiment, method_run_config, run_experiment
+from avid.pipelines.experiment import method_run_config, run_experiment
+from avid.pipelines.experiment_config import DEFAULT_METHODS, load_experiment
 from avid.methods.sizes import load_size_preset
 from avid.methods.sweeps import PAPER_SWEEPS
 from avid.metrics import packaged

@@ -368,7 +368,8 @@ def _add_experiment_commands(sub) -> None:
     def run(args) -> None:
         import shlex
 
-        from avid.pipelines.experiment import load_experiment, run_experiment
+        from avid.pipelines.experiment import run_experiment
+        from avid.pipelines.experiment_config import load_experiment
 
         flags = {"steps": args.steps, "eval_size": args.eval_size, "sweep_size": args.sweep_size,
                  "minutes_per_method": args.minutes_per_method, "name": args.name, "run.train.threads": args.threads,

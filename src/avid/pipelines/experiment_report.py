@@ -22,21 +22,19 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from safetensors import safe_open
 
 from avid.checkpoint import WEIGHTS, resolve
 from avid.data.storage import atomic_write_text
+from avid.pipelines.experiment_config import ExperimentConfig, ExperimentMetrics, SweepResult
 from avid.pipelines.evaluate import COPY_LAST, EvalResult, MetricFn, action_error_ratio, perceptual
 from avid.metrics.normalise import normalised_scores
 from avid.metrics.stats import ALPHA, LEVEL, SIGNIFICANT, MeanCI, compare_to_reference
 from avid.metrics.tables import METRICS, Row, markdown, to_csv
 from avid.pipelines.report import report_file_names, write_table
-
-if TYPE_CHECKING:
-    from avid.pipelines.experiment import ExperimentConfig, ExperimentMetrics, SweepResult
 
 TABLE1 = ("avid", "scratch", "poe", "action-cfg", "controlnet-small", "controlnet", "base",
           "classifier-guidance", "finetune")  # the paper's row order
@@ -46,7 +44,7 @@ NAMES = {"aer": "Action Error Ratio", "fvd": "FVD", "fid": "FID", "ssim": "SSIM"
 
 # ---- metrics added to evaluate() ----------------------------------------------------------------
 
-def metric_functions(cfg: "ExperimentMetrics") -> list[MetricFn]:
+def metric_functions(cfg: ExperimentMetrics) -> list[MetricFn]:
     """The Action Error Ratio, and LPIPS/FID/FVD (``avid.pipelines.evaluate.perceptual``) when ``cfg.perceptual``."""
     device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
     fns = [action_error_ratio(cfg.classifier, device, cfg.batch_size)]
@@ -189,7 +187,7 @@ def _strengths(values: dict[str, float]) -> str:
     return ",".join(f"{k}={float(v):g}" for k, v in values.items())
 
 
-def sweep_tables(sweeps: dict[str, "SweepResult"], shown: list[str]) -> tuple[str, list[Row]]:
+def sweep_tables(sweeps: dict[str, SweepResult], shown: list[str]) -> tuple[str, list[Row]]:
     md, all_rows = [], []
     for method, s in sweeps.items():
         rows = [_row(sweep_key(method, v), s.metrics[sweep_key(method, v)], shown, s.params, False,
@@ -202,7 +200,7 @@ def sweep_tables(sweeps: dict[str, "SweepResult"], shown: list[str]) -> tuple[st
 
 # ---- the report folder --------------------------------------------------------------------------
 
-def write_report(exp: "ExperimentConfig", res: EvalResult, keys: dict[str, str], sweeps: dict[str, "SweepResult"],
+def write_report(exp: ExperimentConfig, res: EvalResult, keys: dict[str, str], sweeps: dict[str, SweepResult],
                  info: ReportInfo) -> Path:
     folder = exp.report_dir
     shown, missing = available(res.metrics)
@@ -236,7 +234,7 @@ def write_report(exp: "ExperimentConfig", res: EvalResult, keys: dict[str, str],
     return folder
 
 
-def readme(exp: "ExperimentConfig", res: EvalResult, keys: dict[str, str], sweeps: dict[str, "SweepResult"],
+def readme(exp: ExperimentConfig, res: EvalResult, keys: dict[str, str], sweeps: dict[str, SweepResult],
            info: ReportInfo, shown: list[str], missing: dict[str, str]) -> str:
     t, s = exp.run.train, exp.run.sample
     params = {r.method: r.params for r in res.rows}
