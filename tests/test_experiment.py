@@ -15,7 +15,8 @@ import avid.pipelines.evaluate
 from avid.pipelines import experiment
 from avid.pipelines.evaluate import COPY_LAST
 from avid.pipelines.experiment import method_run_config, run_experiment
-from avid.pipelines.experiment_config import DEFAULT_METHODS, load_experiment
+from avid.pipelines.experiment_config import load_experiment
+from avid.methods import COMPARED as DEFAULT_METHODS
 from avid.methods.sizes import load_size_preset
 from avid.methods.sweeps import PAPER_SWEEPS
 from avid.metrics import packaged
@@ -61,11 +62,13 @@ def test_the_whole_comparison_writes_the_papers_tables_and_a_rerun_trains_and_sa
     exp = tiny_experiment(tmp_path)
     report = run_experiment(exp)
 
-    # every method trained for the same number of steps; fine-tuning at the paper's lr 2e-5
+    # every method trained for the same number of steps; fine-tuning at the paper's lr 2e-5 (its
+    # default_lr: the experiment sets no train.lr), the others at 1e-4, each recorded in its run
+    assert exp.run.train.lr is None
     for m in DEFAULT_METHODS:
         cfg = yaml.safe_load((tmp_path / "runs" / "tiny" / m / "config.yaml").read_text())
         assert cfg["step"] == 2
-        assert cfg["run"]["train"]["lr"] == (2e-5 if m == "finetune" else exp.run.train.lr)
+        assert cfg["run"]["train"]["lr"] == (2e-5 if m == "finetune" else 1e-4)
 
     # Table 1: one row per method, the base model and the copy-last-frame baseline; Table 3: AVID and
     # its two ablations (and the same baseline)

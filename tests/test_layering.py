@@ -86,3 +86,35 @@ def test_the_checker_sees_a_wrong_import_and_a_cycle(tmp_path):
     assert imports(a, {"avid.tiny", "avid.train"}) == {"avid.train", "avid.tiny", "avid.metrics.frames"}
     with pytest.raises(graphlib.CycleError):
         list(graphlib.TopologicalSorter({"x": {"y"}, "y": {"x"}}).static_order())
+
+
+def test_no_code_outside_the_methods_compares_a_method_name():
+    """What differs between methods is a class attribute: no ``name == "pretrain"``, no ``in ("base",
+    ...)``, no table keyed by method names outside ``avid.methods``."""
+    from avid.methods import REGISTRY
+
+    def names(node) -> set[str]:
+        items = node.elts if isinstance(node, (ast.Tuple, ast.List, ast.Set)) else [node]
+        return {n.value for n in items if isinstance(n, ast.Constant) and n.value in REGISTRY}
+
+    def literal(node) -> bool:
+        try:
+            ast.literal_eval(node)
+        except ValueError:
+            return False
+        return True
+
+    wrong = []
+    for m, path in modules().items():
+        if m == "avid.methods" or m.startswith("avid.methods."):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            found = set()
+            if isinstance(node, ast.Compare):
+                found = set().union(*(names(n) for n in [node.left, *node.comparators]))
+            elif isinstance(node, ast.Dict):  # a table of properties: method names -> literals (rows of
+                # results keyed by method, {"base": base_method}, are not)
+                found = set().union(*(names(k) for k, v in zip(node.keys, node.values) if k is not None and literal(v)))
+            if found:
+                wrong.append(f"{m}:{node.lineno} {sorted(found)}")
+    assert not wrong, "method names compared outside avid.methods:\n" + "\n".join(wrong)

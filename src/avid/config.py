@@ -37,7 +37,7 @@ class TrainConfig:
     max_steps: int = 1000
     max_minutes: float | None = None  # stop after this wall time (whichever comes first)
     batch_size: int = 8
-    lr: float = 1e-4
+    lr: float | None = None  # None: the method's default_lr (1e-4; finetune 2e-5, as the paper)
     lr_schedule: str = "constant"  # or "cosine": decay to lr * min_lr_ratio at max_steps
     warmup_steps: int = 0  # linear warm-up from 0 over this many steps
     min_lr_ratio: float = 0.1

@@ -76,7 +76,7 @@ def check_sizes(exp: ExperimentConfig, preset: SizePreset) -> None:
 def method_run_config(exp: ExperimentConfig, method: str, preset: SizePreset, train_dir: Path,
                       max_minutes: float | None = None, seed: int = 0) -> RunConfig:
     """The run of ``method`` at ``seed``: the experiment's ``run`` template, this method at the preset's
-    size, the common step budget, then the method's own ``per_method`` settings (finetune: lr 2e-5)."""
+    size, the common step budget, then the method's own ``per_method`` settings (e.g. its learning rate)."""
     return sized_run_config(exp.run, method, preset, train_dir, exp.run_dir(method, seed),
                             f"{exp.name}-{method}" + (f"-seed{seed}" if seed else ""), exp.per_method.get(method),
                             max_steps=exp.steps, max_minutes=max_minutes, seed=seed)
@@ -160,9 +160,9 @@ def evaluate_all(exp: ExperimentConfig, loaded: dict[str, tuple[Method, dict]], 
                  seed: int = 0) -> tuple[EvalResult, dict[str, str]]:
     """Every method (swept ones at their chosen strengths) and the base model alone, same inputs, on
     the test split, sampled with seed ``seed``."""
-    keys = {"base": "base"}
-    methods: dict[str, Method] = {"base": base}
-    for name, (method, _) in loaded.items():
+    keys: dict[str, str] = {}
+    methods: dict[str, Method] = {}
+    for name, method in {"base": base, **{n: m for n, (m, _) in loaded.items()}}.items():
         chosen = sweeps[name].chosen if name in sweeps else {}
         keys[name] = sweep_key(name, chosen)
         methods[keys[name]] = set_sampling_options(method, **chosen)

@@ -9,13 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from avid.config import RunConfig, load_sections
-from avid.methods import REGISTRY
+from avid.methods import COMPARED
 from avid.methods.sweeps import PAPER_SWEEPS
 from avid.metrics.tables import METRICS
 from avid.pipelines.splits import ExperimentData
 
-DEFAULT_METHODS = ("avid", "avid-no-mask", "avid-no-cond", "scratch", "poe", "action-cfg",
-                   "classifier-guidance", "controlnet-small", "controlnet", "finetune")
 
 
 @dataclass
@@ -32,7 +30,7 @@ class ExperimentConfig:
     name: str = "coinrun-cpu"
     runs: str = "runs"  # runs/<name>/<method>/ (seed 0), runs/<name>/seed-<k>/<method>/
     reports: str = "reports"  # reports/<name>/
-    methods: list[str] = field(default_factory=lambda: list(DEFAULT_METHODS))
+    methods: list[str] = field(default_factory=lambda: list(COMPARED))
     sizes: str = "cpu-small"  # configs/sizes/<sizes>.yaml, or a path
     steps: int = 300  # optimiser steps of every method
     minutes_per_method: float | None = None  # also stop a method after this much training wall time
@@ -42,7 +40,7 @@ class ExperimentConfig:
     sweeps: dict[str, dict[str, list[float]]] = field(
         default_factory=lambda: {m: {k: list(v) for k, v in g.items()} for m, g in PAPER_SWEEPS.items()})
     sweep_metrics: list[str] = field(default_factory=lambda: ["fvd", "fid", "aer", "lpips", "ssim", "psnr"])
-    per_method: dict[str, dict[str, Any]] = field(default_factory=lambda: {"finetune": {"train.lr": 2.0e-5}})
+    per_method: dict[str, dict[str, Any]] = field(default_factory=dict)  # method -> {dotted key: value}
     normalise_reference: list[str] = field(default_factory=lambda: ["avid", "scratch", "controlnet-small",
                                                                     "controlnet"])
     data: ExperimentData = field(default_factory=ExperimentData)
@@ -71,10 +69,9 @@ def load_experiment(path: str | Path | None = None, overrides: list[str] | None 
 
 
 def _check(exp: ExperimentConfig) -> None:
-    unknown = [m for m in exp.methods if m not in REGISTRY or m in ("base", "pretrain")]
+    unknown = [m for m in exp.methods if m not in COMPARED]
     if unknown or not exp.methods:
-        trainable = sorted(set(REGISTRY) - {"base", "pretrain"})
-        raise ValueError(f"methods must be a non-empty list of {trainable}; got unknown {unknown}")
+        raise ValueError(f"methods must be a non-empty list of {sorted(COMPARED)}; got unknown {unknown}")
     if exp.steps < 1 or exp.eval_size < 1 or exp.sweep_size < 1:
         raise ValueError(f"steps, eval_size and sweep_size must be >= 1, got {exp.steps}, {exp.eval_size}, "
                          f"{exp.sweep_size}")

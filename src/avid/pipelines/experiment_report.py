@@ -31,14 +31,12 @@ from avid.checkpoint import WEIGHTS, resolve
 from avid.data.storage import atomic_write_text
 from avid.pipelines.experiment_config import ExperimentConfig, ExperimentMetrics, SweepResult
 from avid.pipelines.evaluate import COPY_LAST, EvalResult, MetricFn, action_error_ratio, perceptual
+from avid.methods import TABLE1, TABLE3, method_class
 from avid.metrics.normalise import normalised_scores
 from avid.metrics.stats import ALPHA, LEVEL, SIGNIFICANT, MeanCI, compare_to_reference
 from avid.metrics.tables import METRICS, Row, markdown, to_csv
 from avid.pipelines.report import report_file_names, write_table
 
-TABLE1 = ("avid", "scratch", "poe", "action-cfg", "controlnet-small", "controlnet", "base",
-          "classifier-guidance", "finetune")  # the paper's row order
-TABLE3 = ("avid", "avid-no-mask", "avid-no-cond")
 NAMES = {"aer": "Action Error Ratio", "fvd": "FVD", "fid": "FID", "ssim": "SSIM", "lpips": "LPIPS", "psnr": "PSNR"}
 
 
@@ -148,7 +146,7 @@ def result_rows(res: EvalResult, keys: dict[str, str], names: tuple[str, ...], s
     rows = []
     for name in (n for n in names if n in keys):
         r = by_key[keys[name]]
-        params = base_params if name == "base" else r.params
+        params = r.params if method_class(name).trains else base_params  # the base model alone: its size
         rows.append(_row(name, res.metrics[keys[name]], shown, params, r.needs_parameters))
     if COPY_LAST in res.metrics:  # the trivial baseline closes every table
         rows.append(_row(COPY_LAST, res.metrics[COPY_LAST], shown, None, False))

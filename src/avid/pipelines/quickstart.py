@@ -36,7 +36,7 @@ from avid.metrics.action_classifier import SHIPPED_CLASSIFIER
 from avid.precision import describe_cpu, resolve_precision
 from avid.pipelines.report import report_files_markdown
 from avid.rollout import Rollout
-from avid.train import build_context, load_method, train
+from avid.train import build_context, load_method, train, with_method_defaults
 
 log = logging.getLogger("avid")
 CONFIG = "configs/coinrun/quickstart.yaml"
@@ -219,7 +219,7 @@ def _readme(opt: QuickstartOptions, cfg: RunConfig, seconds: float, steps: int, 
             f"--eval-size {opt.eval_size}` in {seconds / 60:.1f} min ({torch.get_num_threads()} CPU threads; "
             f"peak memory {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GB).\n\n"
             f"- CPU: {describe_cpu()}\n- precision: {precision}\n- plan: {planned}\n"
-            f"- adapter: {steps} optimiser steps of batch {cfg.train.batch_size}, lr {cfg.train.lr:g} "
+            f"- adapter: {steps} optimiser steps of batch {cfg.train.batch_size}, lr {with_method_defaults(cfg).train.lr:g} "
             f"({cfg.train.lr_schedule}, warm-up {cfg.train.warmup_steps})\n\n"
             "Methods: `base` (the base model alone, a black box), `avid` (the adapter trained here) and the "
             "copy-last-frame row. Files:\n\n"

@@ -35,7 +35,7 @@ from avid.data import Batch
 from avid.data.storage import atomic_write_text
 from avid.pipelines.evaluate import COPY_LAST, copy_last_frame, evaluate, held_out_loss, load_eval_batch, to01
 from avid.pipelines.budget import budget_record, sized_run_config, timed_train, trained_step
-from avid.methods import REGISTRY, Method, build_method
+from avid.methods import Method, build_method, compared_method
 from avid.methods.sizes import load_size_preset
 from avid.metrics import psnr_per_frame, ssim_per_frame
 from avid.metrics.stats import LEVEL, mean_ci
@@ -78,9 +78,7 @@ class ScalingConfig:
 def load_scaling(path: str | Path | None = None, overrides: list[str] | None = None) -> ScalingConfig:
     """Defaults, then the YAML file, then ``dotted.key=value`` overrides (values parsed as YAML)."""
     cfg = load_sections(ScalingConfig, path, overrides, "scaling config")
-    if cfg.method not in REGISTRY or cfg.method in ("base", "pretrain"):
-        raise ValueError(f"method {cfg.method!r} is not a trainable method; choose from "
-                         f"{sorted(set(REGISTRY) - {'base', 'pretrain'})}")
+    compared_method(cfg.method)
     if not cfg.ladder or any(not isinstance(s, int) or s < 1 for s in cfg.ladder) or cfg.ladder != sorted(set(cfg.ladder)):
         raise ValueError(f"ladder must be increasing optimiser-step budgets >= 1, got {cfg.ladder}")
     if cfg.run.train.lr_schedule != "constant":
@@ -217,12 +215,13 @@ def write_report(cfg: ScalingConfig, rows: list[dict[str, Any]], setup: dict[str
     plot_scaling(folder / "scaling.png", ladder, lines_at, METRICS, AXES,
                  f"{cfg.method} on the {val.describe(cfg.val_size)}".replace("`", ""))
     t, s = cfg.run.train, cfg.run.sample
-    precision = load_config(cfg.run_dir).get("precision_used") or t.precision
+    trained = load_config(cfg.run_dir)
+    precision, lr = trained.get("precision_used") or t.precision, trained["run"]["train"]["lr"]
     md = [f"# {cfg.name}: {cfg.method} against training compute", "",
           f"Made by `{command or 'avid experiment scaling'}` (this invocation: {seconds / 60:.1f} min). CPU: "
           f"{describe_cpu()}. Rerunning skips measured rungs; a longer `ladder` trains on from the last one.", "",
           f"One run (`{cfg.run_dir}`) resumed up the ladder {', '.join(map(str, cfg.ladder))}: batch {t.batch_size}, "
-          f"lr {t.lr:g} constant after {t.warmup_steps} warm-up steps, EMA {t.ema_decay}, precision {precision}, "
+          f"lr {lr:g} constant after {t.warmup_steps} warm-up steps, EMA {t.ema_decay}, precision {precision}, "
           f"size preset `{cfg.sizes}`, base model `{cfg.run.base}`, {setup['train']}.", "",
           f"Measured on the {setup['validation']}: PSNR and SSIM of videos sampled with "
           f"{s.sampler.upper()}{f' ({s.steps} steps)' if s.sampler == 'ddim' else ''}, seed {s.seed}, the same "

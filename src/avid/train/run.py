@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from avid.data import EpisodeStore, WindowDataset, collate
 from avid.data.storage import atomic_write_text
 from avid.diffusion import Diffusion, DiffusionConfig
 from avid.locks import locked
-from avid.methods import Context, Method, build_method, needs_parameters
+from avid.methods import Context, Method, build_method, method_class
 from avid.nn import count_parameters
 from avid.options import build
 from avid.precision import Precision, resolve_precision
@@ -65,7 +66,7 @@ def build_context(cfg: RunConfig, meta: dict[str, Any], precision: str = "auto")
         diffusion = diffusion.with_weighting(cfg.train.loss_weighting)
     return Context(diffusion=diffusion, channels=3, cond_frames=cfg.data.cond_frames,
                    action_kind=meta.get("action_kind", "discrete"), num_actions=int(meta.get("num_actions", 15)),
-                   base=base, base_path=str(cfg.base) if cfg.base and needs_parameters(cfg.method.name) else None,
+                   base=base, base_path=str(cfg.base) if cfg.base and method_class(cfg.method.name).needs_parameters else None,
                    frame_size=int(meta.get("frame_size", base.spec.frame_size if base else 64)))
 
 
@@ -118,14 +119,21 @@ class Export(Callback):
 
 def run_kind(cfg: RunConfig) -> str:
     """The kind of model folder the run writes."""
-    return BASE_KIND if cfg.method.name == "pretrain" else METHOD_KIND
+    return BASE_KIND if method_class(cfg.method.name).pretrains_base else METHOD_KIND
+
+
+def with_method_defaults(cfg: RunConfig) -> RunConfig:
+    """``cfg`` with what it leaves to the method filled in: ``train.lr`` None is the method's ``default_lr``."""
+    if cfg.train.lr is not None:
+        return cfg
+    return replace(cfg, train=replace(cfg.train, lr=method_class(cfg.method.name).default_lr))
 
 
 @locked(lambda a: a["cfg"].out)
 def train(cfg: RunConfig) -> Path:
     """Fit the configured method; returns the run folder. Resumes if the folder has a checkpoint.
     One writer per run folder (``avid.locks``)."""
-    cfg = tiny.run(cfg)  # AVID_TINY=1: smoke-test size
+    cfg = with_method_defaults(tiny.run(cfg))  # AVID_TINY=1: smoke-test size
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     out = Path(cfg.out)
