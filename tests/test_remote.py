@@ -105,7 +105,7 @@ def test_training_survives_the_server_killed_and_restarted_mid_run(setup, runs, 
                     events.append(("restarted", server.port))
                 threading.Thread(target=kill_and_restart, daemon=True).start()
 
-    from avid.train import run as run_mod
+    from avid.train import harness as run_mod
 
     orig = run_mod.L.Trainer
     monkeypatch.setattr(run_mod.L, "Trainer", lambda *a, **kw: orig(*a, **{**kw, "callbacks": [*kw["callbacks"], KillServer()]}))

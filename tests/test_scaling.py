@@ -96,4 +96,4 @@ def test_the_cpu_config_and_the_command_line(monkeypatch):
     monkeypatch.setattr(scaling, "run_scaling", lambda cfg, command: seen.update(cfg=cfg, command=command))
     main(["experiment", "scaling", "--ladder", "10,20", "--val-size", "8", "--threads", "1", "run.sample.steps=5"])
     assert (seen["cfg"].ladder, seen["cfg"].val_size, seen["cfg"].run.sample.steps) == ([10, 20], 8, 5)
-    assert seen["command"].startswith("avid experiment scaling --config configs/experiments/scaling-cpu.yaml")
+    assert seen["command"] == "avid experiment scaling --ladder 10,20 --val-size 8 --threads 1 run.sample.steps=5"

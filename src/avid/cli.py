@@ -41,7 +41,7 @@ def cmd_train(args) -> None:
     from avid.config import load_run_config
     from avid.train import train
 
-    cfg = load_run_config(args.config, args.set + ([f"train.precision={args.precision}"] if args.precision else []))
+    cfg = load_run_config(args.config, args.set, {"train.precision": args.precision})
     train(cfg)
     print(f"model written to {cfg.out}")
 
@@ -274,16 +274,11 @@ def _add_classifier_commands(sub) -> None:
     def train(args) -> None:
         from avid.pipelines.classifier_train import classifier_run_config, train_classifier
 
-        run = classifier_run_config(args.config, args.set)
-        if args.eval_data is not None:
-            run.eval_data = args.eval_data or None
-        if args.export is not None:
-            run.export = args.export or None
-        flags = {"max_steps": args.steps, "batch_size": args.batch_size, "max_minutes": args.minutes,
-                 "threads": args.threads, "precision": args.precision}
-        dest = train_classifier(args.data or run.data, args.out or run.out, run,
-                                **{k: v for k, v in flags.items() if v is not None})
-        print(f"action classifier written to {dest}")
+        run = classifier_run_config(args.config, args.set, {
+            "data": args.data, "out": args.out, "eval_data": args.eval_data, "export": args.export,
+            "train.max_steps": args.steps, "train.batch_size": args.batch_size, "train.max_minutes": args.minutes,
+            "train.threads": args.threads, "train.precision": args.precision})
+        print(f"action classifier written to {train_classifier(run)}")
 
     def evaluate(args) -> None:
         import torch
@@ -366,19 +361,14 @@ def _add_experiment_commands(sub) -> None:
     ``avid experiment scaling``: one run resumed up a ladder of step budgets, measured at every rung."""
 
     def run(args) -> None:
-        import shlex
-
         from avid.pipelines.experiment import run_experiment
         from avid.pipelines.experiment_config import load_experiment
 
         flags = {"steps": args.steps, "eval_size": args.eval_size, "sweep_size": args.sweep_size,
                  "minutes_per_method": args.minutes_per_method, "name": args.name, "run.train.threads": args.threads,
                  "run.train.precision": args.precision, "run.sample.precision": args.precision,
-                 "methods": f"[{args.methods}]" if args.methods else None,
-                 "seeds": f"[{args.seeds}]" if args.seeds else None}
-        overrides = [*args.overrides, *(f"{k}={v}" for k, v in flags.items() if v is not None)]
-        command = shlex.join(["avid", "experiment", args.which, "--config", args.config, *overrides])
-        run_experiment(load_experiment(args.config, overrides), command)
+                 "methods": args.methods, "seeds": args.seeds}
+        run_experiment(load_experiment(args.config, args.overrides, flags), args.command)
 
     e = sub.add_parser("experiment", help="a paper comparison end to end: data, training, sweeps, tables")
     esub = e.add_subparsers(dest="which", required=True)
@@ -392,9 +382,9 @@ def _add_experiment_commands(sub) -> None:
                    help="test trajectories of the tables (default: the config's)")
     c.add_argument("--sweep-size", type=int, default=None,
                    help="validation trajectories the sweeps are chosen on (default: the config's)")
-    c.add_argument("--seeds", default=None, help="comma-separated training and sampling seeds, e.g. 0,1,2; tables "
+    c.add_argument("--seeds", type=int_list, default=None, help="comma-separated training and sampling seeds, e.g. 0,1,2; tables "
                    "give the mean ± 95%% interval over them (default: the config's)")
-    c.add_argument("--methods", default=None, help="comma-separated, e.g. avid,scratch,poe (default: the config's)")
+    c.add_argument("--methods", type=lambda text: text.split(","), default=None, help="comma-separated, e.g. avid,scratch,poe (default: the config's)")
     c.add_argument("--minutes-per-method", type=float, default=None,
                    help="also cap each method's training time (default: the config's, if any)")
     c.add_argument("--name", default=None, help="experiment name: runs/<name>/, reports/<name>/ (default: the config's)")
@@ -403,23 +393,19 @@ def _add_experiment_commands(sub) -> None:
     c.set_defaults(fn=run)
 
     def scaling(args) -> None:
-        import shlex
-
         from avid.pipelines.scaling import load_scaling, run_scaling
 
-        flags = {"ladder": f"[{args.ladder}]" if args.ladder else None, "val_size": args.val_size, "name": args.name,
+        flags = {"ladder": args.ladder, "val_size": args.val_size, "name": args.name,
                  "run.train.threads": args.threads, "run.train.precision": args.precision,
                  "run.sample.precision": args.precision}
-        overrides = [*args.overrides, *(f"{k}={v}" for k, v in flags.items() if v is not None)]
-        command = shlex.join(["avid", "experiment", "scaling", "--config", args.config, *overrides])
-        run_scaling(load_scaling(args.config, overrides), command)
+        run_scaling(load_scaling(args.config, args.overrides, flags), args.command)
 
     s = esub.add_parser("scaling", help="AVID against training compute: one run resumed up a ladder of step "
                                         "budgets, PSNR/SSIM/loss on the validation split at every rung")
     s.add_argument("--config", default="configs/experiments/scaling-cpu.yaml", help="scaling YAML")
     s.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="override config values, e.g. run.sample.steps=50 (default: none)")
-    s.add_argument("--ladder", default=None, help="comma-separated optimiser-step budgets, e.g. 250,500,1000 "
+    s.add_argument("--ladder", type=int_list, default=None, help="comma-separated optimiser-step budgets, e.g. 250,500,1000 "
                    "(default: the config's)")
     s.add_argument("--val-size", type=int, default=None,
                    help="validation trajectories sampled at every rung (default: the config's)")
@@ -579,8 +565,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
+    import shlex
+
     _quiet()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.command = shlex.join(["avid", *argv])  # as typed, for the reports that record it
     try:
         args.fn(args)
     except Exception as e:  # every error is one line; --debug shows the traceback

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from avid.config import RunConfig, load_sections
+from avid.config import RunConfig, load
 from avid.methods import COMPARED
 from avid.methods.sweeps import PAPER_SWEEPS
 from avid.metrics.tables import METRICS
@@ -61,9 +61,10 @@ def seed_folder(root: Path, seed: int) -> Path:
     return root if seed == 0 else root / f"seed-{seed}"
 
 
-def load_experiment(path: str | Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
-    """Defaults, then the YAML file, then ``dotted.key=value`` overrides (values parsed as YAML)."""
-    exp = load_sections(ExperimentConfig, path, overrides, "experiment config")
+def load_experiment(path: str | Path | None = None, overrides: list[str] | None = None,
+                    values: dict[str, Any] | None = None) -> ExperimentConfig:
+    """Defaults, then the YAML file, then ``--set`` overrides, then flags (``avid.config.load``)."""
+    exp = load(ExperimentConfig, path, overrides, values, "experiment config")
     _check(exp)
     return exp
 

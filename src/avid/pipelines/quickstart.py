@@ -178,10 +178,8 @@ def quickstart(opt: QuickstartOptions) -> Path:
         torch.set_num_threads(opt.threads)
     budget = opt.budget_minutes * 60
     train_dir, eval_dir = prepare_data(opt)
-    overrides = [f"data.train={train_dir}", f"out={Path(opt.runs_dir) / 'avid'}"]
-    overrides += [f"base={opt.base}"] if opt.base else []
-    overrides += [f"train.precision={opt.precision}"] if opt.precision else []
-    cfg = load_run_config(opt.config, overrides)
+    cfg = load_run_config(opt.config, values={"data.train": str(train_dir), "out": str(Path(opt.runs_dir) / "avid"),
+                                              "base": opt.base, "train.precision": opt.precision})
     precision = resolve_precision(cfg.train.precision)
     print(f"CPU: {describe_cpu()}\nprecision: {precision.describe()}")
     metrics = report_metrics(cfg.sample.device)
@@ -196,8 +194,8 @@ def quickstart(opt: QuickstartOptions) -> Path:
                   f"{max(plan.train_seconds, 0) / 60:.1f} min of training, fewer than the {opt.min_steps} steps the "
                   f"adapter needs; training {opt.min_steps} steps anyway (~{opt.min_steps * plan.train_step_s / 60:.0f} "
                   "min). Use --budget-minutes, --eval-size or --steps to choose.")
-    cap = f"{1.5 * steps * plan.train_step_s / 60 + 1:.2f}" if plan else "null"  # a safety net, not the plan
-    cfg = load_run_config(opt.config, overrides + [f"train.max_steps={steps}", f"train.max_minutes={cap}"])
+    cap = round(1.5 * steps * plan.train_step_s / 60 + 1, 2) if plan else None  # a safety net, not the plan
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_steps=steps, max_minutes=cap))
     run_dir = train(cfg)
     reached = int(load_config(run_dir)["step"])
     if reached < steps:

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from avid.checkpoint import load_config
-from avid.config import RunConfig, load_sections
+from avid.config import RunConfig, load
 from avid.data import Batch
 from avid.data.storage import atomic_write_text
 from avid.pipelines.evaluate import COPY_LAST, copy_last_frame, evaluate, held_out_loss, load_eval_batch, to01
@@ -39,6 +39,7 @@ from avid.methods import Method, build_method, compared_method
 from avid.methods.sizes import load_size_preset
 from avid.metrics import psnr_per_frame, ssim_per_frame
 from avid.metrics.stats import LEVEL, mean_ci
+from avid.options import check_options
 from avid.precision import describe_cpu
 from avid.pipelines.report import plot_scaling
 from avid.pipelines.splits import ExperimentData, Split, check_disjoint, held_out_set, training_set
@@ -75,10 +76,11 @@ class ScalingConfig:
         return Path(self.reports) / self.name
 
 
-def load_scaling(path: str | Path | None = None, overrides: list[str] | None = None) -> ScalingConfig:
-    """Defaults, then the YAML file, then ``dotted.key=value`` overrides (values parsed as YAML)."""
-    cfg = load_sections(ScalingConfig, path, overrides, "scaling config")
-    compared_method(cfg.method)
+def load_scaling(path: str | Path | None = None, overrides: list[str] | None = None,
+                 values: dict[str, Any] | None = None) -> ScalingConfig:
+    """Defaults, then the YAML file, then ``--set`` overrides, then flags (``avid.config.load``)."""
+    cfg = load(ScalingConfig, path, overrides, values, "scaling config")
+    check_options(compared_method(cfg.method), cfg.options, f"options of method {cfg.method!r}", skip=("ctx",))
     if not cfg.ladder or any(not isinstance(s, int) or s < 1 for s in cfg.ladder) or cfg.ladder != sorted(set(cfg.ladder)):
         raise ValueError(f"ladder must be increasing optimiser-step budgets >= 1, got {cfg.ladder}")
     if cfg.run.train.lr_schedule != "constant":
