@@ -26,7 +26,7 @@ def trained(tmp_path):
 
 def test_train_sample_and_export(trained, capsys):
     tmp, base, data = trained
-    main(["sample", "--checkpoint", str(tmp / "run"), "--data", str(data), "--limit", "3", "--steps", "4",
+    main(["sample", "--checkpoint", str(tmp / "run"), "--data", str(data), "--limit", "3", "--ddim-steps", "4",
           "--out", str(tmp / "s")])
     videos = np.load(tmp / "s" / "videos.npy")
     assert videos.shape == (3, 4, 16, 16, 3) and videos.dtype == np.uint8
@@ -76,7 +76,7 @@ def test_evaluation_writes_the_report_and_resumes_from_cached_samples(trained, m
 
 def test_avid_eval_command(trained, capsys):
     tmp, base, data = trained
-    main(["eval", "--runs", str(tmp / "run"), "--data", str(data), "--limit", "2", "--steps", "2",
+    main(["eval", "--runs", str(tmp / "run"), "--data", str(data), "--limit", "2", "--ddim-steps", "2",
           "--with-base", "--out", str(tmp / "rep")])
     out = capsys.readouterr().out
     assert "| base |" in out and "| run (" in out and (tmp / "rep" / "metrics.csv").exists()
@@ -154,7 +154,8 @@ def test_every_option_of_every_command_has_help_and_a_stated_default(capsys):
     for path, parser in commands.items():
         helps = parser._get_formatter()._get_help_string  # the help text as --help prints it, before wrapping
         for a in parser._actions:
-            if isinstance(a, (argparse._HelpAction, argparse._VersionAction, argparse._SubParsersAction)):
+            if isinstance(a, (argparse._HelpAction, argparse._VersionAction, argparse._SubParsersAction)) or \
+                    a.help == argparse.SUPPRESS:  # an old spelling that only names the new one
                 continue
             where = f"{' '.join(path)} {'/'.join(a.option_strings) or a.dest}"
             assert a.help, f"{where} has no help text"
@@ -171,7 +172,18 @@ def test_sample_and_eval_default_to_the_readmes_ddim_steps():
     quickstart = load_run_config("configs/coinrun/quickstart.yaml").sample
     for cmd in (["sample", "--checkpoint", "x"], ["eval", "--runs", "x", "--data", "d", "--out", "o"]):
         args = p.parse_args(cmd)
-        assert (args.sampler, args.steps) == (quickstart.sampler, quickstart.steps) == ("ddim", 4)
+        assert (args.sampler, args.ddim_steps) == (quickstart.sampler, quickstart.steps) == ("ddim", 4)
+
+
+def test_steps_is_either_ddim_steps_or_train_steps_and_the_old_spelling_names_the_new_one(capsys):
+    for cmd, new in ((["sample", "--checkpoint", "x", "--steps", "4"], "--ddim-steps (DDIM sampling steps)"),
+                     (["eval", "--runs", "x", "--data", "d", "--out", "o", "--steps", "4"], "--ddim-steps"),
+                     (["quickstart", "--steps", "5"], "--train-steps (optimiser steps)"),
+                     (["classifier", "train", "--steps", "5"], "--train-steps"),
+                     (["experiment", "coinrun", "--steps", "5"], "--train-steps")):
+        with pytest.raises(SystemExit) as e:
+            main(cmd)
+        assert e.value.code == 2 and f"it is now {new}" in capsys.readouterr().err
 
 
 def test_version_and_a_level_range_without_a_colon_fail_or_answer_clearly(tmp_path, capsys):

@@ -59,3 +59,11 @@ def test_methods_and_the_classifier_share_one_training_config():
     assert type(ClassifierRunConfig().train) is type(RunConfig().train) is TrainConfig
     with pytest.raises(ValueError, match="train.max_steps must be a finite number >= 1"):
         classifier_run_config(None, ["train.max_steps=0"])
+
+
+def test_every_report_states_the_sampler_one_way():
+    from avid.config import SampleConfig
+
+    assert SampleConfig(sampler="ddim", steps=4).describe() == "DDIM with 4 steps (eta 0)"
+    assert SampleConfig(sampler="ddim", steps=None, eta=1.0).describe() == "DDIM with every diffusion step (eta 1)"
+    assert SampleConfig(sampler="ddpm", steps=4).describe() == "DDPM with every diffusion step"

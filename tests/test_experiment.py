@@ -183,13 +183,13 @@ def test_the_command_line_sets_the_budget(monkeypatch):
 
     seen = {}
     monkeypatch.setattr(experiment, "run_experiment", lambda exp, command: seen.update(exp=exp, command=command))
-    main(["experiment", "coinrun", "--steps", "5", "--methods", "avid,scratch", "--eval-size", "8",
+    main(["experiment", "coinrun", "--train-steps", "5", "--methods", "avid,scratch", "--eval-size", "8",
           "--sweep-size", "4", "--minutes-per-method", "2.5", "--seeds", "3,4", "run.sample.steps=7"])
     exp = seen["exp"]
     assert (exp.name, exp.steps, exp.methods) == ("coinrun-cpu", 5, ["avid", "scratch"])
     assert (exp.eval_size, exp.sweep_size, exp.seeds) == (8, 4, [3, 4])
     assert exp.minutes_per_method == 2.5 and exp.run.sample.steps == 7
-    assert seen["command"] == ("avid experiment coinrun --steps 5 --methods avid,scratch --eval-size 8 --sweep-size 4 "
+    assert seen["command"] == ("avid experiment coinrun --train-steps 5 --methods avid,scratch --eval-size 8 --sweep-size 4 "
                                "--minutes-per-method 2.5 --seeds 3,4 run.sample.steps=7")  # as typed
 
 

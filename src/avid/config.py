@@ -101,6 +101,13 @@ class SampleConfig:
             raise ValueError(f"sampler must be 'ddpm' or 'ddim', got {self.sampler!r}")
         check_numbers(self, "sampling", at_least_1=("steps", "batch_size"), at_least_0=("eta", "seed"))
 
+    def describe(self) -> str:
+        """The sampler in words, as every report states it: "DDIM with 4 steps (eta 0)", "DDPM with every
+        diffusion step"."""
+        if self.sampler != "ddim":
+            return f"{self.sampler.upper()} with every diffusion step"
+        return f"DDIM with {f'{self.steps} steps' if self.steps else 'every diffusion step'} (eta {self.eta:g})"
+
 
 @dataclass
 class RunConfig:
@@ -218,7 +225,8 @@ def load(cls: type[T], path: str | Path | None = None, overrides: list[str] | No
     d = asdict(start if start is not None else cls())
     if path is not None:
         merge(d, read_mapping(path, what))
-    for key, value in {**parse_overrides(overrides), **{k: v for k, v in (values or {}).items() if v is not None}}.items():
+    flags = {k: v for k, v in (values or {}).items() if v is not None}
+    for key, value in {**parse_overrides(overrides), **flags}.items():
         set_dotted(d, key, value)
     return from_dict(cls, d, what=what)
 

@@ -45,12 +45,17 @@ def compared_method(name: str) -> type[Method]:
     return REGISTRY[name]
 
 
-def build_method(name: str, ctx: Context, options: dict[str, Any] | None = None) -> Method:
+def check_method_options(name: str, options: dict[str, Any] | None) -> type[Method]:
+    """The class of method ``name``, after checking that its constructor takes every key of ``options``."""
     cls = method_class(name)
     check_options(cls, options, f"method.options of method {name!r}", skip=("ctx",))
-    return cls(ctx, **(options or {}))
+    return cls
+
+
+def build_method(name: str, ctx: Context, options: dict[str, Any] | None = None) -> Method:
+    return check_method_options(name, options)(ctx, **(options or {}))
 
 
 __all__ = ["AVID", "AVIDNoCond", "AVIDNoMask", "ActionCFG", "Base", "COMPARED", "ClassifierGuidance", "Context",
            "ControlNet", "ControlNetSmall", "Finetune", "Method", "PoE", "Pretrain", "REGISTRY", "Scratch", "TABLE1",
-           "TABLE3", "build_method", "compared_method", "method_class"]
+           "TABLE3", "build_method", "check_method_options", "compared_method", "method_class"]

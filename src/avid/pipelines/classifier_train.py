@@ -25,6 +25,7 @@ from avid.locks import locked
 from avid.metrics.action_classifier import (CLASSIFIER_KIND, ActionClassifier, ClassifierConfig, action_accuracy,
                                             action_mae, load_classifier, save_classifier)
 from avid.options import build
+from avid.precision import resolve_precision
 from avid.train.harness import fit_run, start
 from avid.train.run_folder import claim_run_folder
 
@@ -97,6 +98,25 @@ def evaluate_classifier(classifier: ActionClassifier, data: str | Path, limit: i
     return score(classifier, first, x0, actions, batch_size)
 
 
+def score_line(classifier: str | Path, data: str | Path, limit: int | None = None, classes: str | None = None,
+               precision: str = "auto") -> str:
+    """``avid classifier eval``: the held-out score of the classifier folder ``classifier`` on ``data``
+    in words: accuracy (over the action classes of an aliasing report ``classes`` if given) or MAE."""
+    clf = load_classifier(classifier)
+    with resolve_precision(precision).autocast():
+        if classes:
+            from avid.data.aliasing import load_classes
+
+            labels = load_classes(classes)
+            score = evaluate_classifier(clf, data, limit, classes=labels)
+            return (f"held-out accuracy over the {max(labels) + 1} action classes of {classes}: {score:.4f} "
+                    f"(chance and ceiling: {classes.rsplit('.', 1)[0]}.md) on {data}")
+        score = evaluate_classifier(clf, data, limit)
+    name = "accuracy" if clf.discrete else "MAE (normalised actions)"
+    chance = f" (chance {1 / clf.cfg.num_actions:.3f})" if clf.discrete else ""
+    return f"held-out action {name}: {score:.4f}{chance} on {data}"
+
+
 @locked(lambda a: a["run"].out)
 def train_classifier(run: ClassifierRunConfig) -> Path:
     """Train an action classifier on ``run.data``'s windows into ``run.out`` (``avid.train.harness``);
@@ -138,4 +158,4 @@ def finish(out: Path, run: ClassifierRunConfig, step: int) -> Path:
 
 
 __all__ = ["ClassifierRunConfig", "classifier_run_config", "classifier_training", "evaluate_classifier",
-           "heldout", "train_classifier"]
+           "heldout", "score_line", "train_classifier"]

@@ -103,7 +103,7 @@ def train_all(exp: ExperimentConfig, preset: SizePreset, train_dir: Path, seed: 
             minutes_left = exp.minutes_per_method - record["train_seconds"] / 60
         if step is not None and step > exp.steps:
             raise ValueError(f"{folder} is trained to step {step}, beyond steps={exp.steps}: every method must "
-                             "have the same budget (raise --steps or choose another experiment name)")
+                             "have the same budget (raise --train-steps or choose another experiment name)")
         if step == exp.steps or (minutes_left is not None and minutes_left <= 0):
             log.info("%s: finished (step %s), skipped", method, step)
             continue
@@ -168,8 +168,7 @@ def evaluate_all(exp: ExperimentConfig, loaded: dict[str, tuple[Method, dict]], 
         methods[keys[name]] = set_sampling_options(method, **chosen)
     s = sample_config(exp, seed)
     note = (f"{test.describe(len(batch))}; methods trained with seed {seed}; every method sees the same first "
-            f"frames, actions and noise (sampler {s.sampler}{f', {s.steps} steps' if s.sampler == 'ddim' else ''}, "
-            f"seed {s.seed}).")
+            f"frames, actions and noise (sampler {s.describe()}, seed {s.seed}).")
     res = evaluate(methods, batch, s, seed_folder(exp.report_dir, seed) / "eval", extra_metrics,
                    title=f"{exp.name}: every method on the test split (seed {seed})", note=note)
     return res, keys

@@ -35,11 +35,10 @@ from avid.data import Batch
 from avid.data.storage import atomic_write_text
 from avid.pipelines.evaluate import COPY_LAST, copy_last_frame, evaluate, held_out_loss, load_eval_batch, to01
 from avid.pipelines.budget import budget_record, sized_run_config, timed_train, trained_step
-from avid.methods import Method, build_method, compared_method
+from avid.methods import Method, build_method, check_method_options, compared_method
 from avid.methods.sizes import load_size_preset
 from avid.metrics import psnr_per_frame, ssim_per_frame
 from avid.metrics.stats import LEVEL, mean_ci
-from avid.options import check_options
 from avid.precision import describe_cpu
 from avid.pipelines.report import plot_scaling
 from avid.pipelines.splits import ExperimentData, Split, check_disjoint, held_out_set, training_set
@@ -80,7 +79,8 @@ def load_scaling(path: str | Path | None = None, overrides: list[str] | None = N
                  values: dict[str, Any] | None = None) -> ScalingConfig:
     """Defaults, then the YAML file, then ``--set`` overrides, then flags (``avid.config.load``)."""
     cfg = load(ScalingConfig, path, overrides, values, "scaling config")
-    check_options(compared_method(cfg.method), cfg.options, f"options of method {cfg.method!r}", skip=("ctx",))
+    compared_method(cfg.method)
+    check_method_options(cfg.method, cfg.options)
     if not cfg.ladder or any(not isinstance(s, int) or s < 1 for s in cfg.ladder) or cfg.ladder != sorted(set(cfg.ladder)):
         raise ValueError(f"ladder must be increasing optimiser-step budgets >= 1, got {cfg.ladder}")
     if cfg.run.train.lr_schedule != "constant":
@@ -226,7 +226,7 @@ def write_report(cfg: ScalingConfig, rows: list[dict[str, Any]], setup: dict[str
           f"lr {lr:g} constant after {t.warmup_steps} warm-up steps, EMA {t.ema_decay}, precision {precision}, "
           f"size preset `{cfg.sizes}`, base model `{cfg.run.base}`, {setup['train']}.", "",
           f"Measured on the {setup['validation']}: PSNR and SSIM of videos sampled with "
-          f"{s.sampler.upper()}{f' ({s.steps} steps)' if s.sampler == 'ddim' else ''}, seed {s.seed}, the same "
+          f"{s.describe()}, seed {s.seed}, the same "
           f"first frames, actions and noise at every rung (± {LEVEL:.0%} Student-t interval over the trajectories); "
           f"the held-out denoising loss on {cfg.loss_windows} windows of it (fixed steps and noise, the run's "
           "weighting). Training minutes: wall time; CPU-minutes: this process's CPU time over all its threads. "

@@ -24,9 +24,9 @@ from avid.config import RunConfig, run_config_from_dict
 from avid.data import EpisodeStore, WindowDataset
 from avid.diffusion import Diffusion, DiffusionConfig
 from avid.locks import locked
-from avid.methods import Context, Method, build_method, method_class
+from avid.methods import Context, Method, build_method, check_method_options, method_class
 from avid.nn import count_parameters
-from avid.options import build, check_options
+from avid.options import build
 from avid.precision import Precision
 from avid.train.harness import fit_run, start
 from avid.train.queries import QueryLog
@@ -97,8 +97,7 @@ def train(cfg: RunConfig) -> Path:
     """Fit the configured method (``avid.train.harness``); returns the run folder. Resumes if the
     folder has a checkpoint. One writer per run folder (``avid.locks``)."""
     cfg = with_method_defaults(tiny.run(cfg))  # AVID_TINY=1: smoke-test size
-    check_options(method_class(cfg.method.name), cfg.method.options, f"method.options of method "
-                  f"{cfg.method.name!r}", skip=("ctx",))  # before anything is loaded
+    check_method_options(cfg.method.name, cfg.method.options)  # before anything is loaded
     out = Path(cfg.out)
     _check_same_run(out, cfg)
     precision = start(cfg.train)
