@@ -31,7 +31,8 @@ def test_every_shipped_config_file_loads(path: Path):
     (RunConfig, "diffusion.num_step", "num_steps"), (ClassifierRunConfig, "classifier.hiden", "hidden")])
 def test_an_unknown_key_at_any_depth_is_refused_with_the_valid_ones(cls, key, valid):
     section, _, name = key.rpartition(".")
-    with pytest.raises(ValueError, match=rf"unknown key\(s\) \['{name}'\] in .*section '{section}'; valid: \[.*'{valid}'"):
+    expected = rf"unknown key\(s\) \['{name}'\] in .*section '{section}'; valid: \[.*'{valid}'"
+    with pytest.raises(ValueError, match=expected):
         load(cls, None, [f"{key}=1"])
 
 

@@ -189,8 +189,8 @@ def test_the_command_line_sets_the_budget(monkeypatch):
     assert (exp.name, exp.steps, exp.methods) == ("coinrun-cpu", 5, ["avid", "scratch"])
     assert (exp.eval_size, exp.sweep_size, exp.seeds) == (8, 4, [3, 4])
     assert exp.minutes_per_method == 2.5 and exp.run.sample.steps == 7
-    assert seen["command"] == ("avid experiment coinrun --train-steps 5 --methods avid,scratch --eval-size 8 --sweep-size 4 "
-                               "--minutes-per-method 2.5 --seeds 3,4 run.sample.steps=7")  # as typed
+    assert seen["command"] == ("avid experiment coinrun --train-steps 5 --methods avid,scratch --eval-size 8 "
+                               "--sweep-size 4 --minutes-per-method 2.5 --seeds 3,4 run.sample.steps=7")  # as typed
 
 
 def test_seeds_combine_into_mean_and_interval_and_replace_a_single_evaluations_interval():

@@ -118,3 +118,13 @@ def test_no_code_outside_the_methods_compares_a_method_name():
             if found:
                 wrong.append(f"{m}:{node.lineno} {sorted(found)}")
     assert not wrong, "method names compared outside avid.methods:\n" + "\n".join(wrong)
+
+
+def test_one_training_harness_builds_every_trainer():
+    """Methods, the base model's pretraining and the action classifier all train through
+    ``avid.train.harness``: no other module builds a Lightning ``Trainer``."""
+    def builds_trainer(node) -> bool:
+        return isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", None)) == "Trainer"
+
+    builders = {m for m, path in modules().items() if any(map(builds_trainer, ast.walk(ast.parse(path.read_text()))))}
+    assert builders == {"avid.train.harness"}

@@ -70,7 +70,8 @@ def cmd_weights_fetch(args) -> None:
 def cmd_quickstart(args) -> None:
     from avid.pipelines.quickstart import QuickstartOptions, quickstart
 
-    quickstart(QuickstartOptions(config=args.config, base=args.base, steps=args.train_steps, budget_minutes=args.budget_minutes,
+    quickstart(QuickstartOptions(config=args.config, base=args.base, steps=args.train_steps,
+                                 budget_minutes=args.budget_minutes,
                                  eval_size=args.eval_size,
                                  train_levels=args.train_levels, report_dir=args.report, threads=args.threads,
                                  data_dir=args.data_dir, runs_dir=args.runs_dir, precision=args.precision))
@@ -278,9 +279,11 @@ def _add_experiment_commands(sub) -> None:
                    help="test trajectories of the tables (default: the config's)")
     c.add_argument("--sweep-size", type=int, default=None,
                    help="validation trajectories the sweeps are chosen on (default: the config's)")
-    c.add_argument("--seeds", type=int_list, default=None, help="comma-separated training and sampling seeds, e.g. 0,1,2; tables "
+    c.add_argument("--seeds", type=int_list, default=None, help="comma-separated training and sampling seeds, e.g. "
+                   "0,1,2; tables "
                    "give the mean ± 95%% interval over them (default: the config's)")
-    c.add_argument("--methods", type=lambda text: text.split(","), default=None, help="comma-separated, e.g. avid,scratch,poe (default: the config's)")
+    c.add_argument("--methods", type=lambda text: text.split(","), default=None,
+                   help="comma-separated, e.g. avid,scratch,poe (default: the config's)")
     c.add_argument("--minutes-per-method", type=float, default=None,
                    help="also cap each method's training time (default: the config's, if any)")
     c.add_argument("--name", default=None, help="experiment name: runs/<name>/, reports/<name>/ (default: the config's)")
@@ -301,7 +304,8 @@ def _add_experiment_commands(sub) -> None:
     s.add_argument("--config", default="configs/experiments/scaling-cpu.yaml", help="scaling YAML")
     s.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="override config values, e.g. run.sample.steps=50 (default: none)")
-    s.add_argument("--ladder", type=int_list, default=None, help="comma-separated optimiser-step budgets, e.g. 250,500,1000 "
+    s.add_argument("--ladder", type=int_list, default=None, help="comma-separated optimiser-step budgets, e.g. "
+                   "250,500,1000 "
                    "(default: the config's)")
     s.add_argument("--val-size", type=int, default=None,
                    help="validation trajectories sampled at every rung (default: the config's)")

@@ -263,7 +263,8 @@ def readme(exp: ExperimentConfig, res: EvalResult, keys: dict[str, str], sweeps:
         " Sweeps: on the first seed's models only; every seed is evaluated at the chosen values. `seeds.csv`: "
         "every seed's value, the mean, the interval and Welch's p." if len(info.seeds) > 1 else "")]
     lines += ["", "## Sampler and evaluation set", "",
-              f"{s.describe()}, sampling seed = the seed, batch {s.batch_size}; every method gets the same first frames, actions and "
+              f"{s.describe()}, sampling seed = the seed, batch {s.batch_size}; every method gets the same first "
+              "frames, actions and "
               f"noise. Evaluation: {info.batch_size} test trajectories from `{info.eval_dir}` "
               f"({exp.run.data.cond_frames} conditioning + {exp.run.data.frames - exp.run.data.cond_frames} predicted "
               "frames; metrics over predicted frames). Sweeps: on the validation split (above).",

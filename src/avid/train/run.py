@@ -58,8 +58,8 @@ def build_context(cfg: RunConfig, meta: dict[str, Any], precision: str = "auto")
         diffusion = diffusion.with_weighting(cfg.train.loss_weighting)
     return Context(diffusion=diffusion, channels=3, cond_frames=cfg.data.cond_frames,
                    action_kind=meta.get("action_kind", "discrete"), num_actions=int(meta.get("num_actions", 15)),
-                   base=base, base_path=str(cfg.base) if cfg.base and method_class(cfg.method.name).needs_parameters else None,
-                   frame_size=int(meta.get("frame_size", base.spec.frame_size if base else 64)))
+                   base=base, frame_size=int(meta.get("frame_size", base.spec.frame_size if base else 64)),
+                   base_path=str(cfg.base) if cfg.base and method_class(cfg.method.name).needs_parameters else None)
 
 
 def export_config(cfg: RunConfig, method: Method, meta: dict[str, Any], step: int,
