@@ -46,7 +46,7 @@ def procgen(spec: T) -> T:
 
 
 def training(cfg: T) -> T:
-    """A training config (``TrainConfig``, ``ClassifierTrainConfig``) at tiny size."""
+    """A ``TrainConfig`` (of a method, the base model or a classifier) at tiny size."""
     return _shrink(cfg, TRAIN)
 
 

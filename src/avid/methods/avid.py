@@ -22,6 +22,7 @@ from avid.nn import with_first_frames, zero_module
 
 class AVID(Method):
     name = "avid"
+    size_entry = "avid"
 
     def __init__(self, ctx: Context, unet: dict | None = None, mask: bool = True,
                  condition_on_base: bool = True, residual: bool = False) -> None:
@@ -56,6 +57,24 @@ class AVID(Method):
         final = out_pre * m + out_adapt * (1 - m)  # eq. 5, mask broadcast over channels
         return final, {"mask": m}
 
-    def options(self):
-        return {"unet": self.unet_options, "mask": self.use_mask, "condition_on_base": self.condition_on_base,
-                "residual": self.residual}
+
+class AVIDNoMask(AVID):
+    """Table 3's "no mask": ``final = out_pre + zero_conv(out_adapt)``."""
+
+    name = "avid-no-mask"
+    ablation_of = "avid"
+
+    def __init__(self, ctx: Context, unet: dict | None = None, mask: bool = False,
+                 condition_on_base: bool = True, residual: bool = False) -> None:
+        super().__init__(ctx, unet, mask, condition_on_base, residual)
+
+
+class AVIDNoCond(AVID):
+    """Table 3's "no conditioning": the adapter does not see ``out_pre``."""
+
+    name = "avid-no-cond"
+    ablation_of = "avid"
+
+    def __init__(self, ctx: Context, unet: dict | None = None, mask: bool = True,
+                 condition_on_base: bool = False, residual: bool = False) -> None:
+        super().__init__(ctx, unet, mask, condition_on_base, residual)
