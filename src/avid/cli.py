@@ -265,6 +265,46 @@ def _add_data_verify(dsub) -> None:
     v.add_argument("--repair", action="store_true", help="remove damaged shards and regenerate them")
     v.set_defaults(fn=verify)
 # ---- end of the dataset check block ------------------------------------------------------------
+# ---- robot arm datasets (the paper's second domain at CPU scale) ------------------------------
+def _add_data_robot(dsub) -> None:
+    """``avid data robot``: simulated arm episodes with 7-D continuous actions."""
+
+    def run(args) -> None:
+        from avid.data.robot import PRESETS, RobotSpec, frames_per_second, generate
+
+        spec = PRESETS[args.preset] if args.preset else RobotSpec(
+            tasks=args.tasks.split(","), scenes=args.scenes.split(","), episodes=args.episodes,
+            episode_len=args.episode_len, trajectories=args.trajectories, trajectory_len=args.trajectory_len,
+            actions=not args.no_actions, frame_size=args.frame_size, seed=args.seed)
+        store = generate(spec, args.out)
+        fps = frames_per_second(store)
+        print(f"{store.num_frames()} frames in {len(store.shards)} shards at {args.out}"
+              + (f" ({fps:.1f} frames/s generated)" if fps else ""))
+
+    from avid.data.robot import PRESETS, TARGET_TASKS
+    from avid.data.robot_policies import TASKS
+    from avid.data.robot_sim import SCENES
+
+    r = dsub.add_parser("robot", help="simulated robot arm episodes (pybullet), RT-1-style 7-D actions")
+    r.add_argument("--preset", choices=sorted(PRESETS), metavar="NAME", help="a named dataset, paper-shaped sizes "
+                   f"and CPU versions ({', '.join(sorted(PRESETS))}; see the README); the options below are then "
+                   "ignored (default: none, use the options)")
+    r.add_argument("--tasks", default=",".join(TARGET_TASKS), help=f"comma-separated tasks, one drawn per episode "
+                   f"({', '.join(TASKS)})")
+    r.add_argument("--scenes", default=",".join(SCENES), help=f"comma-separated scenes, one drawn per episode "
+                   f"({', '.join(SCENES)})")
+    r.add_argument("--episodes", type=int, default=100, help="episodes to record")
+    r.add_argument("--episode-len", type=int, default=48, help="frames per episode")
+    r.add_argument("--trajectories", type=int, default=0, help="instead of episodes: this many trajectories of "
+                   "--trajectory-len frames, each from its own episode at a random start (0: episodes)")
+    r.add_argument("--trajectory-len", type=int, default=16, help="frames per trajectory")
+    r.add_argument("--no-actions", action="store_true", help="store no action labels (videos for pretraining)")
+    r.add_argument("--frame-size", type=int, default=64, help="square frame side in pixels")
+    r.add_argument("--seed", type=int, default=0, help="seed of scenes, objects and policies (episode i depends "
+                   "only on the seed and i)")
+    r.add_argument("--out", required=True, help="dataset folder to write (rerunning resumes after a kill)")
+    r.set_defaults(fn=run)
+# ---- end of the robot data block ---------------------------------------------------------------
 
 
 # ---- action classifier (Action Error Ratio, paper section 9.3) ---------------------------------
@@ -461,6 +501,7 @@ def build_parser() -> argparse.ArgumentParser:
     pg.add_argument("--out", required=True, help="dataset folder to write (rerunning resumes after a kill)")
     pg.set_defaults(fn=cmd_data)
     _add_data_verify(dsub)
+    _add_data_robot(dsub)
 
     for name, helptext in (("train", "train a method (AVID, a baseline, an ablation)"),
                            ("pretrain", "train the base image-to-video model")):
