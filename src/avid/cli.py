@@ -305,6 +305,43 @@ def _add_data_robot(dsub) -> None:
     r.add_argument("--out", required=True, help="dataset folder to write (rerunning resumes after a kill)")
     r.set_defaults(fn=run)
 # ---- end of the robot data block ---------------------------------------------------------------
+# ---- real robot data in (RLDS / Open X-Embodiment TFRecords, MP4 folders) ----------------------
+def _add_data_import(dsub) -> None:
+    """``avid data import PATH... --out DIR``."""
+
+    def run(args) -> None:
+        from avid.data.imports import ImportSpec, find_inputs, import_dataset
+
+        found, files = find_inputs(args.inputs)
+        spec = ImportSpec(args.format or found, files, frame_size=args.frame_size, image_key=args.image_key,
+                          action_keys=args.action_keys.split(","), action_bounds=args.action_bounds,
+                          split=args.split, test_fraction=args.test_fraction, seed=args.seed)
+        store, clipped = import_dataset(spec, args.out)
+        episodes = sum(s.get("episodes", 0) for s in store.shards)
+        print(f"{store.num_frames()} frames of {episodes} episodes in {len(store.shards)} shards at {args.out}; "
+              f"{store.meta['num_actions']}-D actions in [-1, 1]" + (f", {clipped} values clipped" if clipped else ""))
+
+    from avid.data.imports import FORMATS, RT1_ACTION_KEYS, RT1_IMAGE_KEY
+
+    r = dsub.add_parser("import", help="real robot episodes: RLDS / Open X-Embodiment TFRecords (RT-1's format), "
+                        "or a folder of MP4 videos with per-frame actions (NAME.mp4 + NAME.npy)")
+    r.add_argument("inputs", nargs="+", help="TFRecord or MP4 files, or folders of them")
+    r.add_argument("--out", required=True, help="dataset folder to write (rerunning resumes)")
+    r.add_argument("--format", choices=FORMATS, default=None, help="input format (default: from the file names)")
+    r.add_argument("--frame-size", type=int, default=64, help="square frame side: frames are resized to fit and "
+                   "padded (paper section 9.2)")
+    r.add_argument("--image-key", default=RT1_IMAGE_KEY, help="RLDS: the feature holding each step's image")
+    r.add_argument("--action-keys", default=",".join(RT1_ACTION_KEYS), help="RLDS: comma-separated features "
+                   "concatenated into the action (default: RT-1's 7-D world vector, rotation delta, gripper)")
+    r.add_argument("--action-bounds", default=None, help="per-dimension bounds mapped to [-1, 1]: 'rt1' (RT-1's "
+                   "action spec), 'data' (the imported episodes' min and max) or an earlier import's folder (share "
+                   "its scale, e.g. for a test split) (default: rt1 for RT-1's action keys, else data)")
+    r.add_argument("--split", choices=("all", "train", "test"), default="all",
+                   help="import only the episodes of this split (each episode's split is a hash of seed, file, index)")
+    r.add_argument("--test-fraction", type=float, default=0.05, help="fraction of episodes in the test split")
+    r.add_argument("--seed", type=int, default=0, help="seed of the train/test assignment")
+    r.set_defaults(fn=run)
+# ---- end of the import block -------------------------------------------------------------------
 
 
 # ---- action classifier (Action Error Ratio, paper section 9.3) ---------------------------------
@@ -502,6 +539,7 @@ def build_parser() -> argparse.ArgumentParser:
     pg.set_defaults(fn=cmd_data)
     _add_data_verify(dsub)
     _add_data_robot(dsub)
+    _add_data_import(dsub)
 
     for name, helptext in (("train", "train a method (AVID, a baseline, an ablation)"),
                            ("pretrain", "train the base image-to-video model")):
