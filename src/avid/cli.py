@@ -342,6 +342,36 @@ def _add_data_import(dsub) -> None:
     r.add_argument("--seed", type=int, default=0, help="seed of the train/test assignment")
     r.set_defaults(fn=run)
 # ---- end of the import block -------------------------------------------------------------------
+# ---- the codec of a latent base model ----------------------------------------------------------
+def _add_codec_command(sub) -> None:
+    """``avid codec train``: the autoencoder a latent base model is pretrained in (``codec:``)."""
+
+    def run(args) -> None:
+        from avid.config import apply_overrides, read_mapping
+        from avid.train.codec import codec_run_config, train_codec
+
+        d = apply_overrides(read_mapping(args.config) if args.config else {}, args.set)
+        for key, value in (("data", args.data), ("eval_data", args.eval_data), ("out", args.out)):
+            if value is not None:
+                d[key] = value or None
+        if args.steps is not None:
+            d.setdefault("train", {})["max_steps"] = args.steps
+        print(f"codec written to {train_codec(codec_run_config(d))}")
+
+    c = sub.add_parser("codec", help="the autoencoder of a latent base model")
+    csub = c.add_subparsers(dest="codec_cmd", required=True)
+    t = csub.add_parser("train", help="train the codec on a dataset's frames (rerunning resumes)")
+    t.add_argument("--config", default=None, help="codec YAML, e.g. configs/robot/codec-cpu.yaml (default: none, "
+                   "the built-in defaults)")
+    t.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config values, e.g. "
+                   "codec.base_channels=16 train.lr=1e-3")
+    t.add_argument("--data", default=None, help="training dataset folder (default: the config's)")
+    t.add_argument("--eval-data", default=None, help="held-out frames for the reconstruction error, '' for none "
+                   "(default: the config's)")
+    t.add_argument("--out", default=None, help="codec folder to write (default: the config's)")
+    t.add_argument("--steps", type=int, default=None, help="optimiser steps (default: the config's)")
+    t.set_defaults(fn=run)
+# ---- end of the codec block --------------------------------------------------------------------
 
 
 # ---- action classifier (Action Error Ratio, paper section 9.3) ---------------------------------
@@ -651,6 +681,7 @@ def build_parser() -> argparse.ArgumentParser:
     bm.set_defaults(fn=cmd_bench_metrics)
 
     _add_classifier_commands(sub)
+    _add_codec_command(sub)
     _add_experiment_commands(sub)
     _add_serve_command(sub)
     return p
