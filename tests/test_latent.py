@@ -9,6 +9,7 @@ from avid.blackbox import open_denoiser
 from avid.config import SampleConfig, load_run_config
 from avid.data import WindowDataset, collate
 from avid.data.robot import RobotSpec, generate
+from avid.evaluate import held_out_loss
 from avid.rollout import sample_videos
 from avid.train import load_method, train
 from avid.train.codec import CodecRunConfig, CodecTrainConfig, frames_of, reconstruction_mse, train_codec
@@ -86,3 +87,5 @@ def test_methods_train_and_sample_in_the_latent_space_and_return_frames(tmp_path
     assert box.stats.calls > before
     if name == "avid":
         assert roll.mask.shape == (2, 1, FRAMES - K, SIZE, SIZE)
+        loss, n = held_out_loss(method, data, FRAMES, K, limit=2, precision="fp32")  # in the latent space
+        assert n == 2 and loss > 0

@@ -1,6 +1,7 @@
 """The robot domain's documented commands run as written, at smoke-test size (``AVID_TINY=1``):
 the datasets from their presets, the codec, the latent base model (Table 9's v prediction, linear
-schedule, 16 frames), the Action Error Ratio's regressor, and a sample from the base model."""
+schedule, 16 frames), the Action Error Ratio's regressor, a sample from the base model and the
+robot comparison (Tables 2 and 3) with two seeds."""
 
 import pytest
 
@@ -27,3 +28,12 @@ def test_the_robot_configs_reproduce_a_codec_a_latent_base_model_and_a_regressor
     assert not regressor.discrete and regressor.cfg.num_actions == 7 and regressor.cfg.frames == 16
     main(["sample", "--checkpoint", "runs/base-robot-cpu", "--data", "data/robot-target-test", "--out", "samples"])
     assert "2 videos" in capsys.readouterr().out and (tmp_path / "samples/samples.gif").is_file()
+    main(["experiment", "robot", "--methods", "avid,avid-no-mask,poe", "--seeds", "0,1", "--eval-size", "2",
+          "--sweep-size", "2", "metrics.perceptual=false"])
+    report = tmp_path / "reports/robot-cpu"
+    table = (report / "table1.md").read_text()
+    assert "Table 2 layout" in table and "Table 3 layout" in (report / "table3-ablations.md").read_text()
+    rows = {line.split(",")[0] for line in (report / "table1.csv").read_text().splitlines()[1:]}
+    assert {"avid", "poe", "base"} <= rows and "Action Err. Ratio" in table
+    assert "MAE generated / real" in (report / "README.md").read_text()  # the AER of the 7-D regressor
+    assert (report / "seeds.csv").is_file()  # two seeds: mean and 95% interval

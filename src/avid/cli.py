@@ -364,7 +364,7 @@ def _add_codec_command(sub) -> None:
     t.add_argument("--config", default=None, help="codec YAML, e.g. configs/robot/codec-cpu.yaml (default: none, "
                    "the built-in defaults)")
     t.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config values, e.g. "
-                   "codec.base_channels=16 train.lr=1e-3")
+                   "codec.base_channels=16 train.lr=1e-3 (default: none)")
     t.add_argument("--data", default=None, help="training dataset folder (default: the config's)")
     t.add_argument("--eval-data", default=None, help="held-out frames for the reconstruction error, '' for none "
                    "(default: the config's)")
@@ -507,6 +507,13 @@ def _add_experiment_commands(sub) -> None:
     c.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
     add_precision_option(c)
     c.set_defaults(fn=run)
+    r = esub.add_parser("robot", help="paper Tables 2 and 3 on the simulated robot arm (latent base model, 7-D "
+                        "continuous actions): every method, same data and budget")
+    r.add_argument("--config", default="configs/experiments/robot-cpu.yaml", help="experiment YAML")
+    for action in c._actions:  # the coinrun command's other options
+        if action.dest not in ("help", "config"):
+            r._add_action(action)
+    r.set_defaults(fn=run)
 
     def scaling(args) -> None:
         import shlex

@@ -38,7 +38,7 @@ from avid.checkpoint import load_config
 from avid.config import RunConfig, load_sections
 from avid.data import Batch
 from avid.evaluate import EvalResult, evaluate, load_eval_batch
-from avid.experiment_report import (ReportInfo, base_parameters, combine_seeds, metric_functions, sweep_key,
+from avid.experiment_report import (DOMAINS, ReportInfo, base_parameters, combine_seeds, metric_functions, sweep_key,
                                     write_report)
 from avid.methods import REGISTRY, Method, build_method
 from avid.methods.sizes import SizePreset, load_size_preset
@@ -65,6 +65,7 @@ class ExperimentMetrics:
 @dataclass
 class ExperimentConfig:
     name: str = "coinrun-cpu"
+    domain: str = "coinrun"  # or "robot": names the comparison in the report (paper Table 1 or Table 2)
     runs: str = "runs"  # runs/<name>/<method>/ (seed 0), runs/<name>/seed-<k>/<method>/
     reports: str = "reports"  # reports/<name>/
     methods: list[str] = field(default_factory=lambda: list(DEFAULT_METHODS))
@@ -106,6 +107,8 @@ def load_experiment(path: str | Path | None = None, overrides: list[str] | None 
 
 
 def _check(exp: ExperimentConfig) -> None:
+    if exp.domain not in DOMAINS:
+        raise ValueError(f"domain must be one of {sorted(DOMAINS)}, got {exp.domain!r}")
     unknown = [m for m in exp.methods if m not in REGISTRY or m in ("base", "pretrain")]
     if unknown or not exp.methods:
         trainable = sorted(set(REGISTRY) - {"base", "pretrain"})

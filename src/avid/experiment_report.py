@@ -35,6 +35,9 @@ from avid.metrics.stats import ALPHA, LEVEL, SIGNIFICANT, MeanCI, compare_to_ref
 from avid.metrics.tables import METRICS, Row, markdown, to_csv
 from avid.report import report_file_names, write_table
 
+DOMAINS = {"coinrun": "Coinrun comparison (paper Table 1 layout)",
+           "robot": "robot-arm comparison (paper Table 2 layout)"}
+
 if TYPE_CHECKING:
     from avid.experiment import ExperimentConfig, ExperimentMetrics, SweepResult
 
@@ -215,7 +218,7 @@ def write_report(exp: "ExperimentConfig", res: EvalResult, keys: dict[str, str],
     chosen_on = f" (chosen on the {info.splits['validation']})" if "validation" in info.splits else ""
     note1 = common + (f" Sampling strengths from the sweeps{chosen_on}: {swept}." if swept else "")
     table1 = result_rows(res, keys, TABLE1, shown, info.base_params)
-    write_table(folder, "table1", table1, f"{exp.name}: Coinrun comparison (paper Table 1 layout)", note1)
+    write_table(folder, "table1", table1, f"{exp.name}: {DOMAINS[exp.domain]}", note1)
     if any(n in keys for n in TABLE3[1:]):
         write_table(folder, "table3-ablations", result_rows(res, keys, TABLE3, shown, info.base_params),
                     f"{exp.name}: AVID ablations (paper Table 3 layout)", common)
@@ -240,8 +243,8 @@ def readme(exp: "ExperimentConfig", res: EvalResult, keys: dict[str, str], sweep
            info: ReportInfo, shown: list[str], missing: dict[str, str]) -> str:
     t, s = exp.run.train, exp.run.sample
     params = {r.method: r.params for r in res.rows}
-    lines = [f"# {exp.name}: the paper's Coinrun comparison", "",
-             f"Made by `{info.command or 'avid experiment coinrun'}`; this invocation took "
+    lines = [f"# {exp.name}: the paper's {DOMAINS[exp.domain].split(' (')[0]}", "",
+             f"Made by `{info.command or f'avid experiment {exp.domain}'}`; this invocation took "
              f"{info.seconds / 60:.1f} min (torch CPU threads: {torch.get_num_threads()}"
              f"{', CUDA available' if torch.cuda.is_available() else ''}). Rerunning it skips finished runs and "
              "reuses sampled videos.", "",

@@ -175,6 +175,18 @@ def generate(spec: RobotSpec, out: str, progress: bool = True) -> EpisodeStore:
     return store
 
 
+def describe(meta: dict) -> str:
+    """E.g. ``robot place episodes, seed 22``."""
+    return f"robot {'/'.join(meta.get('tasks', []))} episodes, seed {meta.get('seed')}"
+
+
+def shared_episodes(a: dict, b: dict) -> str | None:
+    """What two robot datasets have in common (their episodes are drawn from the same seed), else None."""
+    if a.get("source") == b.get("source") == "robot" and a.get("seed") == b.get("seed"):
+        return f"robot episodes of seed {a.get('seed')}"
+    return None
+
+
 def frames_per_second(store: EpisodeStore) -> float | None:
     """Frames stored per second of generation (rendered frames; skipped steps are not counted),
     over the shards that record their time."""
