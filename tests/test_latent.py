@@ -89,3 +89,18 @@ def test_methods_train_and_sample_in_the_latent_space_and_return_frames(tmp_path
         assert roll.mask.shape == (2, 1, FRAMES - K, SIZE, SIZE)
         loss, n = held_out_loss(method, data, FRAMES, K, limit=2, precision="fp32")  # in the latent space
         assert n == 2 and loss > 0
+
+
+def test_a_served_latent_base_model_answers_encode_and_decode_as_the_local_one(latent_base):
+    from tests.servers import server_process
+
+    data, _, base = latent_base
+    video = frames_of(data, 4)
+    local = open_denoiser(base, precision="fp32")
+    with server_process(base, "--precision", "fp32") as server:
+        remote = open_denoiser(server.url)
+        assert remote.spec.latent and remote.spec.pixel_size == SIZE
+        assert remote.spec.fingerprint == local.spec.fingerprint
+        z = remote.codec.encode(video)
+        assert torch.allclose(z, local.codec.encode(video), atol=1e-5)
+        assert torch.allclose(remote.codec.decode(z), local.codec.decode(z), atol=1e-5)
