@@ -61,6 +61,10 @@ def test_scripted_policies_make_things_happen(sim):
     assert all(m[2] > 0.5 for m in moved.values())  # the hand travels half a metre or more
     assert moved["reach"][0] < 0.01 and moved["push"][0] > 0.05
     assert moved["pick"][1] > 0.08 and moved["place"][1] > 0.08
+    ep = run_episode(sim, RobotSpec(["place"], frame_size=32, seed=100), 0, 64)  # the default episode length
+    tray = sim.position(sim.tray)[:2]
+    before, after = (np.linalg.norm(ep.objects[j, :, :2] - tray, axis=-1) for j in (0, -1))
+    assert ((before > 0.1) & (after < 0.08)).any()  # an object was carried into the tray
 
 
 def test_an_episode_is_a_function_of_the_seed_and_its_index(sim):

@@ -294,7 +294,7 @@ def _add_data_robot(dsub) -> None:
     r.add_argument("--scenes", default=",".join(SCENES), help=f"comma-separated scenes, one drawn per episode "
                    f"({', '.join(SCENES)})")
     r.add_argument("--episodes", type=int, default=100, help="episodes to record")
-    r.add_argument("--episode-len", type=int, default=48, help="frames per episode")
+    r.add_argument("--episode-len", type=int, default=64, help="frames per episode")
     r.add_argument("--trajectories", type=int, default=0, help="instead of episodes: this many trajectories of "
                    "--trajectory-len frames, each from its own episode at a random start (0: episodes)")
     r.add_argument("--trajectory-len", type=int, default=16, help="frames per trajectory")

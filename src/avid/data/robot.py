@@ -39,7 +39,7 @@ class RobotSpec:
     tasks: list[str] = field(default_factory=lambda: list(TARGET_TASKS))
     scenes: list[str] = field(default_factory=lambda: list(SCENES))
     episodes: int = 100
-    episode_len: int = 48
+    episode_len: int = 64  # long enough for a scripted pick-and-place (9 of 10 end in the tray)
     trajectories: int = 0
     trajectory_len: int = 16
     actions: bool = True
