@@ -1,5 +1,5 @@
 """Black-box servers for tests, on 127.0.0.1 only: ``avid serve`` as a separate process (killable,
-``avid.serve.ServerProcess``), or an app served from a thread of the test process (fake providers)."""
+``avid.pipelines.serve.ServerProcess``), or an app served from a thread of the test process (fake providers)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from contextlib import contextmanager
 
 import requests
 
-from avid.serve import ServerProcess
+from avid.pipelines.serve import ServerProcess
 
 
 def metrics(server: ServerProcess, token: str | None = None) -> dict:

@@ -3,17 +3,19 @@ each predicted frame; the ratio is accuracy(real) / accuracy(generated) (discret
 MAE(generated) / MAE(real) (continuous); the shipped Coinrun classifier beats chance."""
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
 from avid.checkpoint import resolve
+from avid.config import TrainConfig
 from avid.cli import main
 from avid.data import Batch, WindowDataset, collate, to_video
 from avid.metrics.action_classifier import (ActionClassifier, ClassifierConfig, action_accuracy, action_error_ratio,
                                             action_mae, error_ratio, load_classifier, save_classifier)
-from avid.metrics.classifier_train import ClassifierRunConfig, evaluate_classifier, heldout, train_classifier
+from avid.pipelines.classifier_train import ClassifierRunConfig, evaluate_classifier, heldout, train_classifier
 from tests.conftest import SIZE, TINY_UNET, make_base, make_store
 
 T, K, A = 6, 2, 5
@@ -88,13 +90,14 @@ def toy_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("toy")
     make_store(tmp / "train", n_frames=3000, episode=50, seed=0)
     make_store(tmp / "test", n_frames=1200, episode=T, seed=1)
-    run = ClassifierRunConfig(classifier=dict(unet=dict(TINY_UNET, temporal_kernel=3), frames=T, cond_frames=K,
-                                              proj_channels=8, hidden=64, dropout=0.0),
-                              eval_data=str(tmp / "test"))
     opts = dict(batch_size=16, lr=2e-3, ema_decay=None, precision="32-true", threads=1, progress=False,
                 log_every=5, ckpt_every=50)
-    train_classifier(tmp / "train", tmp / "run", run, max_steps=100, **opts)
-    folder = train_classifier(tmp / "train", tmp / "run", run, max_steps=160, **opts)  # resumes at 100
+    run = ClassifierRunConfig(classifier=dict(unet=dict(TINY_UNET, temporal_kernel=3), frames=T, cond_frames=K,
+                                              proj_channels=8, hidden=64, dropout=0.0),
+                              data=str(tmp / "train"), out=str(tmp / "run"), eval_data=str(tmp / "test"),
+                              train=TrainConfig(max_steps=100, **opts))
+    train_classifier(run)
+    folder = train_classifier(replace(run, train=TrainConfig(max_steps=160, **opts)))  # resumes at 100
     return tmp, folder
 
 
@@ -113,7 +116,8 @@ def test_a_classifier_learns_actions_it_can_see_at_every_predicted_frame(toy_run
     # the loss went down (first logged steps against the last ones)
     import csv
 
-    rows = [r for r in csv.DictReader(open(tmp / "run" / "logs" / "metrics.csv")) if r.get("train/loss")]
+    rows = [r for log in sorted((tmp / "run" / "logs").glob("version_*/metrics.csv"))  # one per resumed segment
+            for r in csv.DictReader(open(log)) if r.get("train/loss")]
     losses = [float(r["train/loss"]) for r in rows]
     assert np.mean(losses[-3:]) < 0.7 * math.log(A)
     # videos that contradict the actions score worse: the ratio rises above 1
@@ -183,7 +187,7 @@ def test_windows_of_the_data_layer_align_with_the_shipped_convention(tmp_path):
 
 
 def test_the_continuous_regressor_is_trained_with_mse_on_actions_normalised_by_the_training_set():
-    from avid.metrics.classifier_train import build_classifier
+    from avid.pipelines.classifier_train import build_classifier
 
     g = torch.Generator().manual_seed(0)
     train_actions = torch.randn(500, 2, generator=g) * torch.tensor([3.0, 0.5]) + torch.tensor([1.0, -2.0])

@@ -9,6 +9,7 @@ from avid.blackbox import open_denoiser
 from avid.data import Batch
 from avid.diffusion import Diffusion
 from avid.methods import Context, build_method
+from avid.nn import with_first_frames
 from avid.whitebox import load_base_model
 from tests.conftest import K, SIZE, TINY_UNET
 
@@ -117,3 +118,17 @@ def test_a_residual_adapter_starts_halfway_between_the_base_and_nothing_moves(ti
     assert torch.allclose(final, 0.5 * tiny_denoiser(x_i, i, first) + 0.5 * still, atol=1e-5)
     with pytest.raises(ValueError, match="no-mask"):
         build_method("avid-no-mask", ctx_for(tiny_denoiser), {"unet": TINY_UNET, "residual": True})
+
+
+def test_a_residual_adapters_mask_can_learn_where_and_when_to_trust_the_base(tiny_denoiser):
+    # Two zero-initialised layers in series (the mask logit channel, then the mask head) would give
+    # each other zero gradients: the mask could only learn its bias, one constant for every pixel,
+    # frame and diffusion step. The residual adapter zeroes only its prediction channels.
+    avid = build_method("avid", ctx_for(tiny_denoiser), {"unet": TINY_UNET, "residual": True})
+    x_i, i, first, a = inputs()
+    final, extras = avid.predict(x_i, i, first, a)
+    assert torch.all(extras["mask"] == 0.5)
+    final.pow(2).mean().backward()
+    assert avid.mask_head.weight.grad.abs().item() > 0
+    out = avid.adapter(with_first_frames(x_i, tiny_denoiser(x_i, i, first), first=first), i, a)
+    assert torch.all(out[:, :3] == 0) and out[:, 3].abs().max() > 0

@@ -10,7 +10,7 @@ from safetensors.torch import load_file, save_file
 from avid.blackbox import open_denoiser
 from avid.cli import main
 from avid.config import SampleConfig, load_run_config
-from avid.evaluate import _cache_key, load_eval_batch
+from avid.pipelines.evaluate import _cache_key, load_eval_batch
 from avid.methods import build_method
 from avid.rollout import sample_videos
 from avid.train import build_context, train
@@ -66,7 +66,7 @@ def test_bad_sampling_inputs_are_refused(tmp_path, setup, capsys):
     base, data = setup
     s = ["sample", "--checkpoint", str(base), "--out", str(tmp_path / "s")]
     fails([*s, "--data", str(data), "--eta", "nan"], capsys, "sampling.eta must be a finite number >= 0, got nan")
-    fails([*s, "--data", str(data), "--steps", "0"], capsys, "sampling.steps must be a finite number >= 1")
+    fails([*s, "--data", str(data), "--ddim-steps", "0"], capsys, "sampling.steps must be a finite number >= 1")
     fails([*s, "--data", str(data), "--limit", "0"], capsys, "--limit must be at least 1")
     np.save(tmp_path / "a.npy", np.zeros((2, 4), np.int64))
     np.save(tmp_path / "f.npy", np.random.default_rng(0).random((2, 2, 16, 16, 3)).astype(np.float32))

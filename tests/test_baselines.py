@@ -202,3 +202,27 @@ def test_size_presets_match_trainable_parameters_within_ten_percent(bases, prese
     counts = trainable_parameter_counts(sizes, ctx)
     assert set(counts) == set(MATCHED) and set(MATCHED) <= set(REGISTRY)
     assert max(counts.values()) <= 1.10 * min(counts.values()), counts
+
+
+def test_options_are_recorded_from_the_constructor_and_sampling_strengths_report_their_current_value(bases):
+    ctx = ctx_for(bases["x0"])
+    cg = build("classifier-guidance", ctx, w=0.1)
+    # every constructor option, defaults filled in, as YAML writes them (the tuple default a list)
+    assert cg.options() == {"unet": TINY_UNET, "w": 0.1, "hidden": 16, "bins": 256, "action_range": [-1.0, 1.0]}
+    assert build_method("avid-no-mask", ctx, {"unet": TINY_UNET}).options() == {
+        "unet": TINY_UNET, "mask": False, "condition_on_base": True, "residual": False}
+    poe = set_sampling_options(build("poe", ctx), lambda_p=0.2)
+    assert poe.options()["lambda_p"] == 0.2 and copy.deepcopy(poe).options() == poe.options()
+    # the options an older export wrote by hand still rebuild the method
+    old = {"unet": TINY_UNET, "mask": False, "condition_on_base": True, "residual": False}
+    assert not build_method("avid-no-mask", ctx, old).use_mask
+    assert build_method("controlnet-small", ctx, {"small": True, "unet": SMALL}).options() == {"small": True,
+                                                                                                "unet": SMALL}
+
+
+def test_what_differs_between_methods_is_a_class_attribute():
+    assert REGISTRY["finetune"].default_lr == 2e-5 and REGISTRY["avid"].default_lr == 1e-4  # paper Table 8
+    assert REGISTRY["avid-no-mask"].size_entry == REGISTRY["avid-no-cond"].size_entry == "avid"
+    assert REGISTRY["controlnet"].size_entry is None and REGISTRY["finetune"].size_entry is None
+    assert not REGISTRY["base"].trains and REGISTRY["pretrain"].pretrains_base
+    assert all(REGISTRY[m].size_entry == m for m in MATCHED)

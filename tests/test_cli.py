@@ -6,7 +6,7 @@ import yaml
 
 from avid.cli import main
 from avid.config import SampleConfig, load_run_config
-from avid.evaluate import evaluate, load_eval_batch
+from avid.pipelines.evaluate import evaluate, load_eval_batch
 from avid.methods import build_method
 from avid.train import build_context, load_method
 from tests.conftest import TINY_UNET, make_base, make_store
@@ -26,7 +26,7 @@ def trained(tmp_path):
 
 def test_train_sample_and_export(trained, capsys):
     tmp, base, data = trained
-    main(["sample", "--checkpoint", str(tmp / "run"), "--data", str(data), "--limit", "3", "--steps", "4",
+    main(["sample", "--checkpoint", str(tmp / "run"), "--data", str(data), "--limit", "3", "--ddim-steps", "4",
           "--out", str(tmp / "s")])
     videos = np.load(tmp / "s" / "videos.npy")
     assert videos.shape == (3, 4, 16, 16, 3) and videos.dtype == np.uint8
@@ -59,7 +59,7 @@ def test_evaluation_writes_the_report_and_resumes_from_cached_samples(trained, m
         assert (tmp / "report" / f).exists(), f
     assert set(res.metrics["avid"]) >= {"psnr", "ssim"} and res.rows[1].params > 0
     # the table closes with the trivial baseline: the last conditioning frame repeated, scored alike
-    from avid.evaluate import COPY_LAST, to01
+    from avid.pipelines.evaluate import COPY_LAST, to01
     from avid.metrics import frame_metrics
 
     assert res.rows[-1].method == COPY_LAST and res.rows[-1].params is None
@@ -67,7 +67,7 @@ def test_evaluation_writes_the_report_and_resumes_from_cached_samples(trained, m
     assert res.rows[-1].values["psnr"] == pytest.approx(copy["psnr"])
     assert f"| {COPY_LAST} |" in (tmp / "report" / "metrics.md").read_text()
     assert "Precision of every forward pass: fp32 (requested)" in (tmp / "report" / "metrics.md").read_text()
-    import avid.evaluate as ev
+    import avid.pipelines.evaluate as ev
 
     monkeypatch.setattr(ev, "sample_videos", lambda *a, **k: (_ for _ in ()).throw(AssertionError("resampled")))
     again = evaluate({"base": base_method, "avid": method}, batch, sc, tmp / "report")
@@ -76,7 +76,7 @@ def test_evaluation_writes_the_report_and_resumes_from_cached_samples(trained, m
 
 def test_avid_eval_command(trained, capsys):
     tmp, base, data = trained
-    main(["eval", "--runs", str(tmp / "run"), "--data", str(data), "--limit", "2", "--steps", "2",
+    main(["eval", "--runs", str(tmp / "run"), "--data", str(data), "--limit", "2", "--ddim-steps", "2",
           "--with-base", "--out", str(tmp / "rep")])
     out = capsys.readouterr().out
     assert "| base |" in out and "| run (" in out and (tmp / "rep" / "metrics.csv").exists()
@@ -88,7 +88,7 @@ def test_held_out_loss_weights_every_window_once_and_leaves_the_global_rng_alone
     import torch
 
     from avid.data import WindowDataset
-    from avid.evaluate import held_out_loss
+    from avid.pipelines.evaluate import held_out_loss
     from avid.methods.base import Method
 
     tmp, base, data = trained
@@ -154,7 +154,8 @@ def test_every_option_of_every_command_has_help_and_a_stated_default(capsys):
     for path, parser in commands.items():
         helps = parser._get_formatter()._get_help_string  # the help text as --help prints it, before wrapping
         for a in parser._actions:
-            if isinstance(a, (argparse._HelpAction, argparse._VersionAction, argparse._SubParsersAction)):
+            if isinstance(a, (argparse._HelpAction, argparse._VersionAction, argparse._SubParsersAction)) or \
+                    a.help == argparse.SUPPRESS:  # an old spelling that only names the new one
                 continue
             where = f"{' '.join(path)} {'/'.join(a.option_strings) or a.dest}"
             assert a.help, f"{where} has no help text"
@@ -171,7 +172,20 @@ def test_sample_and_eval_default_to_the_readmes_ddim_steps():
     quickstart = load_run_config("configs/coinrun/quickstart.yaml").sample
     for cmd in (["sample", "--checkpoint", "x"], ["eval", "--runs", "x", "--data", "d", "--out", "o"]):
         args = p.parse_args(cmd)
-        assert (args.sampler, args.steps) == (quickstart.sampler, quickstart.steps) == ("ddim", 4)
+        assert (args.sampler, args.ddim_steps) == (quickstart.sampler, quickstart.steps) == ("ddim", 4)
+
+
+def test_steps_is_either_ddim_steps_or_train_steps_and_the_old_spelling_names_the_new_one(capsys):
+    for cmd, new in ((["sample", "--checkpoint", "x", "--steps", "4"], "--ddim-steps (DDIM sampling steps)"),
+                     (["eval", "--runs", "x", "--data", "d", "--out", "o", "--steps", "4"], "--ddim-steps"),
+                     (["quickstart", "--steps", "5"], "--train-steps (optimiser steps)"),
+                     (["classifier", "train", "--steps", "5"], "--train-steps"),
+                     (["experiment", "coinrun", "--steps", "5"], "--train-steps"),
+                     (["experiment", "robot", "--steps", "5"], "--train-steps"),
+                     (["codec", "train", "--steps", "5"], "--train-steps")):
+        with pytest.raises(SystemExit) as e:
+            main(cmd)
+        assert e.value.code == 2 and f"it is now {new}" in capsys.readouterr().err
 
 
 def test_version_and_a_level_range_without_a_colon_fail_or_answer_clearly(tmp_path, capsys):

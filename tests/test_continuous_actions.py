@@ -5,6 +5,7 @@ schedule, DDIM); its actions reach the prediction through the linear action embe
 normalised actions and scores MAE(generated) / MAE(real)."""
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -13,10 +14,11 @@ import torch
 from avid.config import SampleConfig, load_run_config
 from avid.data import WindowDataset, collate
 from avid.data.robot import RobotSpec, generate
-from avid.evaluate import action_error_ratio
 from avid.methods import REGISTRY
 from avid.metrics.action_classifier import load_classifier
-from avid.metrics.classifier_train import ClassifierRunConfig, evaluate_classifier, train_classifier
+from avid.pipelines.classifier_train import (ClassifierRunConfig, classifier_training, evaluate_classifier,
+                                            train_classifier)
+from avid.pipelines.evaluate import action_error_ratio
 from avid.rollout import Rollout, sample_videos
 from avid.train import load_method, train
 from tests.conftest import K, SIZE, TINY_UNET, make_base
@@ -83,9 +85,11 @@ def test_the_action_error_ratio_regressor_trains_on_normalised_actions_and_score
     _, data = robot
     run = ClassifierRunConfig(classifier={"unet": dict(base_channels=8, channel_mults=[1, 2], patch_size=2,
                                                        attn_from_level=1, attn_heads=2, attn_head_dim=8),
-                                          "frames": FRAMES, "cond_frames": K, "hidden": 16, "proj_channels": 4})
-    folder = train_classifier(data, tmp_path / "reg", run, max_steps=2, batch_size=2, progress=False,
-                              precision="fp32", ema_decay=None)
+                                          "frames": FRAMES, "cond_frames": K, "hidden": 16, "proj_channels": 4},
+                              data=str(data), out=str(tmp_path / "reg"),
+                              train=replace(classifier_training(), max_steps=2, batch_size=2, progress=False,
+                                            precision="fp32", ema_decay=None))
+    folder = train_classifier(run)
     reg = load_classifier(folder)
     train_actions = WindowDataset(data, FRAMES, K).actions
     assert np.allclose(reg.action_mean.numpy(), train_actions.mean(0), atol=1e-5)  # normalised by the training set

@@ -10,11 +10,13 @@ import pytest
 import torch
 import yaml
 
-import avid.budget
-import avid.evaluate
-from avid import experiment
-from avid.evaluate import COPY_LAST
-from avid.experiment import DEFAULT_METHODS, load_experiment, method_run_config, run_experiment
+import avid.pipelines.budget
+import avid.pipelines.evaluate
+from avid.pipelines import experiment
+from avid.pipelines.evaluate import COPY_LAST
+from avid.pipelines.experiment import method_run_config, run_experiment
+from avid.pipelines.experiment_config import load_experiment
+from avid.methods import COMPARED as DEFAULT_METHODS
 from avid.methods.sizes import load_size_preset
 from avid.methods.sweeps import PAPER_SWEEPS
 from avid.metrics import packaged
@@ -60,11 +62,13 @@ def test_the_whole_comparison_writes_the_papers_tables_and_a_rerun_trains_and_sa
     exp = tiny_experiment(tmp_path)
     report = run_experiment(exp)
 
-    # every method trained for the same number of steps; fine-tuning at the paper's lr 2e-5
+    # every method trained for the same number of steps; fine-tuning at the paper's lr 2e-5 (its
+    # default_lr: the experiment sets no train.lr), the others at 1e-4, each recorded in its run
+    assert exp.run.train.lr is None
     for m in DEFAULT_METHODS:
         cfg = yaml.safe_load((tmp_path / "runs" / "tiny" / m / "config.yaml").read_text())
         assert cfg["step"] == 2
-        assert cfg["run"]["train"]["lr"] == (2e-5 if m == "finetune" else exp.run.train.lr)
+        assert cfg["run"]["train"]["lr"] == (2e-5 if m == "finetune" else 1e-4)
 
     # Table 1: one row per method, the base model and the copy-last-frame baseline; Table 3: AVID and
     # its two ablations (and the same baseline)
@@ -105,8 +109,8 @@ def test_the_whole_comparison_writes_the_papers_tables_and_a_rerun_trains_and_sa
     def fail(*args, **kwargs):
         raise AssertionError("a finished run was trained or a cached video sampled again")
 
-    monkeypatch.setattr(avid.budget, "train", fail)
-    monkeypatch.setattr(avid.evaluate, "sample_videos", fail)
+    monkeypatch.setattr(avid.pipelines.budget, "train", fail)
+    monkeypatch.setattr(avid.pipelines.evaluate, "sample_videos", fail)
     again = run_experiment(exp)
     rerun = read_csv(again / "table1.csv")
     assert rerun.keys() == table1.keys()
@@ -179,18 +183,19 @@ def test_the_command_line_sets_the_budget(monkeypatch):
 
     seen = {}
     monkeypatch.setattr(experiment, "run_experiment", lambda exp, command: seen.update(exp=exp, command=command))
-    main(["experiment", "coinrun", "--steps", "5", "--methods", "avid,scratch", "--eval-size", "8",
+    main(["experiment", "coinrun", "--train-steps", "5", "--methods", "avid,scratch", "--eval-size", "8",
           "--sweep-size", "4", "--minutes-per-method", "2.5", "--seeds", "3,4", "run.sample.steps=7"])
     exp = seen["exp"]
     assert (exp.name, exp.steps, exp.methods) == ("coinrun-cpu", 5, ["avid", "scratch"])
     assert (exp.eval_size, exp.sweep_size, exp.seeds) == (8, 4, [3, 4])
     assert exp.minutes_per_method == 2.5 and exp.run.sample.steps == 7
-    assert seen["command"].startswith("avid experiment coinrun --config configs/experiments/coinrun-cpu.yaml")
+    assert seen["command"] == ("avid experiment coinrun --train-steps 5 --methods avid,scratch --eval-size 8 "
+                               "--sweep-size 4 --minutes-per-method 2.5 --seeds 3,4 run.sample.steps=7")  # as typed
 
 
 def test_seeds_combine_into_mean_and_interval_and_replace_a_single_evaluations_interval():
-    from avid.evaluate import EvalResult
-    from avid.experiment_report import combine_seeds
+    from avid.pipelines.evaluate import EvalResult
+    from avid.pipelines.experiment_report import combine_seeds
 
     def result(avid_psnr, base_psnr):
         return EvalResult({"avid": {"psnr": avid_psnr, "psnr_ci": (0.0, 99.0), "sample_seconds": 2.0},

@@ -13,7 +13,7 @@ from PIL import Image
 from avid.cli import main
 from avid.data import EpisodeStore, WindowDataset
 from avid.data.imports import RT1_ACTION_KEYS, ImportSpec, find_inputs, fit_and_pad, import_dataset
-from avid.report import write_video
+from avid.pipelines.report import write_video
 
 pytest.importorskip("tfrecord")
 COLOURS = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (220, 220, 40), (40, 220, 220), (220, 40, 220)]

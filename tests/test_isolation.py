@@ -18,12 +18,12 @@ import torch
 
 from avid.blackbox import Denoiser
 from avid.config import load_run_config
-from avid.methods import REGISTRY, build_method, needs_parameters
+from avid.methods import REGISTRY, build_method
 from avid.train import build_context
 from avid.whitebox import load_base_model
 from tests.conftest import K, TINY_UNET
 
-BLACK_BOX_METHODS = sorted(name for name in REGISTRY if not needs_parameters(name))
+BLACK_BOX_METHODS = sorted(name for name, cls in REGISTRY.items() if not cls.needs_parameters)
 OPTIONS = {"base": {}, "classifier-guidance": {"unet": TINY_UNET, "hidden": 16}}
 META = {"action_kind": "discrete", "num_actions": 5, "frame_size": 16}
 

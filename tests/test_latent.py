@@ -2,6 +2,8 @@
 model pretrained in its latent space ships it and serves it only as the black box's encode / decode;
 methods train and sample in that latent space and give back decoded frames."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -9,10 +11,10 @@ from avid.blackbox import open_denoiser
 from avid.config import SampleConfig, load_run_config
 from avid.data import WindowDataset, collate
 from avid.data.robot import RobotSpec, generate
-from avid.evaluate import held_out_loss
+from avid.pipelines.evaluate import held_out_loss
 from avid.rollout import sample_videos
 from avid.train import load_method, train
-from avid.train.codec import CodecRunConfig, CodecTrainConfig, frames_of, reconstruction_mse, train_codec
+from avid.train.codec import CodecRunConfig, codec_training, frames_of, reconstruction_mse, train_codec
 from avid.whitebox import load_codec
 from tests.conftest import K, SIZE, TINY_UNET
 
@@ -29,9 +31,9 @@ def latent_base(tmp_path_factory):
     root = tmp_path_factory.mktemp("latent")
     data = str(generate(RobotSpec(["pick"], episodes=2, episode_len=12, frame_size=SIZE, seed=2), str(root / "data"),
                         progress=False).root)
+    train_cfg = replace(codec_training(), max_steps=3, batch_size=2, progress=False, precision="fp32")
     codec = train_codec(CodecRunConfig(out=str(root / "codec"), data=data, eval_data=data, codec=CODEC,
-                                       train=CodecTrainConfig(max_steps=3, batch_size=2, progress=False,
-                                                              precision="fp32")))
+                                       train=train_cfg))
     cfg = load_run_config(None, [
         f"out={root / 'base'}", "base=null", f"codec={codec}", f"data.train={data}", f"data.frames={FRAMES}",
         "method.name=pretrain", f"method.options={{unet: {TINY_UNET}}}",

@@ -20,7 +20,7 @@ from avid.data import Batch
 from avid.diffusion import Diffusion, DiffusionConfig
 from avid.methods import Context, build_method
 from avid.rollout import sample_videos
-from avid.serve import Batcher, make_app
+from avid.pipelines.serve import Batcher, make_app
 from avid.train import load_method, train
 from tests.conftest import K, SIZE, TINY_UNET, make_base, make_store
 from tests.servers import ServerProcess, app_in_thread, metrics, server_process
@@ -105,7 +105,7 @@ def test_training_survives_the_server_killed_and_restarted_mid_run(setup, runs, 
                     events.append(("restarted", server.port))
                 threading.Thread(target=kill_and_restart, daemon=True).start()
 
-    from avid.train import run as run_mod
+    from avid.train import harness as run_mod
 
     orig = run_mod.L.Trainer
     monkeypatch.setattr(run_mod.L, "Trainer", lambda *a, **kw: orig(*a, **{**kw, "callbacks": [*kw["callbacks"], KillServer()]}))

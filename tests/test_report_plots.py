@@ -4,7 +4,7 @@ model included) as its own labelled point in the score plot."""
 import matplotlib.pyplot as plt
 import torch
 
-from avid.report import mask_per_step_figure, score_vs_params_figure
+from avid.pipelines.report import mask_per_step_figure, score_vs_params_figure
 
 
 def test_mask_plot_reads_in_sampling_order_and_says_so():

@@ -71,7 +71,7 @@ def test_training_refuses_a_classifier_an_export_a_dataset_and_a_run_of_another_
 
 def test_one_writer_per_run_folder_and_report_folder(tmp_path, setup):
     from avid.config import SampleConfig
-    from avid.evaluate import evaluate
+    from avid.pipelines.evaluate import evaluate
 
     base, data = setup
     holder = hold_lock(tmp_path / "run")

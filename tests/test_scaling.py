@@ -7,10 +7,10 @@ import csv
 import pytest
 import yaml
 
-import avid.budget
-import avid.evaluate
-from avid.evaluate import COPY_LAST
-from avid.scaling import load_scaling, run_scaling
+import avid.pipelines.budget
+import avid.pipelines.evaluate
+from avid.pipelines.evaluate import COPY_LAST
+from avid.pipelines.scaling import load_scaling, run_scaling
 from tests.conftest import TINY_UNET, make_base, make_store
 
 
@@ -61,8 +61,8 @@ def test_the_ladder_resumes_one_run_measures_every_rung_and_a_rerun_redoes_nothi
     def fail(*args, **kwargs):
         raise AssertionError("a measured rung was trained or sampled again")
 
-    monkeypatch.setattr(avid.budget, "train", fail)
-    monkeypatch.setattr(avid.evaluate, "sample_videos", fail)
+    monkeypatch.setattr(avid.pipelines.budget, "train", fail)
+    monkeypatch.setattr(avid.pipelines.evaluate, "sample_videos", fail)
     run_scaling(cfg)
     assert rows(report) == first
 
@@ -86,7 +86,7 @@ def test_a_changed_set_up_is_refused_and_a_decaying_schedule_is_rejected(tmp_pat
 
 
 def test_the_cpu_config_and_the_command_line(monkeypatch):
-    from avid import scaling
+    from avid.pipelines import scaling
     from avid.cli import main
 
     cfg = load_scaling("configs/experiments/scaling-cpu.yaml")
@@ -96,4 +96,4 @@ def test_the_cpu_config_and_the_command_line(monkeypatch):
     monkeypatch.setattr(scaling, "run_scaling", lambda cfg, command: seen.update(cfg=cfg, command=command))
     main(["experiment", "scaling", "--ladder", "10,20", "--val-size", "8", "--threads", "1", "run.sample.steps=5"])
     assert (seen["cfg"].ladder, seen["cfg"].val_size, seen["cfg"].run.sample.steps) == ([10, 20], 8, 5)
-    assert seen["command"].startswith("avid experiment scaling --config configs/experiments/scaling-cpu.yaml")
+    assert seen["command"] == "avid experiment scaling --ladder 10,20 --val-size 8 --threads 1 run.sample.steps=5"

@@ -53,7 +53,7 @@ def test_resume_continues_from_the_saved_step_with_the_same_optimiser_state(tmp_
             calls["start_step"] = trainer.global_step
             calls["opt"] = copy.deepcopy(trainer.optimizers[0].state_dict()["state"])
 
-    from avid.train import run as run_mod
+    from avid.train import harness as run_mod
 
     orig = run_mod.L.Trainer
 
@@ -180,7 +180,7 @@ def test_a_run_records_the_precision_it_used(tmp_path, setup):
 
 
 def test_the_ema_warms_up_so_a_short_run_is_not_held_back_by_its_initial_weights():
-    from avid.train.run import WarmupEMA
+    from avid.train.callbacks import WarmupEMA
 
     avg = WarmupEMA(0.995)._kwargs["avg_fn"]
     ema = torch.zeros(1)
@@ -192,7 +192,7 @@ def test_the_ema_warms_up_so_a_short_run_is_not_held_back_by_its_initial_weights
 
 
 def test_the_quickstart_plans_its_steps_from_measured_times(tmp_path, setup, monkeypatch):
-    import avid.quickstart as qs
+    import avid.pipelines.quickstart as qs
 
     base, data = setup
     cfg = run_config(tmp_path, base, data, steps=50)

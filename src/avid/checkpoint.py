@@ -85,3 +85,15 @@ def load_weights(folder: str | Path, module: torch.nn.Module, prefix: str = "") 
             f"{len(missing)} missing keys {missing[:3]}, {len(extra)} unexpected {extra[:3]}, "
             f"{len(wrong)} with other shapes {wrong[:3]}")
     module.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
+
+
+STORED_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+def export_copy(run: str | Path, out: str | Path, dtype: str = "bf16") -> str:
+    """``avid export``: a model folder copied to ``out`` for shipping, weights cast to ``dtype`` (a key
+    of ``STORED_DTYPES``), the config recording it as ``stored_dtype``. Returns what was done."""
+    src = resolve(run)
+    cfg = load_config(src)
+    save_model(out, load_file(str(src / WEIGHTS)), {**cfg, "stored_dtype": dtype}, dtype=STORED_DTYPES[dtype])
+    return f"{src} -> {out} ({dtype} weights, config kind {cfg.get('kind')!r})"

@@ -11,7 +11,8 @@ import os
 import sys
 import warnings
 
-from avid.cli_options import Parser, add_precision_option, add_sampler_options, int_list, level_range
+from avid.cli_options import (Parser, add_precision_option, add_sampler_options, add_train_steps, int_list,
+                              level_range)
 
 
 def _quiet() -> None:
@@ -41,7 +42,7 @@ def cmd_train(args) -> None:
     from avid.config import load_run_config
     from avid.train import train
 
-    cfg = load_run_config(args.config, args.set + ([f"train.precision={args.precision}"] if args.precision else []))
+    cfg = load_run_config(args.config, args.set, {"train.precision": args.precision})
     train(cfg)
     print(f"model written to {cfg.out}")
 
@@ -49,7 +50,7 @@ def cmd_train(args) -> None:
 def cmd_bench_metrics(args) -> None:
     import json
 
-    from avid.bench_metrics import bench_metrics
+    from avid.pipelines.bench_metrics import bench_metrics
 
     res = bench_metrics(args.data, args.limit, classifier=args.classifier, threads=args.threads)
     print(json.dumps(res, indent=1, default=str))
@@ -67,149 +68,60 @@ def cmd_weights_fetch(args) -> None:
 
 
 def cmd_quickstart(args) -> None:
-    from avid.quickstart import QuickstartOptions, quickstart
+    from avid.pipelines.quickstart import QuickstartOptions, quickstart
 
-    quickstart(QuickstartOptions(config=args.config, base=args.base, steps=args.steps, budget_minutes=args.budget_minutes,
+    quickstart(QuickstartOptions(config=args.config, base=args.base, steps=args.train_steps,
+                                 budget_minutes=args.budget_minutes,
                                  eval_size=args.eval_size,
                                  train_levels=args.train_levels, report_dir=args.report, threads=args.threads,
                                  data_dir=args.data_dir, runs_dir=args.runs_dir, precision=args.precision))
 
 
 def cmd_sample(args) -> None:
-    from avid.locks import folder_lock
-
-    with folder_lock(args.out):  # created, writable and ours before any sampling
-        _sample(args)
-
-
-def _sample(args) -> None:
-    from pathlib import Path
-
-    import numpy as np
-    import torch
-
     from avid.config import SampleConfig
-    from avid.data import WindowDataset, collate, to_uint8
-    from avid.data.windows import frames_to_video
-    from avid.report import mask_to_video, video_grid, write_video
-    from avid.rollout import sample_videos
-    from avid.train import load_method
+    from avid.pipelines.sample import sample_to_folder
 
-    method, mc = load_method(args.checkpoint, args.precision)
-    if args.data:
-        ds = WindowDataset(args.data, mc["frames"], mc["cond_frames"], stride=mc["frames"])
-        if args.limit is not None and args.limit < 1:
-            raise ValueError(f"--limit must be at least 1 (leave it out for all), got {args.limit}")
-        n = min(args.limit or len(ds), len(ds))
-        batch = collate([ds[int(j)] for j in np.linspace(0, len(ds) - 1, n).round()])  # spread over the set
-        first, actions = batch.first, batch.actions
-    else:
-        if not (args.first_frames and args.actions):
-            raise ValueError("give --data DIR, or both --first-frames and --actions (.npy files)")
-        first = frames_to_video(np.load(args.first_frames), "--first-frames")  # (N, k, H, W, 3) uint8
-        actions = torch.as_tensor(np.load(args.actions))
-        if first.ndim == 4:
-            first = first[None]
-            actions = actions[None]
-    cfg = SampleConfig(sampler=args.sampler, steps=args.steps, eta=args.eta, batch_size=args.batch_size, seed=args.seed,
-                       precision=args.precision)
-    roll = sample_videos(method, first, actions, cfg)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    np.save(out / "videos.npy", to_uint8(roll.videos).numpy())
-    cols = [first[:, :, -1:].expand(-1, -1, roll.videos.shape[2], -1, -1), roll.videos]
-    if args.data:  # ground truth beside the sample
-        cols.insert(1, batch.x0)
-    if roll.mask is not None:
-        np.save(out / "mask.npy", roll.mask.numpy())
-        np.save(out / "mask_per_step.npy", roll.mask_per_step.numpy())
-        cols.append(mask_to_video(roll.mask))
-    write_video(out / "samples.gif", video_grid(cols, rows=8))
-    print(f"{len(first)} videos -> {out}/videos.npy (N, T, H, W, 3 uint8), samples.gif"
-          + (", mask.npy, mask_per_step.npy" if roll.mask is not None else ""))
+    cfg = SampleConfig(sampler=args.sampler, steps=args.ddim_steps, eta=args.eta, batch_size=args.batch_size,
+                       seed=args.seed, precision=args.precision)
+    print(sample_to_folder(args.checkpoint, args.out, cfg, args.data, args.limit, args.first_frames, args.actions))
 
 
 def cmd_eval(args) -> None:
-    from pathlib import Path
-
     from avid.config import SampleConfig
-    from avid.evaluate import action_error_ratio, evaluate, load_eval_batch, perceptual
-    from avid.methods import build_method
-    from avid.train import load_method
-    from avid.train.run import build_context
+    from avid.pipelines.eval_runs import evaluate_runs
 
-    methods, first_cfg = {}, None
-    for run in args.runs:
-        method, mc = load_method(run, args.precision)
-        methods[Path(run).name] = method
-        first_cfg = first_cfg or mc
-    if not methods:
-        raise ValueError("give at least one trained run with --runs")
-    if args.with_base:
-        from avid.config import run_config_from_dict
-
-        cfg = run_config_from_dict(first_cfg["run"])
-        meta = {k: first_cfg[k] for k in ("action_kind", "num_actions", "frame_size")}
-        methods = {"base": build_method("base", build_context(cfg, meta, args.precision)), **methods}
-    batch = load_eval_batch(args.data, first_cfg["frames"], first_cfg["cond_frames"], limit=args.limit)
-    sc = SampleConfig(sampler=args.sampler, steps=args.steps, eta=args.eta, batch_size=args.batch_size, seed=args.seed,
-                      precision=args.precision)
-    note = (f"{len(batch)} trajectories from {args.data}; {first_cfg['cond_frames']} conditioning frames; "
-            f"metrics over predicted frames only; sampler {sc.sampler}"
-            f"{f' ({sc.steps} steps)' if sc.sampler == 'ddim' else ''}, seed {sc.seed}.")
-    classes = None
-    if args.aer_classes:
-        from avid.data.aliasing import load_classes
-
-        classes = load_classes(args.aer_classes)
-    metrics = [action_error_ratio(args.classifier or None, device=sc.device, classes=classes),
-               perceptual(args.weights, args.fvd_features)]
-    evaluate(methods, batch, sc, args.out, extra_metrics=metrics, title=args.title, note=note)
-    print((Path(args.out) / "metrics.md").read_text())
-    print(f"report in {Path(args.out).resolve()}")
+    cfg = SampleConfig(sampler=args.sampler, steps=args.ddim_steps, eta=args.eta, batch_size=args.batch_size,
+                       seed=args.seed, precision=args.precision)
+    out = evaluate_runs(args.runs, args.data, args.out, cfg, args.with_base, args.limit, args.title, args.classifier,
+                        args.weights, args.fvd_features, args.aer_classes)
+    print((out / "metrics.md").read_text())
+    print(f"report in {out.resolve()}")
 
 
 def cmd_loss(args) -> None:
-    from avid.evaluate import held_out_loss
-    from avid.train import load_method
+    from avid.pipelines.eval_runs import loss_lines
 
-    method, mc = load_method(args.checkpoint, args.precision)
-    if args.weighting:  # score with another weighting, e.g. "x0": the plain MSE of the clean video
-        method.diffusion = method.diffusion.with_weighting(args.weighting)
-    d = method.diffusion
-    for level in args.levels or [None]:
-        if level is not None and not 0 <= level < d.num_steps:
-            raise ValueError(f"--levels must lie in [0, {d.num_steps}), got {level}")
-        loss, n = held_out_loss(method, args.data, mc["frames"], mc["cond_frames"], args.limit, args.batch_size,
-                                args.seed, level, args.precision)
-        at = "random diffusion steps" if level is None else f"diffusion step {level}"
-        print(f"{args.checkpoint}: denoising loss {loss:.4f} at {at} ({d.cfg.weighting} weighting, {d.param} "
-              f"parameterisation) over {n} windows of {args.data}, seed {args.seed}")
+    for line in loss_lines(args.checkpoint, args.data, args.limit, args.batch_size, args.seed, args.levels,
+                           args.weighting, args.precision):
+        print(line)
 
 
 def cmd_export(args) -> None:
-    import torch
-    from safetensors.torch import load_file
+    from avid.checkpoint import export_copy
 
-    from avid.checkpoint import WEIGHTS, load_config, resolve, save_model
-
-    src = resolve(args.run)
-    cfg = load_config(src)
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[args.dtype]
-    save_model(args.out, load_file(str(src / WEIGHTS)), {**cfg, "stored_dtype": args.dtype}, dtype=dtype)
-    print(f"{src} -> {args.out} ({args.dtype} weights, config kind {cfg.get('kind')!r})")
+    print(export_copy(args.run, args.out, args.dtype))
 
 
 def cmd_bench(args) -> None:
     import torch
 
-    from avid.bench import format_report, run_bench
+    from avid.pipelines.bench import format_report, run_bench
     from avid.config import load_run_config
 
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.blackbox:  # the black-box door's cost per query: in-process vs worker vs server
-        from avid.bench_blackbox import bench_blackbox
+        from avid.pipelines.bench_blackbox import bench_blackbox
 
         result = bench_blackbox(args.base, precision=args.precision or "auto", repeats=args.repeats)
         print("\n".join(f"{k:>24}: {v}" for k, v in result.items()))
@@ -222,7 +134,7 @@ def _add_serve_command(sub) -> None:
     """``avid serve``: a base model behind HTTP, as a model provider would serve it."""
 
     def run(args) -> None:
-        from avid.serve import ServeLimits, serve
+        from avid.pipelines.serve import ServeLimits, serve
 
         serve(args.base, host=args.host, port=args.port, token=args.token or os.environ.get("AVID_SERVE_TOKEN"),
               precision=args.precision, device=args.device, threads=args.threads,
@@ -347,16 +259,11 @@ def _add_codec_command(sub) -> None:
     """``avid codec train``: the autoencoder a latent base model is pretrained in (``codec:``)."""
 
     def run(args) -> None:
-        from avid.config import apply_overrides, read_mapping
         from avid.train.codec import codec_run_config, train_codec
 
-        d = apply_overrides(read_mapping(args.config) if args.config else {}, args.set)
-        for key, value in (("data", args.data), ("eval_data", args.eval_data), ("out", args.out)):
-            if value is not None:
-                d[key] = value or None
-        if args.steps is not None:
-            d.setdefault("train", {})["max_steps"] = args.steps
-        print(f"codec written to {train_codec(codec_run_config(d))}")
+        run = codec_run_config(args.config, args.set, {"data": args.data, "eval_data": args.eval_data, "out": args.out,
+                                                      "train.max_steps": args.train_steps})
+        print(f"codec written to {train_codec(run)}")
 
     c = sub.add_parser("codec", help="the autoencoder of a latent base model")
     csub = c.add_subparsers(dest="codec_cmd", required=True)
@@ -369,7 +276,7 @@ def _add_codec_command(sub) -> None:
     t.add_argument("--eval-data", default=None, help="held-out frames for the reconstruction error, '' for none "
                    "(default: the config's)")
     t.add_argument("--out", default=None, help="codec folder to write (default: the config's)")
-    t.add_argument("--steps", type=int, default=None, help="optimiser steps (default: the config's)")
+    add_train_steps(t, "optimiser steps (default: the config's)")
     t.set_defaults(fn=run)
 # ---- end of the codec block --------------------------------------------------------------------
 
@@ -379,42 +286,22 @@ def _add_classifier_commands(sub) -> None:
     """``avid classifier train``, ``avid classifier eval`` and ``avid classifier aliasing``."""
 
     def train(args) -> None:
-        from avid.metrics.classifier_train import classifier_run_config, train_classifier
+        from avid.pipelines.classifier_train import classifier_run_config, train_classifier
 
-        run = classifier_run_config(args.config, args.set)
-        if args.eval_data is not None:
-            run.eval_data = args.eval_data or None
-        if args.export is not None:
-            run.export = args.export or None
-        flags = {"max_steps": args.steps, "batch_size": args.batch_size, "max_minutes": args.minutes,
-                 "threads": args.threads, "precision": args.precision}
-        dest = train_classifier(args.data or run.data, args.out or run.out, run,
-                                **{k: v for k, v in flags.items() if v is not None})
-        print(f"action classifier written to {dest}")
+        run = classifier_run_config(args.config, args.set, {
+            "data": args.data, "out": args.out, "eval_data": args.eval_data, "export": args.export,
+            "train.max_steps": args.train_steps, "train.batch_size": args.batch_size, "train.max_minutes": args.minutes,
+            "train.threads": args.threads, "train.precision": args.precision})
+        print(f"action classifier written to {train_classifier(run)}")
 
     def evaluate(args) -> None:
         import torch
 
-        from avid.metrics.action_classifier import load_classifier
-        from avid.metrics.classifier_train import evaluate_classifier
-        from avid.precision import resolve_precision
+        from avid.pipelines.classifier_train import score_line
 
         if args.threads:
             torch.set_num_threads(args.threads)
-        clf = load_classifier(args.classifier)
-        with resolve_precision(args.precision).autocast():
-            if args.classes:
-                from avid.data.aliasing import load_classes
-
-                classes = load_classes(args.classes)
-                score = evaluate_classifier(clf, args.data, args.limit, classes=classes)
-                print(f"held-out accuracy over the {max(classes) + 1} action classes of {args.classes}: {score:.4f} "
-                      f"(chance and ceiling: {args.classes.rsplit('.', 1)[0]}.md) on {args.data}")
-                return
-            score = evaluate_classifier(clf, args.data, args.limit)
-        name = "accuracy" if clf.discrete else "MAE (normalised actions)"
-        chance = f" (chance {1 / clf.cfg.num_actions:.3f})" if clf.discrete else ""
-        print(f"held-out action {name}: {score:.4f}{chance} on {args.data}")
+        print(score_line(args.classifier, args.data, args.limit, args.classes, args.precision))
 
     c = sub.add_parser("classifier", help="the action classifier of the Action Error Ratio")
     csub = c.add_subparsers(dest="action", required=True)
@@ -427,7 +314,7 @@ def _add_classifier_commands(sub) -> None:
                    "(default: the config's)")
     t.add_argument("--export", default=None, help="also write the finished classifier here, '' for none "
                    "(default: the config's)")
-    t.add_argument("--steps", type=int, default=None, help="optimiser steps (default: the config's)")
+    add_train_steps(t, "optimiser steps (default: the config's)")
     t.add_argument("--batch-size", type=int, default=None, help="windows per step (default: the config's)")
     t.add_argument("--minutes", type=float, default=None,
                    help="stop after this training wall time (default: the config's cap, if any)")
@@ -468,71 +355,69 @@ def _add_classifier_commands(sub) -> None:
 
 
 # ---- experiments (the paper's comparisons as one command) --------------------------------------
+def comparison_options(p) -> None:
+    """The options of a paper comparison (``avid experiment coinrun`` and ``avid experiment robot``)."""
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="override config values, e.g. run.sample.steps=50 data.levels=500")
+    add_train_steps(p, "optimiser steps of every method (default: the config's)")
+    p.add_argument("--eval-size", type=int, default=None,
+                   help="test trajectories of the tables (default: the config's)")
+    p.add_argument("--sweep-size", type=int, default=None,
+                   help="validation trajectories the sweeps are chosen on (default: the config's)")
+    p.add_argument("--seeds", type=int_list, default=None, help="comma-separated training and sampling seeds, e.g. "
+                   "0,1,2; tables "
+                   "give the mean ± 95%% interval over them (default: the config's)")
+    p.add_argument("--methods", type=lambda text: text.split(","), default=None,
+                   help="comma-separated, e.g. avid,scratch,poe (default: the config's)")
+    p.add_argument("--minutes-per-method", type=float, default=None,
+                   help="also cap each method's training time (default: the config's, if any)")
+    p.add_argument("--name", default=None, help="experiment name: runs/<name>/, reports/<name>/ (default: the config's)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
+    add_precision_option(p)
+
+
 def _add_experiment_commands(sub) -> None:
-    """``avid experiment coinrun``: data, every method trained, sweeps, evaluation, report;
+    """``avid experiment coinrun`` / ``robot``: data, every method trained, sweeps, evaluation, report;
     ``avid experiment scaling``: one run resumed up a ladder of step budgets, measured at every rung."""
 
     def run(args) -> None:
-        import shlex
+        from avid.pipelines.experiment import run_experiment
+        from avid.pipelines.experiment_config import load_experiment
 
-        from avid.experiment import load_experiment, run_experiment
-
-        flags = {"steps": args.steps, "eval_size": args.eval_size, "sweep_size": args.sweep_size,
+        flags = {"steps": args.train_steps, "eval_size": args.eval_size, "sweep_size": args.sweep_size,
                  "minutes_per_method": args.minutes_per_method, "name": args.name, "run.train.threads": args.threads,
                  "run.train.precision": args.precision, "run.sample.precision": args.precision,
-                 "methods": f"[{args.methods}]" if args.methods else None,
-                 "seeds": f"[{args.seeds}]" if args.seeds else None}
-        overrides = [*args.overrides, *(f"{k}={v}" for k, v in flags.items() if v is not None)]
-        command = shlex.join(["avid", "experiment", args.which, "--config", args.config, *overrides])
-        run_experiment(load_experiment(args.config, overrides), command)
+                 "methods": args.methods, "seeds": args.seeds}
+        run_experiment(load_experiment(args.config, args.overrides, flags), args.command)
 
     e = sub.add_parser("experiment", help="a paper comparison end to end: data, training, sweeps, tables")
     esub = e.add_subparsers(dest="which", required=True)
     c = esub.add_parser("coinrun", help="paper Tables 1 and 3 on Coinrun: every method, same data and budget")
     c.add_argument("--config", default="configs/experiments/coinrun-cpu.yaml",
                    help="experiment YAML (configs/experiments/coinrun-paper.yaml: the paper's scale, GPU)")
-    c.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                   help="override config values, e.g. run.sample.steps=50 data.levels=500")
-    c.add_argument("--steps", type=int, default=None, help="optimiser steps of every method (default: the config's)")
-    c.add_argument("--eval-size", type=int, default=None,
-                   help="test trajectories of the tables (default: the config's)")
-    c.add_argument("--sweep-size", type=int, default=None,
-                   help="validation trajectories the sweeps are chosen on (default: the config's)")
-    c.add_argument("--seeds", default=None, help="comma-separated training and sampling seeds, e.g. 0,1,2; tables "
-                   "give the mean ± 95%% interval over them (default: the config's)")
-    c.add_argument("--methods", default=None, help="comma-separated, e.g. avid,scratch,poe (default: the config's)")
-    c.add_argument("--minutes-per-method", type=float, default=None,
-                   help="also cap each method's training time (default: the config's, if any)")
-    c.add_argument("--name", default=None, help="experiment name: runs/<name>/, reports/<name>/ (default: the config's)")
-    c.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
-    add_precision_option(c)
+    comparison_options(c)
     c.set_defaults(fn=run)
     r = esub.add_parser("robot", help="paper Tables 2 and 3 on the simulated robot arm (latent base model, 7-D "
                         "continuous actions): every method, same data and budget")
     r.add_argument("--config", default="configs/experiments/robot-cpu.yaml", help="experiment YAML")
-    for action in c._actions:  # the coinrun command's other options
-        if action.dest not in ("help", "config"):
-            r._add_action(action)
+    comparison_options(r)
     r.set_defaults(fn=run)
 
     def scaling(args) -> None:
-        import shlex
+        from avid.pipelines.scaling import load_scaling, run_scaling
 
-        from avid.scaling import load_scaling, run_scaling
-
-        flags = {"ladder": f"[{args.ladder}]" if args.ladder else None, "val_size": args.val_size, "name": args.name,
+        flags = {"ladder": args.ladder, "val_size": args.val_size, "name": args.name,
                  "run.train.threads": args.threads, "run.train.precision": args.precision,
                  "run.sample.precision": args.precision}
-        overrides = [*args.overrides, *(f"{k}={v}" for k, v in flags.items() if v is not None)]
-        command = shlex.join(["avid", "experiment", "scaling", "--config", args.config, *overrides])
-        run_scaling(load_scaling(args.config, overrides), command)
+        run_scaling(load_scaling(args.config, args.overrides, flags), args.command)
 
     s = esub.add_parser("scaling", help="AVID against training compute: one run resumed up a ladder of step "
                                         "budgets, PSNR/SSIM/loss on the validation split at every rung")
     s.add_argument("--config", default="configs/experiments/scaling-cpu.yaml", help="scaling YAML")
     s.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="override config values, e.g. run.sample.steps=50 (default: none)")
-    s.add_argument("--ladder", default=None, help="comma-separated optimiser-step budgets, e.g. 250,500,1000 "
+    s.add_argument("--ladder", type=int_list, default=None, help="comma-separated optimiser-step budgets, e.g. "
+                   "250,500,1000 "
                    "(default: the config's)")
     s.add_argument("--val-size", type=int, default=None,
                    help="validation trajectories sampled at every rung (default: the config's)")
@@ -591,9 +476,8 @@ def build_parser() -> argparse.ArgumentParser:
     q = sub.add_parser("quickstart", help="the embedded default end to end: data, AVID training, report")
     q.add_argument("--config", default="configs/coinrun/quickstart.yaml", help="the adapter's run YAML")
     q.add_argument("--base", default=None, help="base model folder (default: the shipped assets/base-procgen)")
-    q.add_argument("--steps", type=int, default=None,
-                   help="adapter optimiser steps (default: planned from steps measured on this machine to fit "
-                        "--budget-minutes, at most the config's train.max_steps)")
+    add_train_steps(q, "adapter optimiser steps (default: planned from steps measured on this machine to fit "
+                       "--budget-minutes, at most the config's train.max_steps)")
     q.add_argument("--budget-minutes", type=float, default=15.0,
                    help="wall time the whole quickstart aims at (default: 15); the step plan fits it")
     q.add_argument("--eval-size", type=int, default=128, help="held-out trajectories to evaluate (default: 128)")
@@ -695,8 +579,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
+    import shlex
+
     _quiet()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.command = shlex.join(["avid", *argv])  # as typed, for the reports that record it
     try:
         args.fn(args)
     except Exception as e:  # every error is one line; --debug shows the traceback

@@ -25,6 +25,24 @@ class Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
 
+class Renamed(argparse.Action):
+    """An option's old spelling: giving it is an error naming the new one (``new``)."""
+
+    def __init__(self, option_strings, dest, new: str = "", **kwargs) -> None:
+        super().__init__(option_strings, argparse.SUPPRESS, nargs="?", help=argparse.SUPPRESS)
+        self.new = new
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        parser.error(f"{option_string} meant sampling steps in some commands and optimiser steps in others; "
+                     f"it is now {self.new}")
+
+
+def add_train_steps(p, help: str) -> None:
+    """``--train-steps``: optimiser steps (``--steps`` is refused with this name)."""
+    p.add_argument("--train-steps", type=int, default=None, help=help)
+    p.add_argument("--steps", action=Renamed, new="--train-steps (optimiser steps)")
+
+
 def level_range(text: str) -> tuple[int, int]:
     """``START:STOP`` -> (start, number of levels); anything else is an error, never one level."""
     start, sep, stop = text.partition(":")
@@ -51,10 +69,11 @@ def add_sampler_options(p, batch_size: int) -> None:
 
     d = SampleConfig()
     p.add_argument("--sampler", choices=["ddpm", "ddim"], default=d.sampler,
-                   help="ddim: --steps evenly spaced diffusion steps; ddpm: every diffusion step (the paper's "
+                   help="ddim: --ddim-steps evenly spaced diffusion steps; ddpm: every diffusion step (the paper's "
                    "Coinrun setting: 200 steps, 10x the network calls of DDIM with 20)")
-    p.add_argument("--steps", type=int, default=d.steps, help="DDIM steps, ignored by ddpm; the quickstart, the "
-                   "experiment configs and the README's tables use the same number")
+    p.add_argument("--steps", action=Renamed, new="--ddim-steps (DDIM sampling steps)")
+    p.add_argument("--ddim-steps", type=int, default=d.steps, help="DDIM sampling steps, ignored by ddpm; the "
+                   "quickstart, the experiment configs and the README's tables use the same number")
     p.add_argument("--eta", type=float, default=d.eta, help="DDIM noise: 0 deterministic, 1 the DDPM posterior's")
     p.add_argument("--batch-size", type=int, default=batch_size, help="videos sampled at once")
     p.add_argument("--seed", type=int, default=d.seed,

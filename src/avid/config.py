@@ -1,20 +1,29 @@
-"""Experiment configuration: one YAML file per run, resolved into small dataclasses.
+"""Configuration: typed trees of small dataclasses, and the one way every config is loaded.
 
-Every run writes its resolved config next to its checkpoint. ``load_run_config(path, overrides)``
-reads a YAML file and applies ``dotted.key=value`` overrides (values parsed as YAML).
+A run (a method, the base model's pretraining) is a ``RunConfig``; the action classifier's run, an
+experiment and the scaling ladder are dataclasses of their pipelines that hold the same pieces
+(``TrainConfig``, ``RunConfig``). ``load(cls, path, overrides, values)`` gives any of them: the
+defaults, then the YAML file, then ``--set`` overrides, then the command's flags, merged by one
+rule (``merge``) and checked at every depth (``from_dict``). Every run writes its resolved config
+next to its checkpoint.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any
+from types import UnionType
+from typing import Any, Mapping, TypeVar, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
 from avid.checkpoint import resolve
+from avid.diffusion import DiffusionConfig
 from avid.options import check_options
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -37,7 +46,7 @@ class TrainConfig:
     max_steps: int = 1000
     max_minutes: float | None = None  # stop after this wall time (whichever comes first)
     batch_size: int = 8
-    lr: float = 1e-4
+    lr: float | None = None  # None: the method's default_lr (1e-4; finetune 2e-5, as the paper)
     lr_schedule: str = "constant"  # or "cosine": decay to lr * min_lr_ratio at max_steps
     warmup_steps: int = 0  # linear warm-up from 0 over this many steps
     min_lr_ratio: float = 0.1
@@ -45,7 +54,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     # Denoising-loss weighting (avid.diffusion.WEIGHTINGS); None: the base model's own (or `diffusion`'s)
     loss_weighting: str | None = None
-    ema_decay: float = 0.995
+    ema_decay: float | None = 0.995  # None: no EMA
     # "auto" (bf16 only where this machine runs it natively, else fp32; see avid.precision), "fp32",
     # "bf16", or "fp16" (GPUs); Lightning's names ("bf16-mixed", "32-true") are accepted too
     precision: str = "auto"
@@ -64,8 +73,8 @@ class TrainConfig:
                       at_least_0=("lr", "weight_decay", "grad_clip", "warmup_steps", "num_workers", "min_lr_ratio"))
         if self.max_minutes is not None and not self.max_minutes > 0:
             raise ValueError(f"train.max_minutes must be positive (or null: no time limit), got {self.max_minutes}")
-        if not 0 <= self.ema_decay < 1:
-            raise ValueError(f"train.ema_decay must lie in [0, 1), got {self.ema_decay}")
+        if self.ema_decay is not None and not 0 <= self.ema_decay < 1:
+            raise ValueError(f"train.ema_decay must lie in [0, 1) (or null: no EMA), got {self.ema_decay}")
 
 
 def check_numbers(obj, where: str, at_least_1: tuple[str, ...] = (), at_least_0: tuple[str, ...] = ()) -> None:
@@ -92,13 +101,20 @@ class SampleConfig:
             raise ValueError(f"sampler must be 'ddpm' or 'ddim', got {self.sampler!r}")
         check_numbers(self, "sampling", at_least_1=("steps", "batch_size"), at_least_0=("eta", "seed"))
 
+    def describe(self) -> str:
+        """The sampler in words, as every report states it: "DDIM with 4 steps (eta 0)", "DDPM with every
+        diffusion step"."""
+        if self.sampler != "ddim":
+            return f"{self.sampler.upper()} with every diffusion step"
+        return f"DDIM with {f'{self.steps} steps' if self.steps else 'every diffusion step'} (eta {self.eta:g})"
+
 
 @dataclass
 class RunConfig:
     name: str = "run"
     out: str = "runs/run"
     base: str | None = "assets/base-procgen"  # the black-box model (None when training the base)
-    diffusion: dict[str, Any] = field(default_factory=dict)  # only used without a base model
+    diffusion: dict[str, Any] = field(default_factory=dict, metadata={"keys_of": DiffusionConfig})  # without a base
     codec: str | None = None  # pretraining only: train the base model in this codec's latent space
     data: DataConfig = field(default_factory=DataConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
@@ -109,30 +125,60 @@ class RunConfig:
         return asdict(self)
 
 
-_SECTIONS = {"data": DataConfig, "method": MethodConfig, "train": TrainConfig, "sample": SampleConfig}
+def from_dict(cls: type[T], values: Any, where: str = "", what: str = "config") -> T:
+    """``cls`` (a dataclass) from a mapping, every nested dataclass field built the same way.
+
+    Unknown keys at any depth are refused by name with the valid ones; a mapping field whose
+    metadata names ``keys_of`` (e.g. ``DiffusionConfig``) accepts only that target's options;
+    numbers given as strings (YAML reads ``1e-4`` as one) become numbers. ``where``: the dotted
+    path of this section ("" at the top), ``what``: the kind of config, both for messages."""
+    label = f"{what} section {where!r}" if where else f"{what} (top level)"
+    if values is None:
+        values = {}
+    if not isinstance(values, Mapping):
+        raise ValueError(f"{label} must be a mapping of key: value, got {values!r}")
+    check_options(cls, values, label)
+    hints = get_type_hints(cls)
+    kwargs = {}
+    for f in fields(cls):
+        if f.name not in values:
+            continue
+        v, at = values[f.name], f"{where}.{f.name}" if where else f.name
+        kind = _dataclass_in(hints[f.name])
+        if kind is not None:
+            v = v if isinstance(v, kind) else from_dict(kind, v, at, what)
+        elif "keys_of" in f.metadata:
+            check_options(f.metadata["keys_of"], v, f"{what} section {at!r}")
+        else:
+            v = _number(v, hints[f.name], at)
+        kwargs[f.name] = v
+    return cls(**kwargs)
 
 
-def _coerce(value: Any, annotation: str, key: str) -> Any:
+def _dataclass_in(hint: Any) -> type | None:
+    options = [a for a in get_args(hint) if a is not type(None)] if get_origin(hint) in (Union, UnionType) else [hint]
+    return options[0] if len(options) == 1 and is_dataclass(options[0]) else None
+
+
+def _number(value: Any, hint: Any, where: str) -> Any:
     """YAML reads ``1e-4`` as a string (no dot): numbers given as strings become numbers."""
-    if isinstance(value, str) and annotation.split(" |")[0] in ("float", "int"):
+    kinds = get_args(hint) if get_origin(hint) in (Union, UnionType) else (hint,)
+    if isinstance(value, str) and (float in kinds or int in kinds):
         try:
-            return float(value) if annotation.startswith("float") else int(value)
+            return float(value) if float in kinds else int(value)
         except ValueError:
-            raise ValueError(f"config value {key}={value!r} is not a number") from None
+            raise ValueError(f"config value {where}={value!r} is not a number") from None
     return value
 
 
-def build_section(cls, values: dict[str, Any], where: str):
-    """``cls(**values)`` with unknown keys refused by name and numbers given as strings coerced."""
-    types = {f.name: str(f.type) for f in fields(cls)}
-    check_options(cls, values, f"config section {where!r}")
-    return cls(**{k: _coerce(v, types[k], f"{where}.{k}") for k, v in values.items()})
-
-
-def run_config_from_dict(d: dict[str, Any]) -> RunConfig:
-    d = dict(d)
-    sections = {k: build_section(c, d.pop(k) or {}, k) for k, c in _SECTIONS.items() if k in d}
-    return build_section(RunConfig, {**d, **sections}, "top level")
+def merge(into: dict[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """The one merge rule: mappings merge key by key at every depth, anything else replaces."""
+    for k, v in new.items():
+        if isinstance(v, Mapping) and isinstance(into.get(k), dict):
+            merge(into[k], v)
+        else:
+            into[k] = copy.deepcopy(v)
+    return into
 
 
 def set_dotted(d: dict[str, Any], key: str, value: Any) -> None:
@@ -158,54 +204,39 @@ def read_mapping(path: str | Path, what: str = "config") -> dict[str, Any]:
     return loaded
 
 
-def apply_overrides(d: dict[str, Any], overrides: list[str] | None) -> dict[str, Any]:
-    """``dotted.key=value`` overrides (values parsed as YAML) applied to ``d`` in place."""
+def parse_overrides(overrides: list[str] | None) -> dict[str, Any]:
+    """``dotted.key=value`` texts (``--set``) as ``{dotted.key: value}``, values parsed as YAML."""
+    out = {}
     for ov in overrides or []:
         if "=" not in ov:
             raise ValueError(f"override {ov!r} must look like key=value")
         k, v = ov.split("=", 1)
         try:
-            value = yaml.safe_load(v)
+            out[k.strip()] = yaml.safe_load(v)
         except yaml.YAMLError as e:
             raise ValueError(f"override {ov!r}: the value is not valid YAML ({e})") from None
-        set_dotted(d, k.strip(), value)
-    return d
+    return out
+
+
+def load(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None,
+         values: Mapping[str, Any] | None = None, what: str = "config", start: T | None = None) -> T:
+    """Every config of the project, one rule: ``cls``'s defaults (or ``start``), then the YAML file,
+    then the ``--set`` overrides (``dotted.key=value`` texts), then ``values`` (``{dotted.key: value}``,
+    the command's own flags; None means "not given"), merged by ``merge`` and built by ``from_dict``."""
+    d = asdict(start if start is not None else cls())
+    if path is not None:
+        merge(d, read_mapping(path, what))
+    flags = {k: v for k, v in (values or {}).items() if v is not None}
+    for key, value in {**parse_overrides(overrides), **flags}.items():
+        set_dotted(d, key, value)
+    return from_dict(cls, d, what=what)
 
 
 def load_run_config(path: str | Path | None = None, overrides: list[str] | None = None,
-                    base: dict[str, Any] | None = None) -> RunConfig:
-    """A ``RunConfig`` from defaults (or ``base``), then the YAML file, then ``key=value`` overrides."""
-    d: dict[str, Any] = RunConfig().to_dict() if base is None else base
-    if path is not None:
-        for k, v in read_mapping(path).items():
-            if isinstance(v, dict) and isinstance(d.get(k), dict):
-                d[k] = {**d[k], **v}
-            else:
-                d[k] = v
-    return run_config_from_dict(apply_overrides(d, overrides))
+                    values: Mapping[str, Any] | None = None) -> RunConfig:
+    """A ``RunConfig`` (``load``): defaults, the YAML file, ``--set`` overrides, then flags."""
+    return load(RunConfig, path, overrides, values)
 
 
-def _merge(into: dict[str, Any], new: dict[str, Any]) -> None:
-    for k, v in new.items():
-        if isinstance(v, dict) and isinstance(into.get(k), dict):
-            _merge(into[k], v)
-        else:
-            into[k] = v
-
-
-def load_sections(cls, path: str | Path | None = None, overrides: list[str] | None = None, what: str = "config"):
-    """A pipeline's config dataclass (e.g. an experiment's): its defaults, then the YAML file (merged
-    section by section), then ``dotted.key=value`` overrides. Fields holding a dataclass become that
-    dataclass (a ``RunConfig`` field through ``run_config_from_dict``); unknown keys are refused by name."""
-    default = cls()
-    d = asdict(default)
-    if path is not None:
-        _merge(d, read_mapping(path, what))
-    apply_overrides(d, overrides)
-    for f in fields(cls):
-        section = getattr(default, f.name)
-        if isinstance(section, RunConfig):
-            d[f.name] = run_config_from_dict(d[f.name] or {})
-        elif is_dataclass(section):
-            d[f.name] = build_section(type(section), d[f.name] or {}, f.name)
-    return build_section(cls, d, what)
+def run_config_from_dict(d: Mapping[str, Any]) -> RunConfig:
+    return from_dict(RunConfig, d)

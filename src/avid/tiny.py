@@ -53,7 +53,7 @@ def robot(spec: T) -> T:
 
 
 def training(cfg: T) -> T:
-    """A training config (``TrainConfig``, ``ClassifierTrainConfig``) at tiny size."""
+    """A ``TrainConfig`` (of a method, the base model or a classifier) at tiny size."""
     return _shrink(cfg, TRAIN)
 
 

@@ -18,6 +18,7 @@ from avid.nn import with_first_frames
 
 class ActionCFG(Scratch):
     name = "action-cfg"
+    size_entry = "action-cfg"
     uses_base = True
     sampling_options = ("lambda_a",)
 
@@ -38,6 +39,3 @@ class ActionCFG(Scratch):
         # A difference of two predictions at the same x_i maps linearly between parameterisations,
         # so the same combination holds in x0 and v.
         return out_pre + self.lambda_a * (out_a - out_null), {}
-
-    def options(self):
-        return {"unet": self.unet_options, "lambda_a": self.lambda_a, "action_dropout": self.action_dropout}

@@ -22,6 +22,7 @@ from avid.nn import with_first_frames, zero_module
 
 class AVID(Method):
     name = "avid"
+    size_entry = "avid"
 
     def __init__(self, ctx: Context, unet: dict | None = None, mask: bool = True,
                  condition_on_base: bool = True, residual: bool = False) -> None:
@@ -33,7 +34,11 @@ class AVID(Method):
                              "ablation has none (final = out_pre + zero_conv(out_adapt))")
         self.residual = residual
         in_ch = c * (1 + int(condition_on_base) + k)  # x_i, out_pre, first frames (3c for one frame)
-        self.adapter = build_unet(ctx, self.unet_options, in_ch, c + int(mask), actions=True, zero_output=residual)
+        # residual: the adapter's own prediction starts at zero; its mask logit channel does not, or the
+        # mask head (zero-initialised below) and that channel would both stay at zero (each one's
+        # gradient is the other's value) and the mask could learn only a constant.
+        self.adapter = build_unet(ctx, self.unet_options, in_ch, c + int(mask), actions=True,
+                                  zero_output=c if residual else False)
         if mask:
             self.mask_head = zero_module(nn.Conv3d(1, 1, 1))  # mask logit starts at 0: m = 0.5
         else:
@@ -52,6 +57,24 @@ class AVID(Method):
         final = out_pre * m + out_adapt * (1 - m)  # eq. 5, mask broadcast over channels
         return final, {"mask": m}
 
-    def options(self):
-        return {"unet": self.unet_options, "mask": self.use_mask, "condition_on_base": self.condition_on_base,
-                "residual": self.residual}
+
+class AVIDNoMask(AVID):
+    """Table 3's "no mask": ``final = out_pre + zero_conv(out_adapt)``."""
+
+    name = "avid-no-mask"
+    ablation_of = "avid"
+
+    def __init__(self, ctx: Context, unet: dict | None = None, mask: bool = False,
+                 condition_on_base: bool = True, residual: bool = False) -> None:
+        super().__init__(ctx, unet, mask, condition_on_base, residual)
+
+
+class AVIDNoCond(AVID):
+    """Table 3's "no conditioning": the adapter does not see ``out_pre``."""
+
+    name = "avid-no-cond"
+    ablation_of = "avid"
+
+    def __init__(self, ctx: Context, unet: dict | None = None, mask: bool = True,
+                 condition_on_base: bool = False, residual: bool = False) -> None:
+        super().__init__(ctx, unet, mask, condition_on_base, residual)

@@ -4,6 +4,8 @@ a diffusion step. The trainer, the sampler and the evaluation never ask which me
 
 from __future__ import annotations
 
+import functools
+import inspect
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,11 +47,26 @@ def to_latent(codec, batch: Batch) -> Batch:
 
 
 class Method(nn.Module):
-    """A way of producing the final prediction ``(B, C, T, H, W)`` at diffusion step ``i``."""
+    """A way of producing the final prediction ``(B, C, T, H, W)`` at diffusion step ``i``.
 
-    name = "method"
+    What differs between methods is a class attribute, so no code elsewhere compares method names.
+    The options a subclass's constructor is called with are recorded (``options()``), never
+    restated by hand."""
+
+    name = "method"  # as in configs and tables
     needs_parameters = False  # True: requires the base model's parameters (the paper's shading)
-    uses_base = True
+    uses_base = True  # calls the black-box base model
+    trains = True  # False: nothing to train (the base model alone)
+    pretrains_base = False  # True: the run trains the base image-to-video model itself (`avid pretrain`)
+    ablation_of: str | None = None  # the method this is an ablation of (Table 3)
+    size_entry: str | None = None  # the size preset entry its `unet` options come from (None: not sized)
+    default_lr = 1e-4  # the paper's learning rate (Tables 8, 9) when `train.lr` is not given
+    sampling_options: tuple[str, ...] = ()  # strengths a sweep may change without retraining
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "__init__" in cls.__dict__:
+            cls.__init__ = _recording(cls.__dict__["__init__"])
 
     def __init__(self, ctx: Context) -> None:
         super().__init__()
@@ -86,6 +103,34 @@ class Method(nn.Module):
         return any(p.requires_grad for p in self.parameters())
 
     def options(self) -> dict[str, Any]:
-        """Constructor options that rebuild this method (saved with its checkpoint)."""
-        return {}
+        """Constructor options that rebuild this method (saved with its checkpoint): those its
+        constructor was called with, defaults filled in, sampling-time strengths at their current values."""
+        recorded = dict(self.__dict__.get("_init_options", {}))
+        recorded.update({k: getattr(self, k) for k in self.sampling_options if k in recorded})
+        return _plain(recorded)
+
+
+def _recording(init):
+    """``init`` that first records the options of the outermost constructor call (not ``ctx``)."""
+    signature = inspect.signature(init)
+
+    @functools.wraps(init)
+    def recording_init(self, *args: Any, **kwargs: Any) -> None:
+        if "_init_options" not in self.__dict__:
+            bound = signature.bind(self, *args, **kwargs)
+            bound.apply_defaults()
+            options = {k: v for k, v in bound.arguments.items() if k not in ("self", "ctx")}
+            object.__setattr__(self, "_init_options", options)  # before nn.Module.__init__: a plain attribute
+        init(self, *args, **kwargs)
+
+    return recording_init
+
+
+def _plain(value: Any) -> Any:
+    """Options as YAML writes them: tuples become lists, mappings are copied."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
 

@@ -71,6 +71,7 @@ class NoisyActionClassifier(nn.Module):
 
 class ClassifierGuidance(Method):
     name = "classifier-guidance"
+    size_entry = "classifier-guidance"
     sampling_options = ("w",)
 
     def __init__(self, ctx: Context, unet: dict | None = None, w: float = 0.03, hidden: int = 256,
@@ -110,7 +111,3 @@ class ClassifierGuidance(Method):
         # / sqrt(abar), and ``from_x0`` is linear in (x0, x_i), so from_x0(d_x0, 0) is the shift
         d_x0 = -((1 - abar) / abar).sqrt() * d_eps
         return out_pre + self.diffusion.from_x0(d_x0, torch.zeros_like(x_i), i), {}
-
-    def options(self):
-        return {"unet": self.unet_options, "w": self.w, "hidden": self.hidden, "bins": self.bins,
-                "action_range": self.action_range}

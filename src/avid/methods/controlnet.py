@@ -73,7 +73,7 @@ class ControlNet(Method):
         if unet is not None and not small:
             raise ValueError("controlnet copies the base encoder; `unet` sizes only controlnet-small")
         self.small = small
-        self.base_net, self.residual = load_frozen_base(ctx, "controlnet-small" if small else "controlnet")
+        self.base_net, self.residual = load_frozen_base(ctx, self.name)
         base_cfg = self.base_net.cfg
         if small:
             self.unet_options = dict(unet) if unet is not None else {"base_channels": base_cfg.base_channels // 2}
@@ -98,5 +98,12 @@ class ControlNet(Method):
         out = base.decode(h + d_mid, [s + d for s, d in zip(skips, d_skips)], cond)
         return (out + self.diffusion.hold_last(first, x_i, i) if self.residual else out), {}
 
-    def options(self):
-        return {"small": self.small, "unet": self.unet_options}
+
+class ControlNetSmall(ControlNet):
+    """ControlNet with its own narrower encoder, sized to match AVID's trainable parameters."""
+
+    name = "controlnet-small"
+    size_entry = "controlnet-small"
+
+    def __init__(self, ctx: Context, small: bool = True, unet: dict | None = None) -> None:
+        super().__init__(ctx, small, unet)

@@ -3,7 +3,7 @@
 Every parameter of a copy of the base network is trained; action conditioning is added as in the
 paper's Procgen setting: a per-frame action embedding concatenated to the diffusion-step embedding
 (zero-initialised, so the model starts as the base exactly). The paper fine-tunes with a learning
-rate of 2e-5 (Tables 8 and 9; other methods 1e-4): set ``train.lr: 2.0e-5`` in the run config.
+rate of 2e-5 (Tables 8 and 9; other methods 1e-4): its ``default_lr``, used when ``train.lr`` is not given.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ class Finetune(Method):
     name = "finetune"
     needs_parameters = True
     uses_base = False  # reads the base's weights once, never calls the black box
+    default_lr = 2e-5  # Tables 8 and 9
 
     def __init__(self, ctx: Context) -> None:
         super().__init__(ctx)

@@ -16,6 +16,7 @@ from avid.methods.scratch import Scratch
 
 class PoE(Scratch):
     name = "poe"
+    size_entry = "poe"
     uses_base = True
     sampling_options = ("lambda_p",)
 
@@ -31,6 +32,3 @@ class PoE(Scratch):
         # section 4.1, PoE: eps_final = lambda_p eps_adapt + (1 - lambda_p) eps_pre. The weights sum
         # to 1 and every parameterisation is affine in eps at fixed x_i, so it holds in any of them.
         return self.lambda_p * out_adapt + (1 - self.lambda_p) * out_pre, {}
-
-    def options(self):
-        return {"unet": self.unet_options, "lambda_p": self.lambda_p}

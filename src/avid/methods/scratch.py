@@ -20,6 +20,7 @@ from avid.nn import with_first_frames
 
 class Scratch(Method):
     name = "scratch"
+    size_entry = "scratch"
     uses_base = False
 
     def __init__(self, ctx: Context, unet: dict | None = None, use_actions: bool = True,
@@ -45,15 +46,24 @@ class Scratch(Method):
             drop = torch.rand(len(batch), device=x_i.device) < self.action_dropout
         return self._predict(x_i, i, batch.first, batch.actions, drop), {}
 
-    def options(self):
-        return {"unet": self.unet_options, "use_actions": self.use_actions, "action_dropout": self.action_dropout,
-                "residual": self.residual}
+
+class Pretrain(Scratch):
+    """The image-to-video base model itself (``avid pretrain``): Scratch without actions, exported
+    as a base model."""
+
+    name = "pretrain"
+    size_entry = None
+    pretrains_base = True
+
+    def __init__(self, ctx: Context, unet: dict | None = None, residual: bool = False) -> None:
+        super().__init__(ctx, unet, use_actions=False, residual=residual)
 
 
 class Base(Method):
     """The pretrained model alone: ignores the actions (the paper's "Pretrained Base Model" row)."""
 
     name = "base"
+    trains = False
 
     def predict(self, x_i, i, first, actions):
         return self.base(x_i, i, first), {}

@@ -25,7 +25,7 @@ import torch
 import yaml
 
 from avid.checkpoint import resolve
-from avid.methods import REGISTRY, Context, build_method
+from avid.methods import REGISTRY, Context, build_method, method_class
 from avid.methods.controlnet import small_control_branch
 from avid.nn import UNetConfig, count_parameters
 
@@ -40,11 +40,16 @@ class SizePreset:
     methods: dict[str, dict[str, Any]]  # method name -> UNetConfig fields of its network
 
     def options(self, method: str) -> dict[str, Any]:
-        """Constructor options of ``method`` at this size: ``{"unet": {...}}``."""
-        if method not in self.methods:
-            raise ValueError(f"size preset {self.name!r} has no entry for method {method!r}; "
+        """Constructor options of ``method`` at this size: ``{"unet": {...}}`` from the entry the
+        method is sized by (``Method.size_entry``; the ablations keep AVID's network), ``{}`` for a
+        method the presets do not size (copies of the base network: the base's size by construction)."""
+        entry = method_class(method).size_entry
+        if entry is None:
+            return {}
+        if entry not in self.methods:
+            raise ValueError(f"size preset {self.name!r} has no entry for method {entry!r}; "
                              f"it sizes {sorted(self.methods)}")
-        return {"unet": dict(self.methods[method])}
+        return {"unet": dict(self.methods[entry])}
 
 
 def _mapping(entry: dict[str, Any]) -> dict[str, Any]:
@@ -92,7 +97,7 @@ def trainable_parameter_counts(preset: SizePreset, ctx: Context,
                 base_cfg = UNetConfig(**{**preset.base_unet, "in_channels": ctx.channels * (1 + ctx.cond_frames),
                                          "out_channels": ctx.channels, "num_steps": ctx.diffusion.num_steps})
                 module = small_control_branch(ctx, base_cfg, preset.options(name)["unet"])
-            elif getattr(REGISTRY[name], "func", REGISTRY[name]).needs_parameters:  # partial or class
+            elif method_class(name).needs_parameters:
                 raise ValueError(f"cannot count {name!r} without its base model's weights")
             else:
                 module = build_method(name, ctx, preset.options(name))

@@ -1,46 +1,40 @@
-"""Training runs: build data, the black box and the method from a ``RunConfig``, fit with
-Lightning (EMA, checkpoints, resume, logging), and export ``model.safetensors`` + ``config.yaml``.
+"""Method runs: build data, the black box and the method from a ``RunConfig``, fit them with the
+training harness (``avid.train.harness``: EMA, checkpoints, exact resume, logging), and export
+``model.safetensors`` (EMA weights of the method's trainable parts) + ``config.yaml``; load a
+trained method back (``load_method``).
 
-A run folder holds ``config.yaml`` (resolved), ``checkpoints/last.ckpt`` (full state for resume),
-``model.safetensors`` (EMA weights of the method's trainable parts), ``logs/version_N/`` (CSV +
-TensorBoard, one folder per resumed segment).
-Running the same command again resumes from ``last.ckpt`` at the saved step and optimiser state.
+A run folder holds ``run.yaml`` (resolved), ``config.yaml`` + ``model.safetensors`` (the model),
+``checkpoints/last.ckpt`` (full state for resume) and ``logs/version_N/``. Running the same
+command again resumes from ``last.ckpt``.
 """
 
 from __future__ import annotations
 
 import logging
-import time
+from dataclasses import replace
 from functools import partial
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
-import yaml
-from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from avid import tiny
 from avid.blackbox import open_denoiser
 from avid.checkpoint import CONFIG, WEIGHTS, load_config, load_weights, require_keys, resolve, save_model
 from avid.config import RunConfig, run_config_from_dict
-from avid.data import EpisodeStore, WindowDataset, collate
-from avid.data.storage import atomic_write, atomic_write_text
+from avid.data import EpisodeStore, WindowDataset
+from avid.data.storage import atomic_write
 from avid.diffusion import Diffusion, DiffusionConfig
 from avid.locks import locked
-from avid.methods import Context, Method, build_method, needs_parameters
+from avid.methods import Context, Method, build_method, check_method_options, method_class
 from avid.methods.base import to_latent
 from avid.nn import count_parameters
 from avid.nn.autoencoder import AutoencoderConfig
 from avid.options import build
-from avid.precision import Precision, resolve_precision
-from avid.train.callbacks import SaveEvery, SaveLast, WarmupEMA, fit, run_callbacks
-from avid.train.data_order import ResumeState, training_loader
-from avid.train.module import MethodModule
+from avid.precision import Precision
+from avid.train.harness import fit_run, start
 from avid.train.queries import QueryLog
-from avid.train.run_folder import AtomicCheckpointIO, claim_run_folder
+from avid.train.run_folder import claim_run_folder
 from avid.whitebox import BASE_KIND, CODEC_FOLDER, load_codec
 
 METHOD_KIND = "avid-method"
@@ -78,15 +72,8 @@ def build_context(cfg: RunConfig, meta: dict[str, Any], precision: str = "auto")
         diffusion = diffusion.with_weighting(cfg.train.loss_weighting)
     return Context(diffusion=diffusion, channels=channels, cond_frames=cfg.data.cond_frames,
                    action_kind=meta.get("action_kind", "discrete"), num_actions=int(meta.get("num_actions", 15)),
-                   base=base, base_path=str(cfg.base) if cfg.base and needs_parameters(cfg.method.name) else None,
-                   frame_size=frame_size)
-
-
-def train_device(accelerator: str) -> str:
-    """The device type Lightning trains on for ``train.accelerator``."""
-    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
-        return "cuda"
-    return "cpu"
+                   base=base, frame_size=frame_size,
+                   base_path=str(cfg.base) if cfg.base and method_class(cfg.method.name).needs_parameters else None)
 
 
 def export_config(cfg: RunConfig, method: Method, meta: dict[str, Any], step: int,
@@ -98,7 +85,8 @@ def export_config(cfg: RunConfig, method: Method, meta: dict[str, Any], step: in
               "frames": cfg.data.frames, "step": step,
               "precision_used": precision.describe() if precision else None}
     if run_kind(cfg) == BASE_KIND:
-        latent = {"codec": CODEC_FOLDER, "frame_size": ctx.frame_size, "pixel_size": common["frame_size"]} if cfg.codec else {}
+        latent = ({"codec": CODEC_FOLDER, "frame_size": ctx.frame_size, "pixel_size": common["frame_size"]}
+                  if cfg.codec else {})
         return {"kind": BASE_KIND, "unet": method.net.cfg.to_dict(), "residual": method.residual, **common,
                 **latent, "run": cfg.to_dict()}
     return {"kind": METHOD_KIND, "method": cfg.method.name, "options": method.options(),
@@ -108,88 +96,43 @@ def export_config(cfg: RunConfig, method: Method, meta: dict[str, Any], step: in
             "action_kind": ctx.action_kind, "num_actions": ctx.num_actions, **common, "run": cfg.to_dict()}
 
 
-class Export(Callback):
-    """Writes ``model.safetensors`` + ``config.yaml`` from the (EMA) weights at every checkpoint."""
-
-    def __init__(self, cfg: RunConfig, meta: dict[str, Any], precision: Precision) -> None:
-        self.cfg, self.meta, self.precision = cfg, meta, precision
-
-    def export(self, trainer: L.Trainer, pl_module: MethodModule, state: dict[str, torch.Tensor]) -> None:
-        if trainer.global_rank != 0:
-            return
-        method = pl_module.method
-        own = set(method.state_dict())
-        weights = {k[len("method."):]: v for k, v in state.items() if k.startswith("method.") and k[7:] in own}
-        save_model(self.cfg.out, weights, export_config(self.cfg, method, self.meta, trainer.global_step,
-                                                        self.precision))
-        if self.cfg.codec:  # a latent base model ships its codec
-            for name in (WEIGHTS, CONFIG):
-                data = (resolve(self.cfg.codec) / name).read_bytes()
-                atomic_write(Path(self.cfg.out) / CODEC_FOLDER / name, lambda f, data=data: f.write(data))
-
-    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
-        self.export(trainer, pl_module, checkpoint["state_dict"])
-
-    def on_train_end(self, trainer, pl_module) -> None:  # EMA weights are copied in by now
-        self.export(trainer, pl_module, pl_module.state_dict())
-
-
 def run_kind(cfg: RunConfig) -> str:
     """The kind of model folder the run writes."""
-    return BASE_KIND if cfg.method.name == "pretrain" else METHOD_KIND
+    return BASE_KIND if method_class(cfg.method.name).pretrains_base else METHOD_KIND
+
+
+def with_method_defaults(cfg: RunConfig) -> RunConfig:
+    """``cfg`` with what it leaves to the method filled in: ``train.lr`` None is the method's ``default_lr``."""
+    if cfg.train.lr is not None:
+        return cfg
+    return replace(cfg, train=replace(cfg.train, lr=method_class(cfg.method.name).default_lr))
 
 
 @locked(lambda a: a["cfg"].out)
 def train(cfg: RunConfig) -> Path:
-    """Fit the configured method; returns the run folder. Resumes if the folder has a checkpoint.
-    One writer per run folder (``avid.locks``)."""
-    cfg = tiny.run(cfg)  # AVID_TINY=1: smoke-test size
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
+    """Fit the configured method (``avid.train.harness``); returns the run folder. Resumes if the
+    folder has a checkpoint. One writer per run folder (``avid.locks``)."""
+    cfg = with_method_defaults(tiny.run(cfg))  # AVID_TINY=1: smoke-test size
+    check_method_options(cfg.method.name, cfg.method.options)  # before anything is loaded
     out = Path(cfg.out)
     _check_same_run(out, cfg)
-    L.seed_everything(cfg.train.seed, workers=True, verbose=False)
+    precision = start(cfg.train)
     store = EpisodeStore(resolve(cfg.data.train))
     data = WindowDataset(store, cfg.data.frames, cfg.data.cond_frames, limit=cfg.data.train_limit)
-    precision = resolve_precision(cfg.train.precision, train_device(cfg.train.accelerator))
-    log.info("precision: %s", precision.describe())
     ctx = build_context(cfg, store.meta, precision.name)
     _check_same_base(out, ctx)
     method = build_method(cfg.method.name, ctx, cfg.method.options)
-    t = cfg.train
-    module = MethodModule(method, lr=t.lr, weight_decay=t.weight_decay, lr_schedule=t.lr_schedule,
-                          warmup_steps=t.warmup_steps, max_steps=t.max_steps, min_lr_ratio=t.min_lr_ratio,
-                          transform=latent_transform(cfg, ctx))
-    atomic_write_text(out / "run.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    log.info("method %s: %.2fM trainable parameters, %d training windows", cfg.method.name,
-             count_parameters(method) / 1e6, len(data))
-    loader = training_loader(data, cfg.train.batch_size, cfg.train.num_workers, cfg.train.seed, collate)
-    ckpt_dir = out / "checkpoints"
-    last = ckpt_dir / "last.ckpt"
-    segment = f"version_{len(list((out / 'logs').glob('version_*')))}"
-    save_last = SaveLast(last)
-    callbacks = [
-        save_last,  # before EMA: its on_train_end must see the raw weights
-        WarmupEMA(cfg.train.ema_decay),
-        Export(cfg, store.meta, precision),
-        SaveEvery(save_last, cfg.train.ckpt_every),
-        *run_callbacks(last, cfg.train.progress, f"train {cfg.method.name}", cfg.train.max_minutes),
-        ResumeState(loader),  # the data order and random state: a resumed run continues exactly
-    ] + ([QueryLog(ctx.base, out / "blackbox.json", str(cfg.base))] if ctx.base is not None else [])
-    trainer = L.Trainer(
-        max_steps=cfg.train.max_steps, max_epochs=-1,
-        max_time=timedelta(minutes=cfg.train.max_minutes) if cfg.train.max_minutes else None,
-        accelerator=cfg.train.accelerator, devices=cfg.train.devices, strategy=cfg.train.strategy,
-        precision=precision.lightning, gradient_clip_val=cfg.train.grad_clip or None,
-        callbacks=callbacks,  # logs/version_N per (resumed) segment: a resume never overwrites history
-        logger=[CSVLogger(out, name="logs", version=segment), TensorBoardLogger(out, name="logs", version=segment)],
-        log_every_n_steps=cfg.train.log_every, enable_progress_bar=cfg.train.progress,
-        enable_model_summary=False, enable_checkpointing=False, num_sanity_val_steps=0, default_root_dir=out,
-        plugins=[AtomicCheckpointIO()],
-    )
-    t0 = time.time()
-    fit(trainer, module, loader, last)  # Ctrl-C / SIGTERM: saved, then raised again
-    log.info("trained to step %d in %.0f s; model in %s", trainer.global_step, time.time() - t0, out)
+
+    def write(weights: dict[str, torch.Tensor], step: int) -> None:
+        save_model(out, weights, export_config(cfg, method, store.meta, step, precision))
+        if cfg.codec:  # a latent base model ships its codec
+            for name in (WEIGHTS, CONFIG):
+                data = (resolve(cfg.codec) / name).read_bytes()
+                atomic_write(out / CODEC_FOLDER / name, lambda f, data=data: f.write(data))
+
+    queries = (QueryLog(ctx.base, out / "blackbox.json", str(cfg.base)),) if ctx.base is not None else ()
+    fit_run(method, data, cfg.train, out, cfg.to_dict(), write, cfg.method.name, precision, queries,
+            transform=latent_transform(cfg, ctx))
     return out
 
 

@@ -14,15 +14,7 @@ from avid.checkpoint import load_config
 from avid.config import RunConfig, run_config_from_dict, set_dotted
 from avid.data.storage import atomic_write_text
 from avid.methods.sizes import SizePreset
-from avid.train import train
-
-SIZED_AS = {"avid-no-mask": "avid", "avid-no-cond": "avid"}  # the ablations keep AVID's network
-UNSIZED = ("controlnet", "finetune")  # copies of the base network: the base's size by construction
-
-
-def method_options(preset: SizePreset, method: str) -> dict[str, Any]:
-    return {} if method in UNSIZED else preset.options(SIZED_AS.get(method, method))
-
+from avid.train import train, with_method_defaults
 
 def _dotted(d: dict[str, Any], prefix: str = ""):
     for k, v in d.items():
@@ -39,11 +31,11 @@ def sized_run_config(template: RunConfig, method: str, preset: SizePreset, train
     d = template.to_dict()
     d.update(name=name, out=str(out))
     d["data"]["train"] = str(train_dir)
-    d["method"] = {"name": method, "options": method_options(preset, method)}
+    d["method"] = {"name": method, "options": preset.options(method)}
     d["train"].update(train_values)
     for key, value in _dotted(settings or {}):
         set_dotted(d, key, value)
-    return run_config_from_dict(d)
+    return with_method_defaults(run_config_from_dict(d))
 
 
 def trained_step(folder: Path) -> int | None:

@@ -19,7 +19,7 @@ import torch
 from avid.blackbox.provider import open_provider
 from avid.blackbox.remote import open_remote
 from avid.blackbox.worker import open_worker
-from avid.serve import ServerProcess
+from avid.pipelines.serve import ServerProcess
 
 
 def bench_blackbox(base: str = "assets/base-procgen", batch: int = 8, frames: int = 10, precision: str = "auto",

@@ -22,35 +22,28 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from safetensors import safe_open
 
 from avid.checkpoint import WEIGHTS, resolve
 from avid.data.storage import atomic_write_text
-from avid.evaluate import COPY_LAST, EvalResult, MetricFn, action_error_ratio, perceptual
+from avid.pipelines.experiment_config import DOMAINS, ExperimentConfig, ExperimentMetrics, SweepResult
+from avid.pipelines.evaluate import COPY_LAST, EvalResult, MetricFn, action_error_ratio, perceptual
+from avid.methods import TABLE1, TABLE3, method_class
 from avid.metrics.normalise import normalised_scores
 from avid.metrics.stats import ALPHA, LEVEL, SIGNIFICANT, MeanCI, compare_to_reference
 from avid.metrics.tables import METRICS, Row, markdown, to_csv
-from avid.report import report_file_names, write_table
+from avid.pipelines.report import report_file_names, write_table
 
-DOMAINS = {"coinrun": "Coinrun comparison (paper Table 1 layout)",
-           "robot": "robot-arm comparison (paper Table 2 layout)"}
-
-if TYPE_CHECKING:
-    from avid.experiment import ExperimentConfig, ExperimentMetrics, SweepResult
-
-TABLE1 = ("avid", "scratch", "poe", "action-cfg", "controlnet-small", "controlnet", "base",
-          "classifier-guidance", "finetune")  # the paper's row order
-TABLE3 = ("avid", "avid-no-mask", "avid-no-cond")
 NAMES = {"aer": "Action Error Ratio", "fvd": "FVD", "fid": "FID", "ssim": "SSIM", "lpips": "LPIPS", "psnr": "PSNR"}
 
 
 # ---- metrics added to evaluate() ----------------------------------------------------------------
 
-def metric_functions(cfg: "ExperimentMetrics") -> list[MetricFn]:
-    """The Action Error Ratio, and LPIPS/FID/FVD (``avid.evaluate.perceptual``) when ``cfg.perceptual``."""
+def metric_functions(cfg: ExperimentMetrics) -> list[MetricFn]:
+    """The Action Error Ratio, and LPIPS/FID/FVD (``avid.pipelines.evaluate.perceptual``) when ``cfg.perceptual``."""
     device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
     fns = [action_error_ratio(cfg.classifier, device, cfg.batch_size)]
     return fns + [perceptual(cfg.weights_dir)] if cfg.perceptual else fns
@@ -153,7 +146,7 @@ def result_rows(res: EvalResult, keys: dict[str, str], names: tuple[str, ...], s
     rows = []
     for name in (n for n in names if n in keys):
         r = by_key[keys[name]]
-        params = base_params if name == "base" else r.params
+        params = r.params if method_class(name).trains else base_params  # the base model alone: its size
         rows.append(_row(name, res.metrics[keys[name]], shown, params, r.needs_parameters))
     if COPY_LAST in res.metrics:  # the trivial baseline closes every table
         rows.append(_row(COPY_LAST, res.metrics[COPY_LAST], shown, None, False))
@@ -192,7 +185,7 @@ def _strengths(values: dict[str, float]) -> str:
     return ",".join(f"{k}={float(v):g}" for k, v in values.items())
 
 
-def sweep_tables(sweeps: dict[str, "SweepResult"], shown: list[str]) -> tuple[str, list[Row]]:
+def sweep_tables(sweeps: dict[str, SweepResult], shown: list[str]) -> tuple[str, list[Row]]:
     md, all_rows = [], []
     for method, s in sweeps.items():
         rows = [_row(sweep_key(method, v), s.metrics[sweep_key(method, v)], shown, s.params, False,
@@ -205,7 +198,7 @@ def sweep_tables(sweeps: dict[str, "SweepResult"], shown: list[str]) -> tuple[st
 
 # ---- the report folder --------------------------------------------------------------------------
 
-def write_report(exp: "ExperimentConfig", res: EvalResult, keys: dict[str, str], sweeps: dict[str, "SweepResult"],
+def write_report(exp: ExperimentConfig, res: EvalResult, keys: dict[str, str], sweeps: dict[str, SweepResult],
                  info: ReportInfo) -> Path:
     folder = exp.report_dir
     shown, missing = available(res.metrics)
@@ -239,7 +232,7 @@ def write_report(exp: "ExperimentConfig", res: EvalResult, keys: dict[str, str],
     return folder
 
 
-def readme(exp: "ExperimentConfig", res: EvalResult, keys: dict[str, str], sweeps: dict[str, "SweepResult"],
+def readme(exp: ExperimentConfig, res: EvalResult, keys: dict[str, str], sweeps: dict[str, SweepResult],
            info: ReportInfo, shown: list[str], missing: dict[str, str]) -> str:
     t, s = exp.run.train, exp.run.sample
     params = {r.method: r.params for r in res.rows}
@@ -270,9 +263,8 @@ def readme(exp: "ExperimentConfig", res: EvalResult, keys: dict[str, str], sweep
         " Sweeps: on the first seed's models only; every seed is evaluated at the chosen values. `seeds.csv`: "
         "every seed's value, the mean, the interval and Welch's p." if len(info.seeds) > 1 else "")]
     lines += ["", "## Sampler and evaluation set", "",
-              f"{s.sampler.upper()} "
-              f"{f'with {s.steps} steps (eta {s.eta:g})' if s.sampler == 'ddim' else 'with every diffusion step'}, "
-              f"sampling seed = the seed, batch {s.batch_size}; every method gets the same first frames, actions and "
+              f"{s.describe()}, sampling seed = the seed, batch {s.batch_size}; every method gets the same first "
+              "frames, actions and "
               f"noise. Evaluation: {info.batch_size} test trajectories from `{info.eval_dir}` "
               f"({exp.run.data.cond_frames} conditioning + {exp.run.data.frames - exp.run.data.cond_frames} predicted "
               "frames; metrics over predicted frames). Sweeps: on the validation split (above).",

@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from avid.evaluate import action_error_ratio, load_eval_batch, to01
+from avid.pipelines.evaluate import action_error_ratio, load_eval_batch, to01
 from avid.metrics import frame_metrics
 from avid.metrics.perceptual import PERCEPTUAL_METRICS, Perceptual
 from avid.metrics.action_classifier import SHIPPED_CLASSIFIER

@@ -7,7 +7,7 @@ grows with every rung would change the schedule of the steps already taken.
 At every rung, on the validation split (never the test split, and disjoint from the training levels):
 PSNR and SSIM of videos sampled with the run's sampler (the same first frames, actions and noise at
 every rung), each with a 95% Student-t interval over the trajectories, and the held-out denoising
-loss (``avid.evaluate.held_out_loss``, the same windows, steps and noise at every rung); the base
+loss (``avid.pipelines.evaluate.held_out_loss``, the same windows, steps and noise at every rung); the base
 model alone and copying the last conditioning frame are measured once, as horizontal lines.
 
 ``reports/<name>/``: ``scaling.csv``, ``scaling.png`` (each metric against optimiser steps and
@@ -30,18 +30,18 @@ from typing import Any
 import torch
 
 from avid.checkpoint import load_config
-from avid.config import RunConfig, load_sections
+from avid.config import RunConfig, load
 from avid.data import Batch
 from avid.data.storage import atomic_write_text
-from avid.evaluate import COPY_LAST, copy_last_frame, evaluate, held_out_loss, load_eval_batch, to01
-from avid.budget import budget_record, sized_run_config, timed_train, trained_step
-from avid.methods import REGISTRY, Method, build_method
+from avid.pipelines.evaluate import COPY_LAST, copy_last_frame, evaluate, held_out_loss, load_eval_batch, to01
+from avid.pipelines.budget import budget_record, sized_run_config, timed_train, trained_step
+from avid.methods import Method, build_method, check_method_options, compared_method
 from avid.methods.sizes import load_size_preset
 from avid.metrics import psnr_per_frame, ssim_per_frame
 from avid.metrics.stats import LEVEL, mean_ci
 from avid.precision import describe_cpu
-from avid.report import plot_scaling
-from avid.splits import ExperimentData, Split, check_disjoint, held_out_set, training_set
+from avid.pipelines.report import plot_scaling
+from avid.pipelines.splits import ExperimentData, Split, check_disjoint, held_out_set, training_set
 from avid.train import build_context, load_method
 
 log = logging.getLogger("avid")
@@ -75,12 +75,12 @@ class ScalingConfig:
         return Path(self.reports) / self.name
 
 
-def load_scaling(path: str | Path | None = None, overrides: list[str] | None = None) -> ScalingConfig:
-    """Defaults, then the YAML file, then ``dotted.key=value`` overrides (values parsed as YAML)."""
-    cfg = load_sections(ScalingConfig, path, overrides, "scaling config")
-    if cfg.method not in REGISTRY or cfg.method in ("base", "pretrain"):
-        raise ValueError(f"method {cfg.method!r} is not a trainable method; choose from "
-                         f"{sorted(set(REGISTRY) - {'base', 'pretrain'})}")
+def load_scaling(path: str | Path | None = None, overrides: list[str] | None = None,
+                 values: dict[str, Any] | None = None) -> ScalingConfig:
+    """Defaults, then the YAML file, then ``--set`` overrides, then flags (``avid.config.load``)."""
+    cfg = load(ScalingConfig, path, overrides, values, "scaling config")
+    compared_method(cfg.method)
+    check_method_options(cfg.method, cfg.options)
     if not cfg.ladder or any(not isinstance(s, int) or s < 1 for s in cfg.ladder) or cfg.ladder != sorted(set(cfg.ladder)):
         raise ValueError(f"ladder must be increasing optimiser-step budgets >= 1, got {cfg.ladder}")
     if cfg.run.train.lr_schedule != "constant":
@@ -217,15 +217,16 @@ def write_report(cfg: ScalingConfig, rows: list[dict[str, Any]], setup: dict[str
     plot_scaling(folder / "scaling.png", ladder, lines_at, METRICS, AXES,
                  f"{cfg.method} on the {val.describe(cfg.val_size)}".replace("`", ""))
     t, s = cfg.run.train, cfg.run.sample
-    precision = load_config(cfg.run_dir).get("precision_used") or t.precision
+    trained = load_config(cfg.run_dir)
+    precision, lr = trained.get("precision_used") or t.precision, trained["run"]["train"]["lr"]
     md = [f"# {cfg.name}: {cfg.method} against training compute", "",
           f"Made by `{command or 'avid experiment scaling'}` (this invocation: {seconds / 60:.1f} min). CPU: "
           f"{describe_cpu()}. Rerunning skips measured rungs; a longer `ladder` trains on from the last one.", "",
           f"One run (`{cfg.run_dir}`) resumed up the ladder {', '.join(map(str, cfg.ladder))}: batch {t.batch_size}, "
-          f"lr {t.lr:g} constant after {t.warmup_steps} warm-up steps, EMA {t.ema_decay}, precision {precision}, "
+          f"lr {lr:g} constant after {t.warmup_steps} warm-up steps, EMA {t.ema_decay}, precision {precision}, "
           f"size preset `{cfg.sizes}`, base model `{cfg.run.base}`, {setup['train']}.", "",
           f"Measured on the {setup['validation']}: PSNR and SSIM of videos sampled with "
-          f"{s.sampler.upper()}{f' ({s.steps} steps)' if s.sampler == 'ddim' else ''}, seed {s.seed}, the same "
+          f"{s.describe()}, seed {s.seed}, the same "
           f"first frames, actions and noise at every rung (± {LEVEL:.0%} Student-t interval over the trajectories); "
           f"the held-out denoising loss on {cfg.loss_windows} windows of it (fixed steps and noise, the run's "
           "weighting). Training minutes: wall time; CPU-minutes: this process's CPU time over all its threads. "

@@ -31,7 +31,8 @@ from avid.metrics.normalise import normalised_scores
 from avid.metrics.tables import METRICS, Row
 from avid.nn import count_parameters
 from avid.precision import resolve_precision
-from avid.report import mask_to_video, plot_mask_per_step, plot_score_vs_params, video_grid, write_table, write_video
+from avid.pipelines.report import (mask_to_video, plot_mask_per_step, plot_score_vs_params, video_grid, write_table,
+                                   write_video)
 from avid.rollout import Rollout, sample_videos
 
 log = logging.getLogger("avid")

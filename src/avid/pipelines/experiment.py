@@ -1,7 +1,7 @@
 """``avid experiment coinrun``: the paper's Coinrun comparison (section 4, Tables 1 and 3; sweeps of
 section 9.5) as one command, from one YAML file (``configs/experiments/coinrun-*.yaml``).
 
-1. data (``avid.splits``): the Coinrun training set, a validation split (levels 5000-5999) and the
+1. data (``avid.pipelines.splits``): the Coinrun training set, a validation split (levels 5000-5999) and the
    test split (levels 10000-10999) from the Procgen presets, generated once into folders named by
    their size and reused afterwards; the three must not share a folder or a level;
 2. training: every method on the same set, with the same number of optimiser steps and the
@@ -13,8 +13,8 @@ section 9.5) as one command, from one YAML file (``configs/experiments/coinrun-*
    validation split; the best value (by FVD when it is a number, else by the first available of
    ``sweep_metrics``) is the one every seed is evaluated at on the test split;
 4. evaluation: for each seed, every method and the base model alone on the same test first frames
-   and actions, with sampling seed = the seed (``avid.evaluate``); written up by
-   ``avid.experiment_report`` into ``reports/<experiment>/``: with several seeds, mean ± 95%
+   and actions, with sampling seed = the seed (``avid.pipelines.evaluate``); written up by
+   ``avid.pipelines.experiment_report`` into ``reports/<experiment>/``: with several seeds, mean ± 95%
    confidence interval over seeds and Welch's test against AVID (``avid.metrics.stats``).
 """
 
@@ -25,7 +25,6 @@ import dataclasses
 import itertools
 import logging
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,99 +32,22 @@ import torch
 import yaml
 
 from avid.blackbox import is_url
-from avid.budget import budget_record, sized_run_config, timed_train, trained_step
+from avid.pipelines.budget import budget_record, sized_run_config, timed_train, trained_step
 from avid.checkpoint import load_config
-from avid.config import RunConfig, load_sections
+from avid.config import RunConfig
 from avid.data import Batch
-from avid.evaluate import EvalResult, evaluate, load_eval_batch
-from avid.experiment_report import (DOMAINS, ReportInfo, base_parameters, combine_seeds, metric_functions, sweep_key,
-                                    write_report)
-from avid.methods import REGISTRY, Method, build_method
+from avid.pipelines.evaluate import EvalResult, evaluate, load_eval_batch
+from avid.pipelines.experiment_config import ExperimentConfig, SweepResult, seed_folder
+from avid.pipelines.experiment_report import (ReportInfo, base_parameters, combine_seeds, metric_functions, sweep_key,
+                                              write_report)
+from avid.methods import Method, build_method
 from avid.methods.sizes import SizePreset, load_size_preset
-from avid.methods.sweeps import PAPER_SWEEPS, set_sampling_options
+from avid.methods.sweeps import set_sampling_options
 from avid.metrics.tables import METRICS
-from avid.splits import ExperimentData, Split, check_disjoint, held_out_set, training_set
+from avid.pipelines.splits import Split, check_disjoint, held_out_set, training_set
 from avid.train import build_context, load_method
 
 log = logging.getLogger("avid")
-
-DEFAULT_METHODS = ("avid", "avid-no-mask", "avid-no-cond", "scratch", "poe", "action-cfg",
-                   "classifier-guidance", "controlnet-small", "controlnet", "finetune")
-
-
-@dataclass
-class ExperimentMetrics:
-    perceptual: bool = True  # LPIPS, FID, FVD with the standard networks when their weights are on disk
-    weights_dir: str | None = None  # default: $AVID_WEIGHTS_DIR, else weights/
-    classifier: str | None = "assets/action-classifier-coinrun"  # Action Error Ratio (section 9.3)
-    device: str = "auto"  # for the metric networks: auto = cuda when available
-    batch_size: int = 32
-
-
-@dataclass
-class ExperimentConfig:
-    name: str = "coinrun-cpu"
-    domain: str = "coinrun"  # or "robot": names the comparison in the report (paper Table 1 or Table 2)
-    runs: str = "runs"  # runs/<name>/<method>/ (seed 0), runs/<name>/seed-<k>/<method>/
-    reports: str = "reports"  # reports/<name>/
-    methods: list[str] = field(default_factory=lambda: list(DEFAULT_METHODS))
-    sizes: str = "cpu-small"  # configs/sizes/<sizes>.yaml, or a path
-    steps: int = 300  # optimiser steps of every method
-    minutes_per_method: float | None = None  # also stop a method after this much training wall time
-    eval_size: int = 64  # test trajectories of the tables
-    sweep_size: int = 16  # validation trajectories the sweep values are chosen on
-    seeds: list[int] = field(default_factory=lambda: [0])  # each method trained and sampled once per seed
-    sweeps: dict[str, dict[str, list[float]]] = field(
-        default_factory=lambda: {m: {k: list(v) for k, v in g.items()} for m, g in PAPER_SWEEPS.items()})
-    sweep_metrics: list[str] = field(default_factory=lambda: ["fvd", "fid", "aer", "lpips", "ssim", "psnr"])
-    per_method: dict[str, dict[str, Any]] = field(default_factory=lambda: {"finetune": {"train.lr": 2.0e-5}})
-    normalise_reference: list[str] = field(default_factory=lambda: ["avid", "scratch", "controlnet-small",
-                                                                    "controlnet"])
-    data: ExperimentData = field(default_factory=ExperimentData)
-    metrics: ExperimentMetrics = field(default_factory=ExperimentMetrics)
-    run: RunConfig = field(default_factory=RunConfig)  # what every method's run starts from
-
-    def run_dir(self, method: str, seed: int = 0) -> Path:
-        return seed_folder(Path(self.runs) / self.name, seed) / method
-
-    @property
-    def report_dir(self) -> Path:
-        return Path(self.reports) / self.name
-
-
-def seed_folder(root: Path, seed: int) -> Path:
-    """Where seed ``seed``'s runs or samples go: ``root`` itself for seed 0 (a single-seed experiment's
-    folders), ``root/seed-<k>`` for the others."""
-    return root if seed == 0 else root / f"seed-{seed}"
-
-
-def load_experiment(path: str | Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
-    """Defaults, then the YAML file, then ``dotted.key=value`` overrides (values parsed as YAML)."""
-    exp = load_sections(ExperimentConfig, path, overrides, "experiment config")
-    _check(exp)
-    return exp
-
-
-def _check(exp: ExperimentConfig) -> None:
-    if exp.domain not in DOMAINS:
-        raise ValueError(f"domain must be one of {sorted(DOMAINS)}, got {exp.domain!r}")
-    unknown = [m for m in exp.methods if m not in REGISTRY or m in ("base", "pretrain")]
-    if unknown or not exp.methods:
-        trainable = sorted(set(REGISTRY) - {"base", "pretrain"})
-        raise ValueError(f"methods must be a non-empty list of {trainable}; got unknown {unknown}")
-    if exp.steps < 1 or exp.eval_size < 1 or exp.sweep_size < 1:
-        raise ValueError(f"steps, eval_size and sweep_size must be >= 1, got {exp.steps}, {exp.eval_size}, "
-                         f"{exp.sweep_size}")
-    if not exp.seeds or len(set(exp.seeds)) != len(exp.seeds) or any(
-            not isinstance(k, int) or k < 0 for k in exp.seeds):
-        raise ValueError(f"seeds must be a non-empty list of distinct integers >= 0, got {exp.seeds}")
-    bad = [m for m in exp.sweep_metrics if m not in METRICS]
-    if bad:
-        raise ValueError(f"sweep_metrics {bad} unknown; choose from {list(METRICS)}")
-    for m, grid in exp.sweeps.items():
-        if not grid or any(not values for values in grid.values()):
-            raise ValueError(f"sweep of {m!r} needs at least one value per option, got {grid}")
-
 
 # ---- data ---------------------------------------------------------------------------------------
 
@@ -154,7 +76,7 @@ def check_sizes(exp: ExperimentConfig, preset: SizePreset) -> None:
 def method_run_config(exp: ExperimentConfig, method: str, preset: SizePreset, train_dir: Path,
                       max_minutes: float | None = None, seed: int = 0) -> RunConfig:
     """The run of ``method`` at ``seed``: the experiment's ``run`` template, this method at the preset's
-    size, the common step budget, then the method's own ``per_method`` settings (finetune: lr 2e-5)."""
+    size, the common step budget, then the method's own ``per_method`` settings (e.g. its learning rate)."""
     return sized_run_config(exp.run, method, preset, train_dir, exp.run_dir(method, seed),
                             f"{exp.name}-{method}" + (f"-seed{seed}" if seed else ""), exp.per_method.get(method),
                             max_steps=exp.steps, max_minutes=max_minutes, seed=seed)
@@ -181,7 +103,7 @@ def train_all(exp: ExperimentConfig, preset: SizePreset, train_dir: Path, seed: 
             minutes_left = exp.minutes_per_method - record["train_seconds"] / 60
         if step is not None and step > exp.steps:
             raise ValueError(f"{folder} is trained to step {step}, beyond steps={exp.steps}: every method must "
-                             "have the same budget (raise --steps or choose another experiment name)")
+                             "have the same budget (raise --train-steps or choose another experiment name)")
         if step == exp.steps or (minutes_left is not None and minutes_left <= 0):
             log.info("%s: finished (step %s), skipped", method, step)
             continue
@@ -204,16 +126,6 @@ def choose(results: dict[str, dict[str, Any]], order: list[str]) -> tuple[str, s
             pick = min if not METRICS[metric][1] else max
             return pick(vals, key=vals.get), metric
     return next(iter(results)), None
-
-
-@dataclass
-class SweepResult:
-    method: str
-    values: list[dict[str, float]]  # the grid, in order
-    metrics: dict[str, dict[str, Any]]  # sweep key -> metrics
-    params: int | None
-    chosen: dict[str, float]
-    criterion: str | None  # the metric the choice was made by (None: no metric was a number)
 
 
 def sample_config(exp: ExperimentConfig, seed: int):
@@ -248,16 +160,15 @@ def evaluate_all(exp: ExperimentConfig, loaded: dict[str, tuple[Method, dict]], 
                  seed: int = 0) -> tuple[EvalResult, dict[str, str]]:
     """Every method (swept ones at their chosen strengths) and the base model alone, same inputs, on
     the test split, sampled with seed ``seed``."""
-    keys = {"base": "base"}
-    methods: dict[str, Method] = {"base": base}
-    for name, (method, _) in loaded.items():
+    keys: dict[str, str] = {}
+    methods: dict[str, Method] = {}
+    for name, method in {"base": base, **{n: m for n, (m, _) in loaded.items()}}.items():
         chosen = sweeps[name].chosen if name in sweeps else {}
         keys[name] = sweep_key(name, chosen)
         methods[keys[name]] = set_sampling_options(method, **chosen)
     s = sample_config(exp, seed)
     note = (f"{test.describe(len(batch))}; methods trained with seed {seed}; every method sees the same first "
-            f"frames, actions and noise (sampler {s.sampler}{f', {s.steps} steps' if s.sampler == 'ddim' else ''}, "
-            f"seed {s.seed}).")
+            f"frames, actions and noise (sampler {s.describe()}, seed {s.seed}).")
     res = evaluate(methods, batch, s, seed_folder(exp.report_dir, seed) / "eval", extra_metrics,
                    title=f"{exp.name}: every method on the test split (seed {seed})", note=note)
     return res, keys

@@ -30,13 +30,13 @@ from avid.config import RunConfig, load_run_config
 from avid.data import Batch, EpisodeStore, WindowDataset, collate
 from avid.data.procgen import PRESETS, generate
 from avid.data.storage import atomic_write_text
-from avid.evaluate import action_error_ratio, evaluate, load_eval_batch, perceptual
+from avid.pipelines.evaluate import action_error_ratio, evaluate, load_eval_batch, perceptual
 from avid.methods import build_method
 from avid.metrics.action_classifier import SHIPPED_CLASSIFIER
 from avid.precision import describe_cpu, resolve_precision
-from avid.report import report_files_markdown
+from avid.pipelines.report import report_files_markdown
 from avid.rollout import Rollout
-from avid.train import build_context, load_method, train
+from avid.train import build_context, load_method, train, with_method_defaults
 
 log = logging.getLogger("avid")
 CONFIG = "configs/coinrun/quickstart.yaml"
@@ -162,8 +162,7 @@ def run_evaluation(cfg: RunConfig, run_dir: Path, eval_dir: Path, report: Path, 
     s = dataclasses.replace(cfg.sample, precision=cfg.train.precision)
     note = (f"{len(batch)} held-out Coinrun trajectories (levels 10000-11000, random actions), "
             f"{cfg.data.cond_frames} conditioning + {cfg.data.frames - cfg.data.cond_frames} predicted frames; "
-            f"metrics over predicted frames only. Sampler: {s.sampler}"
-            f"{f' ({s.steps} steps, eta={s.eta})' if s.sampler == 'ddim' else ''}, seed {s.seed}. "
+            f"metrics over predicted frames only. Sampler: {s.describe()}, seed {s.seed}. "
             "Base = the shipped pretrained model alone (black box, no actions).")
     res = evaluate({"base": base, "avid": avid}, batch, s, report,
                    extra_metrics=metrics,
@@ -178,10 +177,8 @@ def quickstart(opt: QuickstartOptions) -> Path:
         torch.set_num_threads(opt.threads)
     budget = opt.budget_minutes * 60
     train_dir, eval_dir = prepare_data(opt)
-    overrides = [f"data.train={train_dir}", f"out={Path(opt.runs_dir) / 'avid'}"]
-    overrides += [f"base={opt.base}"] if opt.base else []
-    overrides += [f"train.precision={opt.precision}"] if opt.precision else []
-    cfg = load_run_config(opt.config, overrides)
+    cfg = load_run_config(opt.config, values={"data.train": str(train_dir), "out": str(Path(opt.runs_dir) / "avid"),
+                                              "base": opt.base, "train.precision": opt.precision})
     precision = resolve_precision(cfg.train.precision)
     print(f"CPU: {describe_cpu()}\nprecision: {precision.describe()}")
     metrics = report_metrics(cfg.sample.device)
@@ -195,14 +192,14 @@ def quickstart(opt: QuickstartOptions) -> Path:
             print(f"this machine is too slow for a {opt.budget_minutes:g}-minute quickstart: the budget leaves "
                   f"{max(plan.train_seconds, 0) / 60:.1f} min of training, fewer than the {opt.min_steps} steps the "
                   f"adapter needs; training {opt.min_steps} steps anyway (~{opt.min_steps * plan.train_step_s / 60:.0f} "
-                  "min). Use --budget-minutes, --eval-size or --steps to choose.")
-    cap = f"{1.5 * steps * plan.train_step_s / 60 + 1:.2f}" if plan else "null"  # a safety net, not the plan
-    cfg = load_run_config(opt.config, overrides + [f"train.max_steps={steps}", f"train.max_minutes={cap}"])
+                  "min). Use --budget-minutes, --eval-size or --train-steps to choose.")
+    cap = round(1.5 * steps * plan.train_step_s / 60 + 1, 2) if plan else None  # a safety net, not the plan
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_steps=steps, max_minutes=cap))
     run_dir = train(cfg)
     reached = int(load_config(run_dir)["step"])
     if reached < steps:
         print(f"training stopped by its time cap at step {reached} of {steps}; rerun the same command with "
-              f"--steps {steps} to continue it")
+              f"--train-steps {steps} to continue it")
     report = Path(opt.report_dir)
     run_evaluation(cfg, run_dir, eval_dir, report, metrics)
     seconds = time.time() - t0
@@ -214,12 +211,13 @@ def quickstart(opt: QuickstartOptions) -> Path:
 
 def _readme(opt: QuickstartOptions, cfg: RunConfig, seconds: float, steps: int, precision: str,
             plan: Plan | None) -> str:
-    planned = plan.describe() if plan else f"steps given with --steps {opt.steps}"
+    planned = plan.describe() if plan else f"steps given with --train-steps {opt.steps}"
     return (f"# avid quickstart report\n\nMade by `avid quickstart --budget-minutes {opt.budget_minutes:g} "
             f"--eval-size {opt.eval_size}` in {seconds / 60:.1f} min ({torch.get_num_threads()} CPU threads; "
             f"peak memory {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GB).\n\n"
             f"- CPU: {describe_cpu()}\n- precision: {precision}\n- plan: {planned}\n"
-            f"- adapter: {steps} optimiser steps of batch {cfg.train.batch_size}, lr {cfg.train.lr:g} "
+            f"- adapter: {steps} optimiser steps of batch {cfg.train.batch_size}, "
+            f"lr {with_method_defaults(cfg).train.lr:g} "
             f"({cfg.train.lr_schedule}, warm-up {cfg.train.warmup_steps})\n\n"
             "Methods: `base` (the base model alone, a black box), `avid` (the adapter trained here) and the "
             "copy-last-frame row. Files:\n\n"

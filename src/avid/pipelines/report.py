@@ -21,7 +21,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-# What an evaluation report folder holds (``avid.evaluate.evaluate`` writes them); report READMEs list these.
+# What an evaluation report folder holds (``avid.pipelines.evaluate.evaluate`` writes them); report READMEs list these.
 REPORT_FILES: dict[str, str] = {
     "metrics.md, metrics.csv, metrics.json": "the metrics of every method (Markdown, CSV, and every number as JSON); "
                                              "`n/a` with the reason when a metric's network or classifier is missing",
