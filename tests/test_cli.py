@@ -180,7 +180,9 @@ def test_steps_is_either_ddim_steps_or_train_steps_and_the_old_spelling_names_th
                      (["eval", "--runs", "x", "--data", "d", "--out", "o", "--steps", "4"], "--ddim-steps"),
                      (["quickstart", "--steps", "5"], "--train-steps (optimiser steps)"),
                      (["classifier", "train", "--steps", "5"], "--train-steps"),
-                     (["experiment", "coinrun", "--steps", "5"], "--train-steps")):
+                     (["experiment", "coinrun", "--steps", "5"], "--train-steps"),
+                     (["experiment", "robot", "--steps", "5"], "--train-steps"),
+                     (["codec", "train", "--steps", "5"], "--train-steps")):
         with pytest.raises(SystemExit) as e:
             main(cmd)
         assert e.value.code == 2 and f"it is now {new}" in capsys.readouterr().err

@@ -13,15 +13,20 @@ from avid.config import RunConfig, TrainConfig, load, load_run_config
 from avid.pipelines.classifier_train import ClassifierRunConfig, classifier_run_config
 from avid.pipelines.experiment_config import ExperimentConfig, load_experiment
 from avid.pipelines.scaling import ScalingConfig, load_scaling
+from avid.train.codec import codec_run_config
 
-LOADERS = {"procgen": load_run_config, "coinrun": load_run_config, "classifier": classifier_run_config}
+LOADERS = {"procgen": load_run_config, "coinrun": load_run_config, "robot": load_run_config,
+           "classifier": classifier_run_config}
 
 
 @pytest.mark.parametrize("path", sorted((REPO_ROOT / "configs").glob("*/*.yaml")), ids=lambda p: p.stem)
 def test_every_shipped_config_file_loads(path: Path):
     if path.parent.name in ("sizes", "unet"):  # presets read by avid.methods.sizes, not configs
         return
-    loader = LOADERS.get(path.parent.name) or (load_scaling if "scaling" in path.stem else load_experiment)
+    if "codec" in path.stem:
+        loader = codec_run_config
+    else:
+        loader = LOADERS.get(path.parent.name) or (load_scaling if "scaling" in path.stem else load_experiment)
     assert loader(path) is not None
 
 

@@ -177,6 +177,108 @@ def _add_data_verify(dsub) -> None:
     v.add_argument("--repair", action="store_true", help="remove damaged shards and regenerate them")
     v.set_defaults(fn=verify)
 # ---- end of the dataset check block ------------------------------------------------------------
+# ---- robot arm datasets (the paper's second domain at CPU scale) ------------------------------
+def _add_data_robot(dsub) -> None:
+    """``avid data robot``: simulated arm episodes with 7-D continuous actions."""
+
+    def run(args) -> None:
+        from avid.data.robot import PRESETS, RobotSpec, frames_per_second, generate
+
+        spec = PRESETS[args.preset] if args.preset else RobotSpec(
+            tasks=args.tasks.split(","), scenes=args.scenes.split(","), episodes=args.episodes,
+            episode_len=args.episode_len, trajectories=args.trajectories, trajectory_len=args.trajectory_len,
+            actions=not args.no_actions, frame_size=args.frame_size, seed=args.seed)
+        store = generate(spec, args.out)
+        fps = frames_per_second(store)
+        print(f"{store.num_frames()} frames in {len(store.shards)} shards at {args.out}"
+              + (f" ({fps:.1f} frames/s generated)" if fps else ""))
+
+    from avid.data.robot import PRESETS, TARGET_TASKS
+    from avid.data.robot_policies import TASKS
+    from avid.data.robot_sim import SCENES
+
+    r = dsub.add_parser("robot", help="simulated robot arm episodes (pybullet), RT-1-style 7-D actions")
+    r.add_argument("--preset", choices=sorted(PRESETS), metavar="NAME", help="a named dataset, paper-shaped sizes "
+                   f"and CPU versions ({', '.join(sorted(PRESETS))}; see the README); the options below are then "
+                   "ignored (default: none, use the options)")
+    r.add_argument("--tasks", default=",".join(TARGET_TASKS), help=f"comma-separated tasks, one drawn per episode "
+                   f"({', '.join(TASKS)})")
+    r.add_argument("--scenes", default=",".join(SCENES), help=f"comma-separated scenes, one drawn per episode "
+                   f"({', '.join(SCENES)})")
+    r.add_argument("--episodes", type=int, default=100, help="episodes to record")
+    r.add_argument("--episode-len", type=int, default=64, help="frames per episode")
+    r.add_argument("--trajectories", type=int, default=0, help="instead of episodes: this many trajectories of "
+                   "--trajectory-len frames, each from its own episode at a random start (0: episodes)")
+    r.add_argument("--trajectory-len", type=int, default=16, help="frames per trajectory")
+    r.add_argument("--no-actions", action="store_true", help="store no action labels (videos for pretraining)")
+    r.add_argument("--frame-size", type=int, default=64, help="square frame side in pixels")
+    r.add_argument("--seed", type=int, default=0, help="seed of scenes, objects and policies (episode i depends "
+                   "only on the seed and i)")
+    r.add_argument("--out", required=True, help="dataset folder to write (rerunning resumes after a kill)")
+    r.set_defaults(fn=run)
+# ---- end of the robot data block ---------------------------------------------------------------
+# ---- real robot data in (RLDS / Open X-Embodiment TFRecords, MP4 folders) ----------------------
+def _add_data_import(dsub) -> None:
+    """``avid data import PATH... --out DIR``."""
+
+    def run(args) -> None:
+        from avid.data.imports import ImportSpec, find_inputs, import_dataset
+
+        found, files = find_inputs(args.inputs)
+        spec = ImportSpec(args.format or found, files, frame_size=args.frame_size, image_key=args.image_key,
+                          action_keys=args.action_keys.split(","), action_bounds=args.action_bounds,
+                          split=args.split, test_fraction=args.test_fraction, seed=args.seed)
+        store, clipped = import_dataset(spec, args.out)
+        episodes = sum(s.get("episodes", 0) for s in store.shards)
+        print(f"{store.num_frames()} frames of {episodes} episodes in {len(store.shards)} shards at {args.out}; "
+              f"{store.meta['num_actions']}-D actions in [-1, 1]" + (f", {clipped} values clipped" if clipped else ""))
+
+    from avid.data.imports import FORMATS, RT1_ACTION_KEYS, RT1_IMAGE_KEY
+
+    r = dsub.add_parser("import", help="real robot episodes: RLDS / Open X-Embodiment TFRecords (RT-1's format), "
+                        "or a folder of MP4 videos with per-frame actions (NAME.mp4 + NAME.npy)")
+    r.add_argument("inputs", nargs="+", help="TFRecord or MP4 files, or folders of them")
+    r.add_argument("--out", required=True, help="dataset folder to write (rerunning resumes)")
+    r.add_argument("--format", choices=FORMATS, default=None, help="input format (default: from the file names)")
+    r.add_argument("--frame-size", type=int, default=64, help="square frame side: frames are resized to fit and "
+                   "padded (paper section 9.2)")
+    r.add_argument("--image-key", default=RT1_IMAGE_KEY, help="RLDS: the feature holding each step's image")
+    r.add_argument("--action-keys", default=",".join(RT1_ACTION_KEYS), help="RLDS: comma-separated features "
+                   "concatenated into the action (default: RT-1's 7-D world vector, rotation delta, gripper)")
+    r.add_argument("--action-bounds", default=None, help="per-dimension bounds mapped to [-1, 1]: 'rt1' (RT-1's "
+                   "action spec), 'data' (the imported episodes' min and max) or an earlier import's folder (share "
+                   "its scale, e.g. for a test split) (default: rt1 for RT-1's action keys, else data)")
+    r.add_argument("--split", choices=("all", "train", "test"), default="all",
+                   help="import only the episodes of this split (each episode's split is a hash of seed, file, index)")
+    r.add_argument("--test-fraction", type=float, default=0.05, help="fraction of episodes in the test split")
+    r.add_argument("--seed", type=int, default=0, help="seed of the train/test assignment")
+    r.set_defaults(fn=run)
+# ---- end of the import block -------------------------------------------------------------------
+# ---- the codec of a latent base model ----------------------------------------------------------
+def _add_codec_command(sub) -> None:
+    """``avid codec train``: the autoencoder a latent base model is pretrained in (``codec:``)."""
+
+    def run(args) -> None:
+        from avid.train.codec import codec_run_config, train_codec
+
+        run = codec_run_config(args.config, args.set, {"data": args.data, "eval_data": args.eval_data, "out": args.out,
+                                                      "train.max_steps": args.train_steps})
+        print(f"codec written to {train_codec(run)}")
+
+    c = sub.add_parser("codec", help="the autoencoder of a latent base model")
+    csub = c.add_subparsers(dest="codec_cmd", required=True)
+    t = csub.add_parser("train", help="train the codec on a dataset's frames (rerunning resumes)")
+    t.add_argument("--config", default=None, help="codec YAML, e.g. configs/robot/codec-cpu.yaml (default: none, "
+                   "the built-in defaults)")
+    t.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config values, e.g. "
+                   "codec.base_channels=16 train.lr=1e-3 (default: none)")
+    t.add_argument("--data", default=None, help="training dataset folder (default: the config's)")
+    t.add_argument("--eval-data", default=None, help="held-out frames for the reconstruction error, '' for none "
+                   "(default: the config's)")
+    t.add_argument("--out", default=None, help="codec folder to write (default: the config's)")
+    add_train_steps(t, "optimiser steps (default: the config's)")
+    t.set_defaults(fn=run)
+# ---- end of the codec block --------------------------------------------------------------------
 
 
 # ---- action classifier (Action Error Ratio, paper section 9.3) ---------------------------------
@@ -253,8 +355,29 @@ def _add_classifier_commands(sub) -> None:
 
 
 # ---- experiments (the paper's comparisons as one command) --------------------------------------
+def comparison_options(p) -> None:
+    """The options of a paper comparison (``avid experiment coinrun`` and ``avid experiment robot``)."""
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="override config values, e.g. run.sample.steps=50 data.levels=500")
+    add_train_steps(p, "optimiser steps of every method (default: the config's)")
+    p.add_argument("--eval-size", type=int, default=None,
+                   help="test trajectories of the tables (default: the config's)")
+    p.add_argument("--sweep-size", type=int, default=None,
+                   help="validation trajectories the sweeps are chosen on (default: the config's)")
+    p.add_argument("--seeds", type=int_list, default=None, help="comma-separated training and sampling seeds, e.g. "
+                   "0,1,2; tables "
+                   "give the mean ± 95%% interval over them (default: the config's)")
+    p.add_argument("--methods", type=lambda text: text.split(","), default=None,
+                   help="comma-separated, e.g. avid,scratch,poe (default: the config's)")
+    p.add_argument("--minutes-per-method", type=float, default=None,
+                   help="also cap each method's training time (default: the config's, if any)")
+    p.add_argument("--name", default=None, help="experiment name: runs/<name>/, reports/<name>/ (default: the config's)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
+    add_precision_option(p)
+
+
 def _add_experiment_commands(sub) -> None:
-    """``avid experiment coinrun``: data, every method trained, sweeps, evaluation, report;
+    """``avid experiment coinrun`` / ``robot``: data, every method trained, sweeps, evaluation, report;
     ``avid experiment scaling``: one run resumed up a ladder of step budgets, measured at every rung."""
 
     def run(args) -> None:
@@ -272,24 +395,13 @@ def _add_experiment_commands(sub) -> None:
     c = esub.add_parser("coinrun", help="paper Tables 1 and 3 on Coinrun: every method, same data and budget")
     c.add_argument("--config", default="configs/experiments/coinrun-cpu.yaml",
                    help="experiment YAML (configs/experiments/coinrun-paper.yaml: the paper's scale, GPU)")
-    c.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                   help="override config values, e.g. run.sample.steps=50 data.levels=500")
-    add_train_steps(c, "optimiser steps of every method (default: the config's)")
-    c.add_argument("--eval-size", type=int, default=None,
-                   help="test trajectories of the tables (default: the config's)")
-    c.add_argument("--sweep-size", type=int, default=None,
-                   help="validation trajectories the sweeps are chosen on (default: the config's)")
-    c.add_argument("--seeds", type=int_list, default=None, help="comma-separated training and sampling seeds, e.g. "
-                   "0,1,2; tables "
-                   "give the mean ± 95%% interval over them (default: the config's)")
-    c.add_argument("--methods", type=lambda text: text.split(","), default=None,
-                   help="comma-separated, e.g. avid,scratch,poe (default: the config's)")
-    c.add_argument("--minutes-per-method", type=float, default=None,
-                   help="also cap each method's training time (default: the config's, if any)")
-    c.add_argument("--name", default=None, help="experiment name: runs/<name>/, reports/<name>/ (default: the config's)")
-    c.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
-    add_precision_option(c)
+    comparison_options(c)
     c.set_defaults(fn=run)
+    r = esub.add_parser("robot", help="paper Tables 2 and 3 on the simulated robot arm (latent base model, 7-D "
+                        "continuous actions): every method, same data and budget")
+    r.add_argument("--config", default="configs/experiments/robot-cpu.yaml", help="experiment YAML")
+    comparison_options(r)
+    r.set_defaults(fn=run)
 
     def scaling(args) -> None:
         from avid.pipelines.scaling import load_scaling, run_scaling
@@ -348,6 +460,8 @@ def build_parser() -> argparse.ArgumentParser:
     pg.add_argument("--out", required=True, help="dataset folder to write (rerunning resumes after a kill)")
     pg.set_defaults(fn=cmd_data)
     _add_data_verify(dsub)
+    _add_data_robot(dsub)
+    _add_data_import(dsub)
 
     for name, helptext in (("train", "train a method (AVID, a baseline, an ablation)"),
                            ("pretrain", "train the base image-to-video model")):
@@ -458,6 +572,7 @@ def build_parser() -> argparse.ArgumentParser:
     bm.set_defaults(fn=cmd_bench_metrics)
 
     _add_classifier_commands(sub)
+    _add_codec_command(sub)
     _add_experiment_commands(sub)
     _add_serve_command(sub)
     return p

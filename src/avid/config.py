@@ -115,6 +115,7 @@ class RunConfig:
     out: str = "runs/run"
     base: str | None = "assets/base-procgen"  # the black-box model (None when training the base)
     diffusion: dict[str, Any] = field(default_factory=dict, metadata={"keys_of": DiffusionConfig})  # without a base
+    codec: str | None = None  # pretraining only: train the base model in this codec's latent space
     data: DataConfig = field(default_factory=DataConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

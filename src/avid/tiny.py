@@ -4,6 +4,7 @@ With the environment variable ``AVID_TINY=1`` every command keeps its arguments,
 its files, and only its sizes shrink (one home for all of them, here):
 
 - generated datasets: at most 2 levels per game, 30 steps per level, 2 trajectories per game;
+  robot datasets: at most 2 episodes or 2 trajectories;
 - training (methods, base models, classifiers): at most 2 optimiser steps of batch 2;
 - sampling: 2 DDIM steps (DDPM included);
 - ``avid bench``: 1 warm-up and 1 timed step; ``avid loss``: at most 8 windows.
@@ -22,6 +23,7 @@ ENV = "AVID_TINY"
 T = TypeVar("T")
 
 DATA = {"num_levels": 2, "steps_per_level": 30, "trajectories": 2}
+ROBOT = {"episodes": 2, "trajectories": 2}
 TRAIN = {"max_steps": 2, "batch_size": 2, "ckpt_every": 2, "num_workers": 0}
 SAMPLE_STEPS = 2
 BENCH_STEPS = 1
@@ -43,6 +45,11 @@ def _shrink(obj: T, limits: dict[str, int]) -> T:
 def procgen(spec: T) -> T:
     """A ``ProcgenSpec`` at tiny size."""
     return _shrink(spec, DATA)
+
+
+def robot(spec: T) -> T:
+    """A ``RobotSpec`` at tiny size."""
+    return _shrink(spec, ROBOT)
 
 
 def training(cfg: T) -> T:

@@ -33,6 +33,7 @@ class DenoiserSpec:
     max_frames: int
     fingerprint: str  # identifies the exact model (e.g. a weights hash); adapters record it
     latent: bool = False  # True: x_i lives in the space of the provider's codec (encode/decode)
+    pixel_size: int | None = None  # a latent model's frame size in pixels (what codec.decode returns)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -84,7 +84,8 @@ class DiffusersI2VProvider:
         self.scale = float(self.vae.config.scaling_factor)
         self.spec = DenoiserSpec(diffusion=diffusion, channels=int(self.unet.config.out_channels), cond_frames=1,
                                  frame_size=int(self.unet.config.sample_size), max_frames=int(self.unet.config.num_frames),
-                                 fingerprint=_fingerprint(folder), latent=True)
+                                 fingerprint=_fingerprint(folder), latent=True,
+                                 pixel_size=int(self.unet.config.sample_size) * 2 ** (len(self.vae.config.block_out_channels) - 1))
         self._conditions: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def _autocast(self):

@@ -11,6 +11,7 @@ server; no method ever holds one. ``open_provider(path)`` loads
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Protocol
 
@@ -22,7 +23,7 @@ from avid.diffusion import Diffusion, DiffusionConfig
 from avid.nn import with_first_frames
 from avid.options import build
 from avid.precision import resolve_precision
-from avid.whitebox import load_base_model
+from avid.whitebox import load_base_model, load_codec
 
 
 
@@ -38,11 +39,12 @@ def spec_from_config(cfg: dict, fingerprint: str) -> DenoiserSpec:
     return DenoiserSpec(diffusion=build(DiffusionConfig, cfg["diffusion"], "the base model's `diffusion`"),
                         channels=cfg["channels"],
                         cond_frames=cfg["cond_frames"], frame_size=cfg["frame_size"],
-                        max_frames=cfg["unet"]["max_frames"], fingerprint=fingerprint)
+                        max_frames=cfg["unet"]["max_frames"], fingerprint=fingerprint,
+                        latent="codec" in cfg, pixel_size=cfg.get("pixel_size"))
 
 
 class BaseModelProvider:
-    """The project's own base model. ``precision``: "auto" (``avid.precision``: bf16 where this
+    """The project's own base model (pixel-space, or latent with its codec in ``codec/``). ``precision``: "auto" (``avid.precision``: bf16 where this
     machine runs it natively, else fp32), "fp32", "bf16" or "fp16" (GPUs). A residual base model (``residual: true`` in its config) predicts
     ``Diffusion.hold_last(first, x_i, i) + network output``."""
 
@@ -52,7 +54,12 @@ class BaseModelProvider:
         model, cfg = load_base_model(folder)
         self.model = model.to(device)
         self.device = torch.device(device)
-        self.spec = spec_from_config(cfg, sha256(folder / WEIGHTS))
+        self.codec = None
+        fingerprint = sha256(folder / WEIGHTS)
+        if "codec" in cfg:  # a latent model: the fingerprint covers the codec's weights too
+            self.codec = load_codec(folder / cfg["codec"])[0].to(device)
+            fingerprint = hashlib.sha256((fingerprint + sha256(folder / cfg["codec"] / WEIGHTS)).encode()).hexdigest()
+        self.spec = spec_from_config(cfg, fingerprint)
         self.hold_last = Diffusion(self.spec.diffusion).hold_last if cfg.get("residual") else None
 
     @torch.no_grad()
@@ -64,10 +71,19 @@ class BaseModelProvider:
         out = out.float()
         return out + self.hold_last(first, x_i, i) if self.hold_last else out
 
-    def encode(self, video: torch.Tensor) -> torch.Tensor:
-        raise ValueError("this is a pixel-space model: it has no codec (encode/decode)")
+    def _codec(self, kind: str, x: torch.Tensor) -> torch.Tensor:
+        if self.codec is None:
+            raise ValueError("this is a pixel-space model: it has no codec (encode/decode)")
+        with torch.no_grad():
+            return getattr(self.codec, kind)(x.to(self.device).float()).float().cpu()
 
-    decode = encode
+    def encode(self, video: torch.Tensor) -> torch.Tensor:
+        """``(B, 3, T, H, W)`` pixels in [-1, 1] -> ``(B, C, T, h, w)`` latents."""
+        return self._codec("encode", video)
+
+    def decode(self, latent: torch.Tensor) -> torch.Tensor:
+        """``(B, C, T, h, w)`` latents -> ``(B, 3, T, H, W)`` pixels in [-1, 1]."""
+        return self._codec("decode", latent)
 
 
 def open_provider(path: str | Path, precision: str = "auto", device: str = "cpu") -> Provider:

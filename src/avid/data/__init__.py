@@ -1,4 +1,5 @@
-"""Data: episode storage, Procgen generators, windows and the per-step batch."""
+"""Data: episode storage, the Procgen and robot-arm generators, RLDS / MP4 import, windows and the
+per-step batch."""
 
 from avid.data.storage import EpisodeStore
 from avid.data.windows import Batch, WindowDataset, collate, to_uint8, to_video

@@ -6,14 +6,14 @@ from __future__ import annotations
 import contextlib
 import io
 import warnings
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from avid import tiny
-from avid.data.storage import EpisodeStore, clean_temp
+from avid.data.storage import EpisodeStore, clean_temp, spec_from_meta
 from avid.locks import locked
 
 GAMES = ("bigfish", "bossfight", "caveflyer", "chaser", "climber", "coinrun", "dodgeball", "fruitbot",
@@ -58,7 +58,7 @@ class ProcgenSpec:
     @classmethod
     def from_meta(cls, meta: dict[str, Any]) -> "ProcgenSpec":
         """The spec that made a dataset, from its ``index.json`` metadata (for regeneration)."""
-        return cls(**{f.name: meta[f.name] for f in fields(cls) if f.name in meta})
+        return spec_from_meta(cls, meta)
 
 
 # Named datasets. Paper sizes, plus the small CPU versions the quickstart and tests use.

@@ -16,6 +16,7 @@ in the index and on disk at their recorded size, and ``avid data verify`` finds 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -67,6 +68,13 @@ def clean_temp(folder: Path) -> list[Path]:
     for p in orphans:
         p.unlink(missing_ok=True)
     return orphans
+
+
+def spec_from_meta(cls, meta: dict[str, Any]):
+    """The generator spec (a dataclass ``cls``) that made a dataset, from its ``index.json`` metadata
+    (for regeneration): the metadata's values of ``cls``'s fields."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in meta.items() if k in names})
 
 
 # What reading a damaged .npz raises: a bad zip, a truncated or empty file, garbled deflate data

@@ -3,7 +3,7 @@
 ``verify`` reads every shard the index lists: present, of the recorded size and SHA-256, readable,
 with the frame count of the index and the frame size of the metadata; it also lists ``.npz`` files
 the index does not know (left by a killed or concurrent writer). ``repair`` removes what is damaged
-from the folder and the index and regenerates it when the metadata says how (Procgen datasets);
+from the folder and the index and regenerates it when the metadata says how (Procgen and robot datasets);
 other datasets are left to the command that made them, which regenerates whatever is missing.
 """
 
@@ -52,6 +52,20 @@ def verify(root: str | Path) -> tuple[EpisodeStore, list[Problem]]:
     return store, problems
 
 
+def _generator(source: str | None):
+    """``(generate, spec type)`` of the generator that made datasets of ``source``, None for data it
+    cannot remake (imported, or written by other code)."""
+    if source == "procgen":
+        from avid.data.procgen import ProcgenSpec, generate
+
+        return generate, ProcgenSpec
+    if source == "robot":
+        from avid.data.robot import RobotSpec, generate
+
+        return generate, RobotSpec
+    return None
+
+
 def repair(root: str | Path, progress: bool = True) -> tuple[list[Problem], str]:
     """Remove damaged and unindexed shards and regenerate them where the metadata says how.
     Returns the problems found and one line saying what was done."""
@@ -66,10 +80,10 @@ def repair(root: str | Path, progress: bool = True) -> tuple[list[Problem], str]
         store.index["shards"] = [s for s in store.shards if s["file"] not in bad]
         store.save_index()
         missing = sum(p.in_index for p in problems)
-        if store.meta.get("source") == "procgen":
-            from avid.data.procgen import ProcgenSpec, generate
-
-            generate(ProcgenSpec.from_meta(store.meta), str(store.root), progress=progress)
+        regenerate = _generator(store.meta.get("source"))
+        if regenerate is not None:
+            generate, spec_type = regenerate
+            generate(spec_type.from_meta(store.meta), str(store.root), progress=progress)
             return problems, f"removed {len(bad)} bad file(s) and regenerated {missing} shard(s)"
         return problems, (f"removed {len(bad)} bad file(s) from {store.root} and its {INDEX}; rerun the command "
                           f"that made the dataset to regenerate the {missing} missing shard(s)")

@@ -29,7 +29,21 @@ class Context:
     num_actions: int = 15
     base: Denoiser | None = None
     base_path: str | None = None  # the base model's folder: given only to methods with needs_parameters
-    frame_size: int | None = None  # H = W of the videos (None: not checked)
+    frame_size: int | None = None  # H = W of the videos (None: not checked); of the latents for a latent base
+
+    @property
+    def codec(self):
+        """The black box's codec when the base model is latent (every method then works in its latent
+        space and touches the codec only through ``encode`` / ``decode``), else None."""
+        return self.base.codec if self.base is not None and self.base.spec.latent else None
+
+
+def to_latent(codec, batch: Batch) -> Batch:
+    """A pixel ``Batch`` in ``codec``'s latent space: first frames and frames encoded in one call."""
+    with torch.no_grad():
+        z = codec.encode(torch.cat([batch.first, batch.x0], dim=2))
+    k = batch.first.shape[2]
+    return Batch(z[:, :, :k], z[:, :, k:], batch.actions)
 
 
 class Method(nn.Module):

@@ -23,6 +23,7 @@ from avid.data import Batch, WindowDataset, collate, to_uint8, to_video
 from avid.data.storage import atomic_write, atomic_write_text
 from avid.locks import locked
 from avid.methods import Method
+from avid.methods.base import to_latent
 from avid.metrics import frame_metrics
 from avid.metrics.action_classifier import action_scores, error_ratio, load_classifier
 from avid.metrics.bootstrap import bootstrap_ci, ratio_of_means
@@ -72,8 +73,11 @@ def held_out_loss(method: Method, data: str | Path, frames: int, cond_frames: in
         for s in range(0, len(idx), batch_size):
             part = idx[s:s + batch_size]
             i = None if level is None else torch.full((len(part),), level)
+            batch = collate([ds[int(j)] for j in part])
+            if method.ctx.codec is not None:  # a latent base model: the loss is in its codec's space
+                batch = to_latent(method.ctx.codec, batch)
             with amp.autocast():
-                total += float(method.loss(collate([ds[int(j)] for j in part]), i)[0]) * len(part)
+                total += float(method.loss(batch, i)[0]) * len(part)
     return total / len(idx), len(idx)
 
 

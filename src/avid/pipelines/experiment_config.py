@@ -1,4 +1,4 @@
-"""What ``avid experiment coinrun`` is given (``ExperimentConfig``, one YAML file in
+"""What ``avid experiment coinrun`` / ``robot`` is given (``ExperimentConfig``, one YAML file in
 ``configs/experiments/``) and what its sweeps choose (``SweepResult``): shared by the experiment
 (``avid.pipelines.experiment``) and its write-up (``avid.pipelines.experiment_report``)."""
 
@@ -14,6 +14,8 @@ from avid.methods.sweeps import PAPER_SWEEPS
 from avid.metrics.tables import METRICS
 from avid.pipelines.splits import ExperimentData
 
+DOMAINS = {"coinrun": "Coinrun comparison (paper Table 1 layout)",
+           "robot": "robot-arm comparison (paper Table 2 layout)"}  # the report's title of each domain
 
 
 @dataclass
@@ -28,6 +30,7 @@ class ExperimentMetrics:
 @dataclass
 class ExperimentConfig:
     name: str = "coinrun-cpu"
+    domain: str = "coinrun"  # or "robot": names the comparison in the report (paper Table 1 or Table 2)
     runs: str = "runs"  # runs/<name>/<method>/ (seed 0), runs/<name>/seed-<k>/<method>/
     reports: str = "reports"  # reports/<name>/
     methods: list[str] = field(default_factory=lambda: list(COMPARED))
@@ -70,6 +73,8 @@ def load_experiment(path: str | Path | None = None, overrides: list[str] | None 
 
 
 def _check(exp: ExperimentConfig) -> None:
+    if exp.domain not in DOMAINS:
+        raise ValueError(f"domain must be one of {sorted(DOMAINS)}, got {exp.domain!r}")
     unknown = [m for m in exp.methods if m not in COMPARED]
     if unknown or not exp.methods:
         raise ValueError(f"methods must be a non-empty list of {sorted(COMPARED)}; got unknown {unknown}")

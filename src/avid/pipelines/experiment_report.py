@@ -29,7 +29,7 @@ from safetensors import safe_open
 
 from avid.checkpoint import WEIGHTS, resolve
 from avid.data.storage import atomic_write_text
-from avid.pipelines.experiment_config import ExperimentConfig, ExperimentMetrics, SweepResult
+from avid.pipelines.experiment_config import DOMAINS, ExperimentConfig, ExperimentMetrics, SweepResult
 from avid.pipelines.evaluate import COPY_LAST, EvalResult, MetricFn, action_error_ratio, perceptual
 from avid.methods import TABLE1, TABLE3, method_class
 from avid.metrics.normalise import normalised_scores
@@ -211,7 +211,7 @@ def write_report(exp: ExperimentConfig, res: EvalResult, keys: dict[str, str], s
     chosen_on = f" (chosen on the {info.splits['validation']})" if "validation" in info.splits else ""
     note1 = common + (f" Sampling strengths from the sweeps{chosen_on}: {swept}." if swept else "")
     table1 = result_rows(res, keys, TABLE1, shown, info.base_params)
-    write_table(folder, "table1", table1, f"{exp.name}: Coinrun comparison (paper Table 1 layout)", note1)
+    write_table(folder, "table1", table1, f"{exp.name}: {DOMAINS[exp.domain]}", note1)
     if any(n in keys for n in TABLE3[1:]):
         write_table(folder, "table3-ablations", result_rows(res, keys, TABLE3, shown, info.base_params),
                     f"{exp.name}: AVID ablations (paper Table 3 layout)", common)
@@ -236,8 +236,8 @@ def readme(exp: ExperimentConfig, res: EvalResult, keys: dict[str, str], sweeps:
            info: ReportInfo, shown: list[str], missing: dict[str, str]) -> str:
     t, s = exp.run.train, exp.run.sample
     params = {r.method: r.params for r in res.rows}
-    lines = [f"# {exp.name}: the paper's Coinrun comparison", "",
-             f"Made by `{info.command or 'avid experiment coinrun'}`; this invocation took "
+    lines = [f"# {exp.name}: the paper's {DOMAINS[exp.domain].split(' (')[0]}", "",
+             f"Made by `{info.command or f'avid experiment {exp.domain}'}`; this invocation took "
              f"{info.seconds / 60:.1f} min (torch CPU threads: {torch.get_num_threads()}"
              f"{', CUDA available' if torch.cuda.is_available() else ''}). Rerunning it skips finished runs and "
              "reuses sampled videos.", "",

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from avid import tiny
@@ -34,13 +35,18 @@ def sample_videos(method: Method, first: torch.Tensor, actions: torch.Tensor, cf
                   frames: int | None = None, progress: bool = True) -> Rollout:
     """Generate ``frames`` frames (default: as many as there are actions) after ``first``.
 
-    first: ``(N, C, k, H, W)`` in [-1, 1]; actions: ``(N, T')`` or ``(N, T', A)``.
+    first: ``(N, C, k, H, W)`` in [-1, 1]; actions: ``(N, T')`` or ``(N, T', A)``. With a latent base
+    model the first frames go through its codec's ``encode``, the samples through ``decode`` (the
+    mask, at the latents' resolution, is repeated up to the frames').
     """
     cfg = tiny.sampling(cfg or SampleConfig())  # AVID_TINY=1: smoke-test size
     if first.ndim != 5:
         raise ValueError(f"expected first frames (N, C, k, H, W), got {tuple(first.shape)}")
     if actions.shape[0] != first.shape[0]:
         raise ValueError(f"{first.shape[0]} first-frame sets but {actions.shape[0]} action sequences")
+    codec = method.ctx.codec
+    if codec is not None:  # a latent base model: sample in its codec's latent space, decode the result
+        first = codec.encode(first)
     n, c, k, h, w = first.shape
     ctx, size = method.ctx, method.ctx.frame_size
     if (c, k) != (ctx.channels, ctx.cond_frames) or (size is not None and (h, w) != (size, size)):
@@ -76,9 +82,12 @@ def sample_videos(method: Method, first: torch.Tensor, actions: torch.Tensor, cf
         x = sample(method.diffusion, predict, (len(fb), c, t, h, w),
                    sampler=cfg.sampler, steps=ddim_steps, eta=cfg.eta,
                    generator=gen, device=cfg.device, on_step=on_step)
+        if codec is not None:
+            x = codec.decode(x)
         videos.append(x.clamp(-1, 1).cpu())
         if rec:
-            masks.append(torch.stack([m for _, m in rec]).mean(0))
+            mask = torch.stack([m for _, m in rec]).mean(0)
+            masks.append(F.interpolate(mask, size=x.shape[-3:], mode="nearest") if codec is not None else mask)
             means = torch.stack([m.mean() * len(fb) for _, m in rec])
             step_sum = means if step_sum is None else step_sum + means
             steps = torch.tensor([i for i, _ in rec], dtype=torch.float32)

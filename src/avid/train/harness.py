@@ -1,5 +1,6 @@
 """One training harness for every trainable thing: a method (``avid train``), the base model's
-pretraining (``avid pretrain``) and the action classifier (``avid classifier train``).
+pretraining (``avid pretrain``), the action classifier (``avid classifier train``) and a latent base
+model's codec (``avid codec train``).
 
 ``start(t)`` sets threads and seeds and picks the precision; ``fit_run(model, data, t, out, ...)``
 fits ``model.loss(batch)`` with Lightning into the run folder ``out``:
@@ -32,7 +33,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from avid.config import TrainConfig
-from avid.data import collate
+from avid.data import Batch, collate
 from avid.data.storage import atomic_write_text
 from avid.nn import count_parameters
 from avid.precision import Precision, resolve_precision
@@ -85,12 +86,15 @@ class Export(Callback):
 
 
 def fit_run(model: nn.Module, data: Dataset, t: TrainConfig, out: Path, run: dict[str, Any], write: WriteModel,
-            what: str, precision: Precision, callbacks: tuple[Callback, ...] = ()) -> int:
+            what: str, precision: Precision, callbacks: tuple[Callback, ...] = (),
+            transform: Callable[[Batch], Batch] | None = None) -> int:
     """Fit ``model`` (``model.loss(batch) -> (loss, logs)``; ``what`` names it in the log and the progress
     bar) on ``data`` with ``t`` into ``out``, recording ``run`` (the resolved config) as ``run.yaml``;
-    resumes from ``out/checkpoints/last.ckpt``. Returns the step reached."""
+    resumes from ``out/checkpoints/last.ckpt``. ``transform``: applied to every batch before the loss
+    (a latent run's encoding, ``avid.train.run.latent_transform``). Returns the step reached."""
     module = MethodModule(model, lr=t.lr, weight_decay=t.weight_decay, lr_schedule=t.lr_schedule,
-                          warmup_steps=t.warmup_steps, max_steps=t.max_steps, min_lr_ratio=t.min_lr_ratio)
+                          warmup_steps=t.warmup_steps, max_steps=t.max_steps, min_lr_ratio=t.min_lr_ratio,
+                          transform=transform)
     atomic_write_text(out / "run.yaml", yaml.safe_dump(run, sort_keys=False))
     log.info("%s: %.2fM trainable parameters, %d training windows", what, count_parameters(model) / 1e6, len(data))
     loader = training_loader(data, t.batch_size, t.num_workers, t.seed, collate)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
+from typing import Callable
 
 import lightning as L
 import torch
@@ -37,9 +38,13 @@ def lr_factor(step: int, schedule: str, warmup_steps: int, max_steps: int, min_l
 
 
 class MethodModule(L.LightningModule):
+    """``transform``: applied to every batch before the loss (a latent run's ``to_latent``)."""
+
     def __init__(self, method: Method, lr: float = 1e-4, weight_decay: float = 0.0, lr_schedule: str = "constant",
-                 warmup_steps: int = 0, max_steps: int = 1, min_lr_ratio: float = 0.1) -> None:
+                 warmup_steps: int = 0, max_steps: int = 1, min_lr_ratio: float = 0.1,
+                 transform: Callable[[Batch], Batch] | None = None) -> None:
         super().__init__()
+        self.transform = transform
         if lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"train.lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}")
         self.method = method
@@ -47,6 +52,8 @@ class MethodModule(L.LightningModule):
         self.schedule = (lr_schedule, warmup_steps, max_steps, min_lr_ratio)
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        if self.transform is not None:
+            batch = self.transform(batch)
         loss, logs = self.method.loss(batch)
         if not math.isfinite(float(loss.detach())):
             raise NonFiniteLoss(

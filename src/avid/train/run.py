@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -19,19 +20,22 @@ import torch
 
 from avid import tiny
 from avid.blackbox import open_denoiser
-from avid.checkpoint import load_config, load_weights, require_keys, resolve, save_model
+from avid.checkpoint import CONFIG, WEIGHTS, load_config, load_weights, require_keys, resolve, save_model
 from avid.config import RunConfig, run_config_from_dict
 from avid.data import EpisodeStore, WindowDataset
+from avid.data.storage import atomic_write
 from avid.diffusion import Diffusion, DiffusionConfig
 from avid.locks import locked
 from avid.methods import Context, Method, build_method, check_method_options, method_class
+from avid.methods.base import to_latent
 from avid.nn import count_parameters
+from avid.nn.autoencoder import AutoencoderConfig
 from avid.options import build
 from avid.precision import Precision
 from avid.train.harness import fit_run, start
 from avid.train.queries import QueryLog
 from avid.train.run_folder import claim_run_folder
-from avid.whitebox import BASE_KIND
+from avid.whitebox import BASE_KIND, CODEC_FOLDER, load_codec
 
 METHOD_KIND = "avid-method"
 log = logging.getLogger("avid")
@@ -43,22 +47,32 @@ def build_context(cfg: RunConfig, meta: dict[str, Any], precision: str = "auto")
     (``cfg.method.name``) is told the folder. ``precision``: of the black-box base model's forward
     passes (``avid.precision``)."""
     base = None
+    pixel_size = int(meta.get("frame_size", 64))
+    channels, frame_size = 3, pixel_size
     if cfg.base:
         base = open_denoiser(cfg.base, precision=precision)
-        diffusion = Diffusion(base.spec.diffusion)
-        if base.spec.cond_frames != cfg.data.cond_frames:
-            raise ValueError(f"the base model takes {base.spec.cond_frames} first frames, the config "
+        spec = base.spec
+        diffusion = Diffusion(spec.diffusion)
+        if spec.cond_frames != cfg.data.cond_frames:
+            raise ValueError(f"the base model takes {spec.cond_frames} first frames, the config "
                              f"data.cond_frames={cfg.data.cond_frames}")
-        frame_size = meta.get("frame_size", base.spec.frame_size)
-        if frame_size != base.spec.frame_size:
-            raise ValueError(f"data frames are {frame_size}px, the base model expects {base.spec.frame_size}px")
+        pixels = spec.pixel_size if spec.latent else spec.frame_size
+        pixel_size = int(meta.get("frame_size", pixels or pixel_size))
+        if pixels is not None and pixel_size != pixels:
+            raise ValueError(f"data frames are {pixel_size}px, the base model expects {pixels}px")
+        channels, frame_size = (spec.channels, spec.frame_size) if spec.latent else (3, spec.frame_size)
     else:
         diffusion = Diffusion(build(DiffusionConfig, cfg.diffusion, "config section 'diffusion'"))
+        if cfg.codec:  # pretraining in a codec's latent space
+            codec = build(AutoencoderConfig, load_config(cfg.codec).get("codec", {}), f"{cfg.codec} `codec`")
+            if pixel_size % codec.factor:
+                raise ValueError(f"{pixel_size}px frames do not divide into the codec's {codec.factor}x latents")
+            channels, frame_size = codec.latent_channels, pixel_size // codec.factor
     if cfg.train.loss_weighting:  # a training choice, not a property of the black box
         diffusion = diffusion.with_weighting(cfg.train.loss_weighting)
-    return Context(diffusion=diffusion, channels=3, cond_frames=cfg.data.cond_frames,
+    return Context(diffusion=diffusion, channels=channels, cond_frames=cfg.data.cond_frames,
                    action_kind=meta.get("action_kind", "discrete"), num_actions=int(meta.get("num_actions", 15)),
-                   base=base, frame_size=int(meta.get("frame_size", base.spec.frame_size if base else 64)),
+                   base=base, frame_size=frame_size,
                    base_path=str(cfg.base) if cfg.base and method_class(cfg.method.name).needs_parameters else None)
 
 
@@ -71,8 +85,10 @@ def export_config(cfg: RunConfig, method: Method, meta: dict[str, Any], step: in
               "frames": cfg.data.frames, "step": step,
               "precision_used": precision.describe() if precision else None}
     if run_kind(cfg) == BASE_KIND:
+        latent = ({"codec": CODEC_FOLDER, "frame_size": ctx.frame_size, "pixel_size": common["frame_size"]}
+                  if cfg.codec else {})
         return {"kind": BASE_KIND, "unet": method.net.cfg.to_dict(), "residual": method.residual, **common,
-                "run": cfg.to_dict()}
+                **latent, "run": cfg.to_dict()}
     return {"kind": METHOD_KIND, "method": cfg.method.name, "options": method.options(),
             "needs_parameters": method.needs_parameters,
             "trainable_parameters": count_parameters(method),
@@ -109,16 +125,34 @@ def train(cfg: RunConfig) -> Path:
 
     def write(weights: dict[str, torch.Tensor], step: int) -> None:
         save_model(out, weights, export_config(cfg, method, store.meta, step, precision))
+        if cfg.codec:  # a latent base model ships its codec
+            for name in (WEIGHTS, CONFIG):
+                data = (resolve(cfg.codec) / name).read_bytes()
+                atomic_write(out / CODEC_FOLDER / name, lambda f, data=data: f.write(data))
 
     queries = (QueryLog(ctx.base, out / "blackbox.json", str(cfg.base)),) if ctx.base is not None else ()
-    fit_run(method, data, cfg.train, out, cfg.to_dict(), write, cfg.method.name, precision, queries)
+    fit_run(method, data, cfg.train, out, cfg.to_dict(), write, cfg.method.name, precision, queries,
+            transform=latent_transform(cfg, ctx))
     return out
+
+
+def latent_transform(cfg: RunConfig, ctx: Context):
+    """Batches into latents when the run works in a codec's latent space: a method's, through its
+    black-box base model's codec; a base model's pretraining, through the codec of ``cfg.codec``
+    (the provider's side: white box). None for pixel-space runs."""
+    if cfg.codec and run_kind(cfg) != BASE_KIND:
+        raise ValueError("`codec` is for pretraining a latent base model; a method uses its base model's codec")
+    if ctx.codec is not None:
+        return partial(to_latent, ctx.codec)
+    if cfg.codec:
+        return partial(to_latent, load_codec(cfg.codec)[0])
+    return None
 
 
 def _check_same_run(out: Path, cfg: RunConfig) -> None:
     """Only a run of the same kind, method, base and data layout may be resumed in ``out``;
     anything else there (a base model, a classifier, an export) is never overwritten."""
-    same = ("base", "method", "data.frames", "data.cond_frames") + (() if cfg.base else ("diffusion",))
+    same = ("base", "codec", "method", "data.frames", "data.cond_frames") + (() if cfg.base else ("diffusion",))
     claim_run_folder(out, run_kind(cfg), cfg.to_dict(), same, normalise=lambda d: run_config_from_dict(
         {k: v for k, v in d.items() if k != "precision_used"}).to_dict())
 
@@ -143,7 +177,7 @@ def load_method(folder: str | Path, precision: str = "auto") -> tuple[Method, di
         require_keys(mc, ("cond_frames", "frame_size"), folder)  # a base model folder: the "base" method (the model alone)
         cfg = RunConfig(base=str(folder))
         cfg.data.cond_frames = mc["cond_frames"]
-        ctx = build_context(cfg, {"frame_size": mc["frame_size"]}, precision)
+        ctx = build_context(cfg, {"frame_size": mc.get("pixel_size", mc["frame_size"])}, precision)
         return build_method("base", ctx), {**mc, "frames": mc.get("frames", 10), "action_kind": "discrete"}
     if mc.get("kind") != METHOD_KIND:
         raise ValueError(f"{folder} is not a trained method (config kind {mc.get('kind')!r})")

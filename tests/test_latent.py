@@ -1,0 +1,108 @@
+"""The latent path (paper section 9.2 at CPU scale): the project trains a small autoencoder, a base
+model pretrained in its latent space ships it and serves it only as the black box's encode / decode;
+methods train and sample in that latent space and give back decoded frames."""
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from avid.blackbox import open_denoiser
+from avid.config import SampleConfig, load_run_config
+from avid.data import WindowDataset, collate
+from avid.data.robot import RobotSpec, generate
+from avid.pipelines.evaluate import held_out_loss
+from avid.rollout import sample_videos
+from avid.train import load_method, train
+from avid.train.codec import CodecRunConfig, codec_training, frames_of, reconstruction_mse, train_codec
+from avid.whitebox import load_codec
+from tests.conftest import K, SIZE, TINY_UNET
+
+torch.set_num_threads(1)
+pytest.importorskip("pybullet")
+CODEC = dict(base_channels=8, channel_mults=[1, 2, 2], groups=4)  # 16px frames -> 4 x 4x4 latents
+FRAMES = 6
+
+
+@pytest.fixture(scope="module")
+def latent_base(tmp_path_factory):
+    """16px robot episodes, a codec trained on them (a few steps) and a latent base model pretrained
+    in its space (v prediction, linear schedule)."""
+    root = tmp_path_factory.mktemp("latent")
+    data = str(generate(RobotSpec(["pick"], episodes=2, episode_len=12, frame_size=SIZE, seed=2), str(root / "data"),
+                        progress=False).root)
+    train_cfg = replace(codec_training(), max_steps=3, batch_size=2, progress=False, precision="fp32")
+    codec = train_codec(CodecRunConfig(out=str(root / "codec"), data=data, eval_data=data, codec=CODEC,
+                                       train=train_cfg))
+    cfg = load_run_config(None, [
+        f"out={root / 'base'}", "base=null", f"codec={codec}", f"data.train={data}", f"data.frames={FRAMES}",
+        "method.name=pretrain", f"method.options={{unet: {TINY_UNET}}}",
+        "diffusion={num_steps: 20, schedule: linear, param: v}", "train.max_steps=2", "train.batch_size=2",
+        "train.progress=false", "train.precision=32-true"])
+    return data, codec, train(cfg)
+
+
+def test_the_codec_folder_records_its_scale_and_held_out_error(latent_base):
+    data, folder, _ = latent_base
+    codec, cfg = load_codec(folder)
+    assert cfg["kind"] == "avid-codec" and cfg["latent_size"] == SIZE // 4 and cfg["held_out_mse"] >= 0
+    video = frames_of(data, 16)
+    z = codec.encode(video)
+    assert z.shape == (1, 4, 16, SIZE // 4, SIZE // 4)
+    assert float(z.std()) == pytest.approx(1.0, rel=0.2)  # scaled to about unit variance on its frames
+    assert codec.decode(z).shape == video.shape
+    assert reconstruction_mse(codec, video) == pytest.approx(cfg["held_out_mse"], abs=1e-3)
+
+
+def test_a_latent_base_model_serves_its_codec_only_through_encode_and_decode(latent_base):
+    data, codec_folder, base = latent_base
+    assert (base / "codec" / "model.safetensors").is_file()
+    box = open_denoiser(base, precision="fp32")
+    spec = box.spec
+    assert spec.latent and (spec.channels, spec.frame_size, spec.pixel_size) == (4, SIZE // 4, SIZE)
+    video = frames_of(data, 6)
+    codec, _ = load_codec(codec_folder)
+    assert torch.allclose(box.codec.encode(video), codec.encode(video), atol=1e-5)
+    z = box.codec.encode(video)
+    assert torch.allclose(box.codec.decode(z), codec.decode(z), atol=1e-5)
+    out = box(torch.randn(1, 4, 4, SIZE // 4, SIZE // 4), torch.tensor([3]), z[:, :, :K])
+    assert out.shape == (1, 4, 4, SIZE // 4, SIZE // 4)
+    assert not hasattr(box, "parameters") and not hasattr(box.codec, "parameters")
+
+
+@pytest.mark.parametrize("name, options", [("avid", {"unet": TINY_UNET}), ("scratch", {"unet": TINY_UNET}),
+                                           ("controlnet-small", {"unet": {**TINY_UNET, "base_channels": 4}})])
+def test_methods_train_and_sample_in_the_latent_space_and_return_frames(tmp_path, latent_base, name, options):
+    data, _, base = latent_base
+    cfg = load_run_config(None, [
+        f"out={tmp_path / name}", f"base={base}", f"data.train={data}", f"data.frames={FRAMES}",
+        f"method.name={name}", f"method.options={options}", "train.max_steps=2", "train.batch_size=2",
+        "train.progress=false", "train.precision=32-true"])
+    method, mc = load_method(train(cfg), precision="fp32")
+    assert method.ctx.channels == 4 and method.ctx.frame_size == SIZE // 4 and mc["frame_size"] == SIZE
+    assert not any("codec" in k for k in method.state_dict())  # the codec is the provider's, not the method's
+    batch = collate([WindowDataset(data, FRAMES, K, stride=FRAMES)[j] for j in range(2)])
+    box = method.ctx.base
+    before = box.stats.calls
+    roll = sample_videos(method, batch.first, batch.actions, SampleConfig(steps=2, batch_size=2), progress=False)
+    assert roll.videos.shape == batch.x0.shape and float(roll.videos.abs().max()) <= 1  # decoded frames
+    assert box.stats.calls > before
+    if name == "avid":
+        assert roll.mask.shape == (2, 1, FRAMES - K, SIZE, SIZE)
+        loss, n = held_out_loss(method, data, FRAMES, K, limit=2, precision="fp32")  # in the latent space
+        assert n == 2 and loss > 0
+
+
+def test_a_served_latent_base_model_answers_encode_and_decode_as_the_local_one(latent_base):
+    from tests.servers import server_process
+
+    data, _, base = latent_base
+    video = frames_of(data, 4)
+    local = open_denoiser(base, precision="fp32")
+    with server_process(base, "--precision", "fp32") as server:
+        remote = open_denoiser(server.url)
+        assert remote.spec.latent and remote.spec.pixel_size == SIZE
+        assert remote.spec.fingerprint == local.spec.fingerprint
+        z = remote.codec.encode(video)
+        assert torch.allclose(z, local.codec.encode(video), atol=1e-5)
+        assert torch.allclose(remote.codec.decode(z), local.codec.decode(z), atol=1e-5)
