@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -12,7 +14,8 @@ from avid.checkpoint import save_model
 from avid.data import EpisodeStore
 from avid.nn import UNet3D, UNetConfig
 
-torch.set_num_threads(1)
+torch.set_num_threads(1)  # pytest runs two workers (pyproject.toml): one thread each fills the 2 cores
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # and the processes tests start (servers, workers)
 
 TINY_UNET = dict(base_channels=8, channel_mults=[1, 2], patch_size=2, attn_from_level=1, attn_heads=2,
                  attn_head_dim=8, cond_dim=16, groups=4)
