@@ -11,6 +11,42 @@ from einops import rearrange
 from torch import nn
 
 
+def _frames_in_batch(x: torch.Tensor) -> torch.Tensor:
+    """``(B, C, T, H, W)`` -> ``(B T, C, H, W)``."""
+    b, c, t, h, w = x.shape
+    return x.transpose(1, 2).reshape(b * t, c, h, w)
+
+
+def _frames_back(y: torch.Tensor, t: int) -> torch.Tensor:
+    """``(B T, C, H, W)`` -> ``(B, C, T, H, W)``."""
+    bt, c, h, w = y.shape
+    return y.reshape(bt // t, t, c, h, w).transpose(1, 2)
+
+
+class Conv3d(nn.Conv3d):
+    """``nn.Conv3d`` (same parameters, same initialisation) that runs a kernel of temporal extent 1
+    as a 2D convolution over every frame: on CPU PyTorch sends (1, k, k) 3D convolutions to its
+    slow reference kernel, 2-5x slower than the 2D one with the frames folded into the batch."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kernel_size[0] != 1 or self.stride[0] != 1 or self.padding[0] != 0 or self.padding_mode != "zeros":
+            return super().forward(x)
+        y = F.conv2d(_frames_in_batch(x), self.weight[:, :, 0], self.bias, self.stride[1:], self.padding[1:],
+                     self.dilation[1:], self.groups)
+        return _frames_back(y, x.shape[2])
+
+
+class ConvTranspose3d(nn.ConvTranspose3d):
+    """``nn.ConvTranspose3d`` that runs a (1, k, k) kernel as a 2D transposed convolution per frame."""
+
+    def forward(self, x: torch.Tensor, output_size=None) -> torch.Tensor:
+        if self.kernel_size[0] != 1 or self.stride[0] != 1 or self.padding[0] != 0 or output_size is not None:
+            return super().forward(x, output_size)
+        y = F.conv_transpose2d(_frames_in_batch(x), self.weight[:, :, 0], self.bias, self.stride[1:],
+                               self.padding[1:], self.output_padding[1:], self.groups, self.dilation[1:])
+        return _frames_back(y, x.shape[2])
+
+
 def group_norm(channels: int, groups: int) -> nn.GroupNorm:
     """GroupNorm with the largest group count <= ``groups`` that divides ``channels``."""
     g = min(groups, channels)
@@ -61,7 +97,7 @@ class ConvBlock(nn.Module):
     def __init__(self, cin: int, cout: int, cond_dim: int, kernel: tuple[int, int, int], groups: int,
                  norm: str = "group") -> None:
         super().__init__()
-        self.conv = nn.Conv3d(cin, cout, kernel, padding=tuple(k // 2 for k in kernel))
+        self.conv = Conv3d(cin, cout, kernel, padding=tuple(k // 2 for k in kernel))
         self.norm = group_norm(cout, groups) if norm == "group" else RMSNorm(cout)
         self.film = FiLM(cond_dim, cout)
 
@@ -77,7 +113,7 @@ class ResBlock(nn.Module):
         super().__init__()
         self.block1 = ConvBlock(cin, cout, cond_dim, kernel, groups, norm)
         self.block2 = ConvBlock(cout, cout, cond_dim, kernel, groups, norm)
-        self.skip = nn.Conv3d(cin, cout, 1) if cin != cout else nn.Identity()
+        self.skip = Conv3d(cin, cout, 1) if cin != cout else nn.Identity()
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         return self.skip(x) + self.block2(self.block1(x, cond), cond)
@@ -88,7 +124,7 @@ class Downsample(nn.Module):
 
     def __init__(self, channels: int, k: int = 3) -> None:
         super().__init__()
-        self.conv = nn.Conv3d(channels, channels, (1, k, k), stride=(1, 2, 2), padding=(0, 1, 1))
+        self.conv = Conv3d(channels, channels, (1, k, k), stride=(1, 2, 2), padding=(0, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(x)
@@ -99,7 +135,7 @@ class Upsample(nn.Module):
 
     def __init__(self, channels: int) -> None:
         super().__init__()
-        self.conv = nn.Conv3d(channels, channels, (1, 3, 3), padding=(0, 1, 1))
+        self.conv = Conv3d(channels, channels, (1, 3, 3), padding=(0, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(F.interpolate(x, scale_factor=(1, 2, 2), mode="nearest"))
@@ -107,4 +143,4 @@ class Upsample(nn.Module):
 
 def transposed_upsample(channels: int) -> nn.ConvTranspose3d:
     """Double height and width with a (1, 4, 4) transposed convolution of stride 2 (Unet3D's)."""
-    return nn.ConvTranspose3d(channels, channels, (1, 4, 4), (1, 2, 2), (0, 1, 1))
+    return ConvTranspose3d(channels, channels, (1, 4, 4), (1, 2, 2), (0, 1, 1))

@@ -29,7 +29,8 @@ from einops import rearrange
 from torch import nn
 
 from avid.nn.attention import Attention, LinearAttention, RelativePositionBias
-from avid.nn.blocks import ChannelLayerNorm, Downsample, ResBlock, RMSNorm, Upsample, group_norm, transposed_upsample
+from avid.nn.blocks import (ChannelLayerNorm, Conv3d, Downsample, ResBlock, RMSNorm, Upsample, group_norm,
+                            transposed_upsample)
 
 ACTION_KINDS = ("none", "discrete", "continuous")
 BLOCKS = ("cpu", "paper")
@@ -129,10 +130,10 @@ class UNet3D(nn.Module):
         if paper:  # one relative position bias for every temporal attention
             self.time_bias = RelativePositionBias(cfg.attn_heads)
             stem_k = (cfg.temporal_kernel, 7, 7)
-            self.stem = nn.Conv3d(cfg.in_channels * p * p, chs[0], stem_k, padding=tuple(x // 2 for x in stem_k))
+            self.stem = Conv3d(cfg.in_channels * p * p, chs[0], stem_k, padding=tuple(x // 2 for x in stem_k))
             self.stem_attn = self._temporal(chs[0])
         else:
-            self.stem = nn.Conv3d(cfg.in_channels * p * p, chs[0], k, padding=tuple(x // 2 for x in k))
+            self.stem = Conv3d(cfg.in_channels * p * p, chs[0], k, padding=tuple(x // 2 for x in k))
         self.down = nn.ModuleList()
         cin = chs[0]
         for lvl, c in enumerate(chs):
@@ -153,11 +154,11 @@ class UNet3D(nn.Module):
             }))
         cout = cfg.out_channels * p * p
         if paper:  # the stem's features join the decoder's output: conv block, then a 1x1x1 conv
-            self.head = nn.Sequential(nn.Conv3d(2 * chs[0], chs[0], k, padding=tuple(x // 2 for x in k)),
-                                      RMSNorm(chs[0]), nn.SiLU(), nn.Conv3d(chs[0], cout, 1))
+            self.head = nn.Sequential(Conv3d(2 * chs[0], chs[0], k, padding=tuple(x // 2 for x in k)),
+                                      RMSNorm(chs[0]), nn.SiLU(), Conv3d(chs[0], cout, 1))
         else:
             self.head = nn.Sequential(group_norm(chs[0], cfg.groups), nn.SiLU(),
-                                      nn.Conv3d(chs[0], cout, k, padding=tuple(x // 2 for x in k)))
+                                      Conv3d(chs[0], cout, k, padding=tuple(x // 2 for x in k)))
 
     def _norm(self, c: int) -> nn.Module:
         return ChannelLayerNorm(c) if self.cfg.blocks == "paper" else group_norm(c, self.cfg.groups)

@@ -20,6 +20,7 @@ import torch
 import yaml
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_only
 
 from avid import tiny
 from avid.blackbox import open_denoiser
@@ -141,7 +142,8 @@ def train(cfg: RunConfig) -> Path:
     t = cfg.train
     module = MethodModule(method, lr=t.lr, weight_decay=t.weight_decay, lr_schedule=t.lr_schedule,
                           warmup_steps=t.warmup_steps, max_steps=t.max_steps, min_lr_ratio=t.min_lr_ratio)
-    atomic_write_text(out / "run.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    if rank_zero_only.rank == 0:  # further ranks of a multi-device run write nothing
+        atomic_write_text(out / "run.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     log.info("method %s: %.2fM trainable parameters, %d training windows", cfg.method.name,
              count_parameters(method) / 1e6, len(data))
     loader = training_loader(data, cfg.train.batch_size, cfg.train.num_workers, cfg.train.seed, collate)
@@ -160,7 +162,9 @@ def train(cfg: RunConfig) -> Path:
     trainer = L.Trainer(
         max_steps=cfg.train.max_steps, max_epochs=-1,
         max_time=timedelta(minutes=cfg.train.max_minutes) if cfg.train.max_minutes else None,
-        accelerator=cfg.train.accelerator, devices=cfg.train.devices, strategy=cfg.train.strategy,
+        accelerator=cfg.train.accelerator, devices=cfg.train.devices,
+        # methods hold parameters a step may leave unused (the null action outside classifier-free dropout)
+        strategy={"ddp": "ddp_find_unused_parameters_true"}.get(cfg.train.strategy, cfg.train.strategy),
         precision=precision.lightning, gradient_clip_val=cfg.train.grad_clip or None,
         callbacks=callbacks,  # logs/version_N per (resumed) segment: a resume never overwrites history
         logger=[CSVLogger(out, name="logs", version=segment), TensorBoardLogger(out, name="logs", version=segment)],
