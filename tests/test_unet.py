@@ -184,3 +184,18 @@ def test_the_paper_base_training_config_uses_the_paper_base_network():
     cfg = load_run_config(REPO_ROOT / "configs/procgen/base-paper.yaml")
     assert cfg.method.name == "pretrain" and cfg.base is None and cfg.method.options["unet"] == preset
     assert (cfg.train.batch_size, cfg.train.lr) == (64, 1e-4)  # paper Table 8
+
+
+def test_compiled_and_channels_last_networks_keep_their_parameter_names_and_outputs():
+    from avid.nn import tune_networks
+
+    net, other = paper_tiny(action_kind="discrete", num_actions=5), paper_tiny(action_kind="discrete", num_actions=5)
+    x, i, a = torch.randn(1, 9, 3, 16, 16), torch.tensor([4]), torch.tensor([[0, 1, 4]])
+    want = net(x, i, a)
+    holder = torch.nn.ModuleDict({"adapter": net, "other": other})
+    assert tune_networks(holder, compile=True, channels_last=True, backend="eager") == 2
+    assert net._compiled_call_impl is not None and net.channels_last
+    assert net.stem.weight.is_contiguous(memory_format=torch.channels_last_3d)
+    assert set(holder.state_dict()) == {f"adapter.{k}" for k in net.state_dict()} | {f"other.{k}" for k in other.state_dict()}
+    assert "_orig_mod" not in "".join(holder.state_dict())
+    assert torch.allclose(net(x, i, a), want, atol=1e-5)

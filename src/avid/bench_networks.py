@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from avid.methods.sizes import load_size_preset
-from avid.nn import UNet3D, UNetConfig, count_parameters, with_first_frames
+from avid.nn.unet import UNet3D, UNetConfig, count_parameters, to_channels_last, with_first_frames
 from avid.precision import Precision, cpu_info, describe_cpu, resolve_precision
 
 CHANNELS, COND_FRAMES, NUM_ACTIONS, NUM_STEPS = 3, 2, 15, 200
@@ -84,9 +84,10 @@ def _inputs(shape: Shape, device: torch.device, channels_last: bool):
 
 def steps(entry: Entry, shape: Shape, prec: Precision, device: torch.device, channels_last: bool = False):
     """The entry's (train step, prediction step) callables on fixed random inputs."""
-    fmt = torch.channels_last_3d if channels_last else torch.contiguous_format
-    base = entry.base.to(device, memory_format=fmt).eval().requires_grad_(False)
-    adapter = entry.adapter.to(device, memory_format=fmt).train()
+    base, adapter = (m.to(device) for m in (entry.base, entry.adapter))
+    if channels_last:
+        base, adapter = to_channels_last(base), to_channels_last(adapter)
+    base, adapter = base.eval().requires_grad_(False), adapter.train()
     opt = torch.optim.AdamW(adapter.parameters(), lr=1e-4)
     t = _inputs(shape, device, channels_last)
     c = CHANNELS

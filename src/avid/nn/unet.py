@@ -118,6 +118,8 @@ class Conditioning(nn.Module):
 
 
 class UNet3D(nn.Module):
+    channels_last = False  # inputs to channels-last 3D memory (``tune_networks``)
+
     def __init__(self, cfg: UNetConfig) -> None:
         super().__init__()
         self.cfg = cfg
@@ -249,6 +251,8 @@ class UNet3D(nn.Module):
         """``x``: ``(B, C_in, T, H, W)``; ``i``: ``(B,)`` steps; ``actions``: ``(B, T)`` integer or
         ``(B, T, A)`` float, or None for "no action". Returns ``(B, C_out, T, H, W)``."""
         self.check_inputs(x, actions)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last_3d)
         cond = self.embed(i, actions, x.shape[2], drop)
         h, skips = self.encode(x, cond)
         return self.decode(h, skips, cond)
@@ -277,6 +281,31 @@ def with_first_frames(*videos: torch.Tensor, first: torch.Tensor | None = None) 
     return torch.cat([*videos, rep], dim=1)
 
 
+def to_channels_last(module: nn.Module) -> nn.Module:
+    """Every 5-D weight of ``module`` in channels-last 3D memory (``Module.to(memory_format=...)``
+    refuses modules that also hold weights of other ranks)."""
+    for p in module.parameters():
+        if p.dim() == 5:
+            p.data = p.data.contiguous(memory_format=torch.channels_last_3d)
+    return module
+
+
+def tune_networks(module: nn.Module, compile: bool = False, channels_last: bool = False, **compile_options) -> int:
+    """Every ``UNet3D`` inside ``module``: ``channels_last`` keeps its weights and activations in
+    channels-last 3D memory (for CUDA: the (1, k, k) convolutions then fold frames into the batch
+    without a copy and reach cuDNN's NHWC kernels); ``compile`` compiles its forward in place
+    (``nn.Module.compile(**compile_options)``: parameter names and checkpoints stay as they are).
+    Returns how many."""
+    nets = [m for m in module.modules() if isinstance(m, UNet3D)]
+    for net in nets:
+        if channels_last:
+            to_channels_last(net)
+            net.channels_last = True
+        if compile:
+            net.compile(**compile_options)
+    return len(nets)
+
+
 def count_parameters(module: nn.Module, trainable_only: bool = True) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
 
@@ -287,4 +316,5 @@ def zero_module(m: nn.Module) -> nn.Module:
     return m
 
 
-__all__ = ["UNet3D", "UNetConfig", "check_actions", "count_parameters", "with_first_frames", "zero_module"]
+__all__ = ["UNet3D", "UNetConfig", "check_actions", "count_parameters", "to_channels_last", "tune_networks",
+           "with_first_frames", "zero_module"]

@@ -31,7 +31,7 @@ from avid.data.storage import atomic_write_text
 from avid.diffusion import Diffusion, DiffusionConfig
 from avid.locks import locked
 from avid.methods import Context, Method, build_method, needs_parameters
-from avid.nn import count_parameters
+from avid.nn import count_parameters, tune_networks
 from avid.options import build
 from avid.precision import Precision, resolve_precision
 from avid.train.callbacks import SaveEvery, SaveLast, WarmupEMA, fit, run_callbacks
@@ -140,6 +140,9 @@ def train(cfg: RunConfig) -> Path:
     _check_same_base(out, ctx)
     method = build_method(cfg.method.name, ctx, cfg.method.options)
     t = cfg.train
+    if t.compile or t.channels_last:  # channels-last only where it helps: CUDA
+        cl = t.channels_last and train_device(t.accelerator) == "cuda"
+        log.info("%d networks: compile %s, channels-last %s", tune_networks(method, t.compile, cl), t.compile, cl)
     module = MethodModule(method, lr=t.lr, weight_decay=t.weight_decay, lr_schedule=t.lr_schedule,
                           warmup_steps=t.warmup_steps, max_steps=t.max_steps, min_lr_ratio=t.min_lr_ratio)
     if rank_zero_only.rank == 0:  # further ranks of a multi-device run write nothing
