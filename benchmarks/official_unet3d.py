@@ -98,9 +98,12 @@ def main() -> None:
     entries = [Entry(f"official Unet3D, dim {args.width}", OfficialBase(unet3d, args.width),
                      OfficialAdapter(unet3d, args.width)),
                Entry(f"ours, {args.preset} @ width {args.width}", *preset_networks(args.preset, args.width))]
+    torch.manual_seed(0)
+    entries.append(Entry(f"ours, {args.preset} @ width {args.width}, channels-last",
+                         *preset_networks(args.preset, args.width), channels_last=True))
     entries += [Entry(f"ours, {p}", *preset_networks(p)) for p in args.also]
     if args.compile:
-        entries += [compiled(e) for e in entries[:2]]
+        entries += [compiled(e) for e in entries[:3]]
     rows = time_steps(entries, Shape(args.batch, args.frames, args.size), args.precision, repeats=args.repeats,
                       device=args.device)
     print(format_rows(rows))

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from avid.methods.sizes import load_size_preset
-from avid.nn.unet import UNet3D, UNetConfig, count_parameters, to_channels_last, with_first_frames
+from avid.nn.unet import UNet3D, UNetConfig, count_parameters, to_channels_last, tune_networks, with_first_frames
 from avid.precision import Precision, cpu_info, describe_cpu, resolve_precision
 
 CHANNELS, COND_FRAMES, NUM_ACTIONS, NUM_STEPS = 3, 2, 15, 200
@@ -43,12 +43,13 @@ class Shape:
 
 @dataclass
 class Entry:
-    """One implementation under test: its two networks and the compile time if compiled."""
+    """One implementation under test: its two networks, in channels-last 3D memory or not."""
 
     name: str
     base: nn.Module
     adapter: nn.Module
     notes: dict = field(default_factory=dict)
+    channels_last: bool = False
 
 
 def preset_networks(preset: str, width: int | None = None) -> tuple[nn.Module, nn.Module]:
@@ -69,7 +70,7 @@ def preset_networks(preset: str, width: int | None = None) -> tuple[nn.Module, n
     return base, adapter
 
 
-def _inputs(shape: Shape, device: torch.device, channels_last: bool):
+def _inputs(shape: Shape, device: torch.device, channels_last: bool) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(0)
     b, t, s = shape.batch, shape.frames, shape.size
     tensors = {"x_i": torch.randn(b, CHANNELS, t, s, s, generator=g),
@@ -82,11 +83,13 @@ def _inputs(shape: Shape, device: torch.device, channels_last: bool):
     return tensors
 
 
-def steps(entry: Entry, shape: Shape, prec: Precision, device: torch.device, channels_last: bool = False):
+def steps(entry: Entry, shape: Shape, prec: Precision, device: torch.device):
     """The entry's (train step, prediction step) callables on fixed random inputs."""
     base, adapter = (m.to(device) for m in (entry.base, entry.adapter))
-    if channels_last:
-        base, adapter = to_channels_last(base), to_channels_last(adapter)
+    channels_last = entry.channels_last
+    if channels_last:  # weights (ours: and inputs, see tune_networks) in channels-last 3D memory
+        for m in (base, adapter):
+            tune_networks(to_channels_last(m), channels_last=True)
     base, adapter = base.eval().requires_grad_(False), adapter.train()
     opt = torch.optim.AdamW(adapter.parameters(), lr=1e-4)
     t = _inputs(shape, device, channels_last)
@@ -127,12 +130,12 @@ def _timed(fn, device: torch.device) -> tuple[float, float]:
 
 
 def time_steps(entries: list[Entry], shape: Shape, precision: str = "fp32", warmup: int = 2, repeats: int = 5,
-               device: str = "cpu", channels_last: bool = False) -> list[dict]:
+               device: str = "cpu") -> list[dict]:
     """Median train and prediction step seconds (wall and CPU) of each entry, timed alternately.
     A compiled entry's first call (the compilation) is timed on its own and reported as ``compile_s``."""
     dev = torch.device(device)
     prec = resolve_precision(precision, dev.type)
-    fns = [steps(e, shape, prec, dev, channels_last) for e in entries]
+    fns = [steps(e, shape, prec, dev) for e in entries]
     first = [[_timed(f, dev)[0] for f in pair] for pair in fns]  # compiles here, if compiled
     for _ in range(max(warmup - 1, 0)):
         for pair in fns:
@@ -148,7 +151,8 @@ def time_steps(entries: list[Entry], shape: Shape, precision: str = "fp32", warm
         row = {"name": e.name, "base_parameters": count_parameters(e.base, trainable_only=False),
                "adapter_parameters": count_parameters(e.adapter), "precision": prec.name, "device": device,
                "batch": shape.batch, "frames": shape.frames, "size": shape.size,
-               "threads": torch.get_num_threads(), "first_train_s": f[0], "first_predict_s": f[1], **e.notes}
+               "threads": torch.get_num_threads(), "channels_last": e.channels_last, "first_train_s": f[0],
+               "first_predict_s": f[1], **e.notes}
         for kind in ("train", "predict"):
             wall = sorted(w for w, _ in ts[kind])
             cpu = sorted(c for _, c in ts[kind])
@@ -160,7 +164,7 @@ def time_steps(entries: list[Entry], shape: Shape, precision: str = "fp32", warm
 def compiled(entry: Entry) -> Entry:
     """The entry with both networks through ``torch.compile`` (compile time lands in the first call)."""
     return Entry(f"{entry.name} (compiled)", torch.compile(entry.base), torch.compile(entry.adapter),
-                 {**entry.notes, "compiled": True})
+                 {**entry.notes, "compiled": True}, entry.channels_last)
 
 
 def format_rows(rows: list[dict]) -> str:
@@ -168,12 +172,12 @@ def format_rows(rows: list[dict]) -> str:
     lines = [f"CPU: {describe_cpu()}" if r0["device"] == "cpu" else f"device: {torch.cuda.get_device_name()}",
              f"batch {r0['batch']} of {r0['frames']} frames at {r0['size']}x{r0['size']}, {r0['precision']}, "
              f"{r0['threads']} threads; medians (wall-clock; CPU seconds of the process in brackets)", "",
-             f"{'':<34}{'base / adapter params':>24}{'train step':>20}{'prediction step':>20}"]
+             f"{'':<44}{'base / adapter params':>24}{'train step':>20}{'prediction step':>20}"]
     for r in rows:
         params = f"{r['base_parameters'] / 1e6:.2f}M / {r['adapter_parameters'] / 1e6:.2f}M"
         train = f"{r['train_step_s']:.3f} s ({r['train_cpu_s']:.2f})"
         pred = f"{r['predict_step_s']:.3f} s ({r['predict_cpu_s']:.2f})"
-        lines.append(f"{r['name']:<34}{params:>24}{train:>20}{pred:>20}")
+        lines.append(f"{r['name']:<44}{params:>24}{train:>20}{pred:>20}")
     eager = {r["name"]: r for r in rows if not r.get("compiled")}
     for r in rows:
         plain = eager.get(r["name"].removesuffix(" (compiled)"))
@@ -186,13 +190,18 @@ def format_rows(rows: list[dict]) -> str:
 
 def bench_preset(preset: str, shape: Shape, width: int | None = None, precision: str = "fp32", repeats: int = 5,
                  compile: bool = False, device: str = "cpu", channels_last: bool = False) -> list[dict]:
-    """``avid bench --preset``: the preset's networks (and, with ``compile``, the same compiled)."""
-    torch.manual_seed(0)
-    entries = [Entry(preset if width is None else f"{preset} @ width {width}", *preset_networks(preset, width))]
-    if compile:
+    """``avid bench --preset``: the preset's networks; with ``channels_last`` also in channels-last
+    memory, with ``compile`` also compiled (each beside the plain one, timed alternately)."""
+    name = preset if width is None else f"{preset} @ width {width}"
+
+    def entry(suffix: str = "", cl: bool = False) -> Entry:
         torch.manual_seed(0)
-        entries.append(compiled(Entry(entries[0].name, *preset_networks(preset, width))))
-    rows = time_steps(entries, shape, precision, repeats=repeats, device=device, channels_last=channels_last)
+        return Entry(name + suffix, *preset_networks(preset, width), channels_last=cl)
+
+    entries = [entry()] + ([entry(", channels-last", True)] if channels_last else [])
+    if compile:
+        entries += [compiled(entry(e.name.removeprefix(name), e.channels_last)) for e in list(entries)]
+    rows = time_steps(entries, shape, precision, repeats=repeats, device=device)
     for r in rows:
         r["cpu"] = cpu_info()
     return rows
