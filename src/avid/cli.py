@@ -566,14 +566,15 @@ def build_parser() -> argparse.ArgumentParser:
                    "in-process vs the worker process vs `avid serve` on 127.0.0.1")
     b.add_argument("--base", default="assets/base-procgen", help="with --blackbox: the base model folder")
     b.add_argument("--preset", default=None, help="instead: time a size preset's networks alone (configs/sizes/NAME"
-                   ".yaml: base forward without gradients + AVID adapter forward/backward + AdamW; prediction step)")
-    b.add_argument("--batch", type=int, default=1, help="with --preset: videos per step")
-    b.add_argument("--frames", type=int, default=8, help="with --preset: predicted frames (the networks' time axis)")
-    b.add_argument("--size", type=int, default=64, help="with --preset: frame height and width")
+                   ".yaml: base forward without gradients + AVID adapter forward/backward + AdamW; prediction step) "
+                   "(default: none: the run config's method is timed)")
+    b.add_argument("--batch", type=int, default=1, help="with --preset: videos per step (default: 1)")
+    b.add_argument("--frames", type=int, default=8, help="with --preset: predicted frames, the networks' time axis (default: 8)")
+    b.add_argument("--size", type=int, default=64, help="with --preset: frame height and width (default: 64)")
     b.add_argument("--width", type=int, default=None, help="with --preset: both networks' base_channels (default: the preset's)")
     b.add_argument("--compile", action="store_true", help="with --preset: also time the networks through torch.compile "
                    "(compile time and speed-up)")
-    b.add_argument("--device", default="cpu", help="with --preset: cpu or cuda")
+    b.add_argument("--device", default="cpu", help="with --preset: cpu or cuda (default: cpu)")
     b.add_argument("--channels-last", action="store_true", help="with --preset: channels-last 3D memory format")
     b.set_defaults(fn=cmd_bench)
 
