@@ -264,7 +264,8 @@ def check_actions(actions: torch.Tensor, b: int, t: int, kind: str, num_actions:
     if kind == "discrete":
         if tuple(actions.shape) != (b, t) or actions.dtype.is_floating_point:
             raise ValueError(f"expected integer actions of shape {(b, t)}, got {actions.dtype} {tuple(actions.shape)}")
-        if actions.numel() and (int(actions.min()) < 0 or int(actions.max()) >= num_actions):
+        unchecked = torch.compiler.is_compiling() or not actions.numel()  # a compiled graph reads no values
+        if not unchecked and (int(actions.min()) < 0 or int(actions.max()) >= num_actions):
             raise ValueError(f"discrete actions must lie in [0, {num_actions}), got range "
                              f"[{int(actions.min())}, {int(actions.max())}]")
     elif tuple(actions.shape) != (b, t, num_actions):
