@@ -208,3 +208,21 @@ def test_the_quickstart_plans_its_steps_from_measured_times(tmp_path, setup, mon
     assert tight.too_slow and tight.steps == 5  # said plainly, and the minimum is trained anyway
     mid = qs.plan_steps(cfg, data, opt, seconds_left=roomy.eval_seconds + 21)
     assert mid.steps == 20  # the budget after the evaluation over the measured step (+5% overhead)
+
+
+def test_train_compile_compiles_the_method_networks_in_place(tmp_path, setup, monkeypatch):
+    from avid.train import run as run_mod
+
+    calls = []
+
+    def eager_compile(module, compile=False, channels_last=False):  # inductor's compile time is for `avid bench`
+        calls.append((compile, channels_last))
+        return run_mod.tune_networks.__wrapped__(module, compile, channels_last, backend="eager")
+
+    eager_compile.__wrapped__ = run_mod.tune_networks
+    monkeypatch.setattr(run_mod, "tune_networks", eager_compile)
+    base, data = setup
+    out = train(run_config(tmp_path, base, data, steps=2, compile=True, channels_last=True))
+    assert calls == [(True, False)]  # channels-last only on CUDA
+    method, _ = load_method(out)
+    assert yaml.safe_load((out / "config.yaml").read_text())["step"] == 2

@@ -126,6 +126,15 @@ def cmd_bench(args) -> None:
         result = bench_blackbox(args.base, precision=args.precision or "auto", repeats=args.repeats)
         print("\n".join(f"{k:>24}: {v}" for k, v in result.items()))
         return
+    if args.preset:  # a size preset's networks alone, at a chosen batch, frames and resolution
+        import json
+
+        from avid.pipelines.bench_networks import Shape, bench_preset, format_rows
+
+        rows = bench_preset(args.preset, Shape(args.batch, args.frames, args.size), args.width,
+                            args.precision or "fp32", args.repeats, args.compile, args.device, args.channels_last)
+        print(format_rows(rows) + "\n" + json.dumps(rows))
+        return
     print(format_report(run_bench(load_run_config(args.config, args.set), args.precision, repeats=args.repeats)))
 
 
@@ -556,6 +565,17 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--blackbox", action="store_true", help="instead: one base-model query (batch 8, 10 frames) "
                    "in-process vs the worker process vs `avid serve` on 127.0.0.1")
     b.add_argument("--base", default="assets/base-procgen", help="with --blackbox: the base model folder")
+    b.add_argument("--preset", default=None, help="instead: time a size preset's networks alone (configs/sizes/NAME"
+                   ".yaml: base forward without gradients + AVID adapter forward/backward + AdamW; prediction step) "
+                   "(default: none: the run config's method is timed)")
+    b.add_argument("--batch", type=int, default=1, help="with --preset: videos per step (default: 1)")
+    b.add_argument("--frames", type=int, default=8, help="with --preset: predicted frames, the networks' time axis (default: 8)")
+    b.add_argument("--size", type=int, default=64, help="with --preset: frame height and width (default: 64)")
+    b.add_argument("--width", type=int, default=None, help="with --preset: both networks' base_channels (default: the preset's)")
+    b.add_argument("--compile", action="store_true", help="with --preset: also time the networks through torch.compile "
+                   "(compile time and speed-up)")
+    b.add_argument("--device", default="cpu", help="with --preset: cpu or cuda (default: cpu)")
+    b.add_argument("--channels-last", action="store_true", help="with --preset: channels-last 3D memory format")
     b.set_defaults(fn=cmd_bench)
 
     w = sub.add_parser("weights", help="the metric networks' weight files that ship in packages")

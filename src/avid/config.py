@@ -67,6 +67,10 @@ class TrainConfig:
     strategy: str = "auto"
     threads: int | None = None  # torch CPU threads (None: all cores)
     progress: bool = True
+    # torch.compile the method's networks (first steps pay the compilation; `avid bench --preset
+    # NAME --compile` measures both); channels_last: channels-last 3D memory on CUDA (ignored on CPU)
+    compile: bool = False
+    channels_last: bool = False
 
     def __post_init__(self) -> None:
         check_numbers(self, "train", at_least_1=("max_steps", "batch_size", "log_every", "ckpt_every", "devices"),

@@ -4,7 +4,8 @@
 ``folder/.avid.lock`` for the life of a job: a second writer fails at once with one line naming the
 holder, and the kernel drops the lock when its process ends, even by ``kill -9``, so a lock file
 left behind never blocks anyone. The same process may take the same folder's lock again (a job
-that calls another job on the same folder). ``@locked(folder_of)`` does the same for a function.
+that calls another job on the same folder), and so may the further ranks of a multi-device job
+that its holder launched. ``@locked(folder_of)`` does the same for a function.
 """
 
 from __future__ import annotations
@@ -44,8 +45,11 @@ def writable_folder(folder: str | Path) -> Path:
 @contextmanager
 def folder_lock(folder: str | Path) -> Iterator[Path]:
     """Hold ``folder``'s lock (creating the folder); ``FolderBusy`` at once if another process holds it."""
+    path = Path(folder) / LOCK_NAME
+    if path.exists() and _launched_rank_of(path.read_text().strip()):  # rank 0 holds it for every rank
+        yield Path(folder)
+        return
     folder = writable_folder(folder)
-    path = folder / LOCK_NAME
     lock = FileLock(path, timeout=0, is_singleton=True)
     again = lock.is_locked  # this process holds it already
     try:
@@ -61,6 +65,13 @@ def folder_lock(folder: str | Path) -> Iterator[Path]:
         yield folder
     finally:
         lock.release()
+
+
+def _launched_rank_of(holder: str) -> bool:
+    """Whether this process is a rank > 0 that the lock's holder started: Lightning's DDP launcher
+    runs the same command again for each further rank (``LOCAL_RANK`` set) from rank 0's process."""
+    rank = os.environ.get("LOCAL_RANK") or os.environ.get("RANK") or "0"
+    return rank.isdigit() and int(rank) > 0 and holder.startswith(f"pid {os.getppid()} on {socket.gethostname()} ")
 
 
 def locked(folder_of: Callable[[dict[str, Any]], str | Path]):

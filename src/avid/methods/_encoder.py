@@ -17,5 +17,5 @@ def encoder_only(net: UNet3D) -> UNet3D:
 
 
 def level_widths(net: UNet3D) -> list[int]:
-    """Channels of each level's skip (the last is also the bottleneck's)."""
-    return [net.cfg.base_channels * m for m in net.cfg.channel_mults]
+    """Channels of each skip ``encode`` returns (the last is also the bottleneck's)."""
+    return net.cfg.skip_widths

@@ -36,16 +36,17 @@ class ControlBranch(nn.Module):
     def __init__(self, encoder: UNet3D, base_cfg: UNetConfig) -> None:
         super().__init__()
         ecfg = encoder.cfg
-        if len(ecfg.channel_mults) != len(base_cfg.channel_mults) or ecfg.patch_size != base_cfg.patch_size:
+        if (len(ecfg.channel_mults), ecfg.patch_size, ecfg.blocks) != (
+                len(base_cfg.channel_mults), base_cfg.patch_size, base_cfg.blocks):
             raise ValueError(
-                f"the control encoder must have the base's levels and stem to join its decoder: base has "
-                f"{len(base_cfg.channel_mults)} levels and patch_size {base_cfg.patch_size}, got "
-                f"{len(ecfg.channel_mults)} and {ecfg.patch_size}")
+                f"the control encoder must have the base's levels, stem and blocks to join its decoder: base has "
+                f"{len(base_cfg.channel_mults)} levels, patch_size {base_cfg.patch_size} and {base_cfg.blocks!r} "
+                f"blocks, got {len(ecfg.channel_mults)}, {ecfg.patch_size} and {ecfg.blocks!r}")
         if ecfg.in_channels != base_cfg.in_channels:
             raise ValueError(f"the control encoder reads the base's input ({base_cfg.in_channels} channels), "
                              f"got {ecfg.in_channels}")
         widths = level_widths(encoder)
-        base_widths = [base_cfg.base_channels * m for m in base_cfg.channel_mults]
+        base_widths = base_cfg.skip_widths
         self.encoder = encoder
         self.zero_skips = nn.ModuleList(zero_module(nn.Conv3d(a, b, 1)) for a, b in zip(widths, base_widths))
         self.zero_mid = zero_module(nn.Conv3d(widths[-1], base_widths[-1], 1))

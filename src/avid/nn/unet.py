@@ -8,6 +8,16 @@ frame-position embedding is added to the step embedding so the model knows which
 
 ``patch_size > 1`` adds a space-to-depth stem (pixel-unshuffle), the CPU-friendly layout; the
 paper's layouts use ``patch_size=1`` (full resolution).
+
+``blocks`` picks the block family. ``"cpu"``: the project's compact blocks (GroupNorm, (1|3,3,3)
+strided / nearest-neighbour resampling, a norm + conv head). ``"paper"``: the blocks of Video
+Diffusion Models' ``Unet3D`` as the official AVID code uses it (RMSNorm conv blocks; channel
+LayerNorm before attention; a (1,7,7) stem followed by temporal attention; (1,4,4) strided and
+transposed resampling; temporal attention with a T5 relative position bias shared by the whole
+network and rotary queries/keys; the stem's features concatenated before a conv block and a 1x1x1
+output conv). Both FiLM every conv's output (paper section 3.3). ``spatial_attn`` is the spatial
+attention at the levels: ``"full"`` softmax over each frame's pixels or ``"linear"`` (Unet3D's);
+the middle block always has full spatial attention.
 """
 
 from __future__ import annotations
@@ -18,9 +28,13 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from avid.nn.blocks import Attention, Downsample, ResBlock, Upsample, group_norm
+from avid.nn.attention import Attention, LinearAttention, RelativePositionBias
+from avid.nn.blocks import (ChannelLayerNorm, Conv3d, Downsample, ResBlock, RMSNorm, Upsample, group_norm,
+                            transposed_upsample)
 
 ACTION_KINDS = ("none", "discrete", "continuous")
+BLOCKS = ("cpu", "paper")
+SPATIAL_ATTN = ("full", "linear")
 
 
 @dataclass
@@ -41,15 +55,29 @@ class UNetConfig:
     max_frames: int = 32
     action_kind: str = "none"
     num_actions: int = 15  # discrete: number of actions; continuous: action dimension
+    blocks: str = "cpu"  # "cpu": the project's compact blocks; "paper": Unet3D's (module docstring)
+    spatial_attn: str = "full"  # spatial attention at the levels: "full" or "linear" (middle: full)
+    spatial_head_dim: int | None = None  # head width of spatial attention (None: attn_head_dim)
 
     def __post_init__(self) -> None:
-        if self.action_kind not in ACTION_KINDS:
-            raise ValueError(f"action_kind must be one of {ACTION_KINDS}, got {self.action_kind!r}")
+        for name, allowed in (("action_kind", ACTION_KINDS), ("blocks", BLOCKS), ("spatial_attn", SPATIAL_ATTN)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         self.channel_mults = list(self.channel_mults)
 
     @property
     def downscale(self) -> int:
         return self.patch_size * 2 ** (len(self.channel_mults) - 1)
+
+    @property
+    def widths(self) -> list[int]:
+        """Channels of each level."""
+        return [self.base_channels * m for m in self.channel_mults]
+
+    @property
+    def skip_widths(self) -> list[int]:
+        """Channels of each skip ``encode`` returns: the stem's first in the paper blocks, then one per level."""
+        return ([self.widths[0]] if self.blocks == "paper" else []) + self.widths
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -90,37 +118,77 @@ class Conditioning(nn.Module):
 
 
 class UNet3D(nn.Module):
+    channels_last = False  # inputs to channels-last 3D memory (``tune_networks``)
+
     def __init__(self, cfg: UNetConfig) -> None:
         super().__init__()
         self.cfg = cfg
+        paper = cfg.blocks == "paper"
         p, k = cfg.patch_size, (cfg.temporal_kernel, 3, 3)
-        chs = [cfg.base_channels * m for m in cfg.channel_mults]
-        rb = lambda a, b: ResBlock(a, b, cfg.cond_dim, k, cfg.groups)  # noqa: E731
-        attn = lambda c: nn.ModuleList([  # noqa: E731
-            Attention(c, cfg.attn_heads, cfg.attn_head_dim, "space", cfg.groups),
-            Attention(c, cfg.attn_heads, cfg.attn_head_dim, "time", cfg.groups)])
+        chs = cfg.widths
+        norm = "rms" if paper else "group"
+        rb = lambda a, b: ResBlock(a, b, cfg.cond_dim, k, cfg.groups, norm)  # noqa: E731
         self.cond = Conditioning(cfg)
-        self.stem = nn.Conv3d(cfg.in_channels * p * p, chs[0], k, padding=tuple(x // 2 for x in k))
+        if paper:  # one relative position bias for every temporal attention
+            self.time_bias = RelativePositionBias(cfg.attn_heads)
+            stem_k = (cfg.temporal_kernel, 7, 7)
+            self.stem = Conv3d(cfg.in_channels * p * p, chs[0], stem_k, padding=tuple(x // 2 for x in stem_k))
+            self.stem_attn = self._temporal(chs[0])
+        else:
+            self.stem = Conv3d(cfg.in_channels * p * p, chs[0], k, padding=tuple(x // 2 for x in k))
         self.down = nn.ModuleList()
         cin = chs[0]
         for lvl, c in enumerate(chs):
             self.down.append(nn.ModuleDict({
                 "res": nn.ModuleList([rb(cin if j == 0 else c, c) for j in range(cfg.num_res_blocks)]),
-                "attn": attn(c) if lvl >= cfg.attn_from_level else nn.ModuleList(),
-                "down": Downsample(c) if lvl < len(chs) - 1 else nn.Identity(),
+                "attn": self._attention(c, cfg.spatial_attn) if lvl >= cfg.attn_from_level else nn.ModuleList(),
+                "down": (Downsample(c, 4 if paper else 3) if lvl < len(chs) - 1 else nn.Identity()),
             }))
             cin = c
-        self.mid = nn.ModuleList([rb(chs[-1], chs[-1]), *attn(chs[-1]), rb(chs[-1], chs[-1])])
+        self.mid = nn.ModuleList([rb(chs[-1], chs[-1]), *self._attention(chs[-1], "full"), rb(chs[-1], chs[-1])])
         self.up = nn.ModuleList()
         for lvl in reversed(range(len(chs))):
             c, cout = chs[lvl], chs[max(lvl - 1, 0)]
-            self.up.append(nn.ModuleDict({
+            self.up.append(nn.ModuleDict({  # built in this order: the random init follows it
                 "res": nn.ModuleList([rb(2 * c if j == 0 else cout, cout) for j in range(cfg.num_res_blocks)]),
-                "attn": attn(cout) if lvl >= cfg.attn_from_level else nn.ModuleList(),
-                "up": Upsample(cout) if lvl > 0 else nn.Identity(),
+                "attn": self._attention(cout, cfg.spatial_attn) if lvl >= cfg.attn_from_level else nn.ModuleList(),
+                "up": ((transposed_upsample(cout) if paper else Upsample(cout)) if lvl > 0 else nn.Identity()),
             }))
-        self.head = nn.Sequential(group_norm(chs[0], cfg.groups), nn.SiLU(),
-                                  nn.Conv3d(chs[0], cfg.out_channels * p * p, k, padding=tuple(x // 2 for x in k)))
+        cout = cfg.out_channels * p * p
+        if paper:  # the stem's features join the decoder's output: conv block, then a 1x1x1 conv
+            self.head = nn.Sequential(Conv3d(2 * chs[0], chs[0], k, padding=tuple(x // 2 for x in k)),
+                                      RMSNorm(chs[0]), nn.SiLU(), Conv3d(chs[0], cout, 1))
+        else:
+            self.head = nn.Sequential(group_norm(chs[0], cfg.groups), nn.SiLU(),
+                                      Conv3d(chs[0], cout, k, padding=tuple(x // 2 for x in k)))
+
+    def _norm(self, c: int) -> nn.Module:
+        return ChannelLayerNorm(c) if self.cfg.blocks == "paper" else group_norm(c, self.cfg.groups)
+
+    def _temporal(self, c: int) -> Attention:
+        cfg = self.cfg
+        if cfg.blocks == "paper":
+            return Attention(c, cfg.attn_heads, cfg.attn_head_dim, "time", self._norm(c), out_bias=False,
+                             rotary_dim=min(32, cfg.attn_head_dim) // 2 * 2)
+        return Attention(c, cfg.attn_heads, cfg.attn_head_dim, "time", self._norm(c))
+
+    def _attention(self, c: int, spatial: str) -> nn.ModuleList:
+        """Spatial then temporal attention at width ``c``."""
+        cfg = self.cfg
+        d = cfg.spatial_head_dim or cfg.attn_head_dim
+        if spatial == "linear":
+            space = LinearAttention(c, cfg.attn_heads, d, self._norm(c))
+        else:
+            space = Attention(c, cfg.attn_heads, d, "space", self._norm(c), out_bias=cfg.blocks != "paper")
+        return nn.ModuleList([space, self._temporal(c)])
+
+    def _attend(self, modules, h: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        for a in modules:
+            h = a(h, bias) if isinstance(a, Attention) and a.axis == "time" else a(h)
+        return h
+
+    def _time_bias(self, frames: int) -> torch.Tensor | None:
+        return self.time_bias(frames) if self.cfg.blocks == "paper" else None
 
     # ---- input checks --------------------------------------------------------------------------
     def check_inputs(self, x: torch.Tensor, actions: torch.Tensor | None) -> None:
@@ -141,31 +209,37 @@ class UNet3D(nn.Module):
         return self.cond(i, actions, frames, drop)
 
     def encode(self, x: torch.Tensor, cond: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Stem + down path + middle: the bottleneck features and one skip per level."""
+        """Stem + down path + middle: the bottleneck features and the skips (``cfg.skip_widths``:
+        the stem's first in the paper blocks, then one per level)."""
         p = self.cfg.patch_size
         if p > 1:
             x = rearrange(x, "b c t (h p1) (w p2) -> b (c p1 p2) t h w", p1=p, p2=p)
+        bias = self._time_bias(x.shape[2])
         h = self.stem(x)
         skips = []
+        if self.cfg.blocks == "paper":
+            h = self.stem_attn(h, bias)
+            skips.append(h)
         for level in self.down:
             for block in level["res"]:
                 h = block(h, cond)
-            for a in level["attn"]:
-                h = a(h)
+            h = self._attend(level["attn"], h, bias)
             skips.append(h)
             h = level["down"](h)
         h = self.mid[0](h, cond)
-        h = self.mid[2](self.mid[1](h))
+        h = self._attend(self.mid[1:3], h, bias)
         return self.mid[3](h, cond), skips
 
     def decode(self, h: torch.Tensor, skips: list[torch.Tensor], cond: torch.Tensor) -> torch.Tensor:
+        bias = self._time_bias(h.shape[2])
         for level, skip in zip(self.up, reversed(skips)):
             h = torch.cat([h, skip], dim=1)
             for block in level["res"]:
                 h = block(h, cond)
-            for a in level["attn"]:
-                h = a(h)
+            h = self._attend(level["attn"], h, bias)
             h = level["up"](h)
+        if self.cfg.blocks == "paper":
+            h = torch.cat([h, skips[0]], dim=1)
         out = self.head(h)
         p = self.cfg.patch_size
         if p > 1:
@@ -177,6 +251,8 @@ class UNet3D(nn.Module):
         """``x``: ``(B, C_in, T, H, W)``; ``i``: ``(B,)`` steps; ``actions``: ``(B, T)`` integer or
         ``(B, T, A)`` float, or None for "no action". Returns ``(B, C_out, T, H, W)``."""
         self.check_inputs(x, actions)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last_3d)
         cond = self.embed(i, actions, x.shape[2], drop)
         h, skips = self.encode(x, cond)
         return self.decode(h, skips, cond)
@@ -188,7 +264,8 @@ def check_actions(actions: torch.Tensor, b: int, t: int, kind: str, num_actions:
     if kind == "discrete":
         if tuple(actions.shape) != (b, t) or actions.dtype.is_floating_point:
             raise ValueError(f"expected integer actions of shape {(b, t)}, got {actions.dtype} {tuple(actions.shape)}")
-        if actions.numel() and (int(actions.min()) < 0 or int(actions.max()) >= num_actions):
+        unchecked = torch.compiler.is_compiling() or not actions.numel()  # a compiled graph reads no values
+        if not unchecked and (int(actions.min()) < 0 or int(actions.max()) >= num_actions):
             raise ValueError(f"discrete actions must lie in [0, {num_actions}), got range "
                              f"[{int(actions.min())}, {int(actions.max())}]")
     elif tuple(actions.shape) != (b, t, num_actions):
@@ -205,6 +282,31 @@ def with_first_frames(*videos: torch.Tensor, first: torch.Tensor | None = None) 
     return torch.cat([*videos, rep], dim=1)
 
 
+def to_channels_last(module: nn.Module) -> nn.Module:
+    """Every 5-D weight of ``module`` in channels-last 3D memory (``Module.to(memory_format=...)``
+    refuses modules that also hold weights of other ranks)."""
+    for p in module.parameters():
+        if p.dim() == 5:
+            p.data = p.data.contiguous(memory_format=torch.channels_last_3d)
+    return module
+
+
+def tune_networks(module: nn.Module, compile: bool = False, channels_last: bool = False, **compile_options) -> int:
+    """Every ``UNet3D`` inside ``module``: ``channels_last`` keeps its weights and activations in
+    channels-last 3D memory (for CUDA: the (1, k, k) convolutions then fold frames into the batch
+    without a copy and reach cuDNN's NHWC kernels); ``compile`` compiles its forward in place
+    (``nn.Module.compile(**compile_options)``: parameter names and checkpoints stay as they are).
+    Returns how many."""
+    nets = [m for m in module.modules() if isinstance(m, UNet3D)]
+    for net in nets:
+        if channels_last:
+            to_channels_last(net)
+            net.channels_last = True
+        if compile:
+            net.compile(**compile_options)
+    return len(nets)
+
+
 def count_parameters(module: nn.Module, trainable_only: bool = True) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
 
@@ -215,4 +317,5 @@ def zero_module(m: nn.Module) -> nn.Module:
     return m
 
 
-__all__ = ["UNet3D", "UNetConfig", "check_actions", "count_parameters", "with_first_frames", "zero_module"]
+__all__ = ["UNet3D", "UNetConfig", "check_actions", "count_parameters", "to_channels_last", "tune_networks",
+           "with_first_frames", "zero_module"]

@@ -28,6 +28,7 @@ import lightning as L
 import torch
 import yaml
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torch import nn
 from torch.utils.data import Dataset
@@ -95,7 +96,8 @@ def fit_run(model: nn.Module, data: Dataset, t: TrainConfig, out: Path, run: dic
     module = MethodModule(model, lr=t.lr, weight_decay=t.weight_decay, lr_schedule=t.lr_schedule,
                           warmup_steps=t.warmup_steps, max_steps=t.max_steps, min_lr_ratio=t.min_lr_ratio,
                           transform=transform)
-    atomic_write_text(out / "run.yaml", yaml.safe_dump(run, sort_keys=False))
+    if rank_zero_only.rank == 0:  # further ranks of a multi-device run write nothing
+        atomic_write_text(out / "run.yaml", yaml.safe_dump(run, sort_keys=False))
     log.info("%s: %.2fM trainable parameters, %d training windows", what, count_parameters(model) / 1e6, len(data))
     loader = training_loader(data, t.batch_size, t.num_workers, t.seed, collate)
     last = out / "checkpoints" / "last.ckpt"
@@ -103,7 +105,9 @@ def fit_run(model: nn.Module, data: Dataset, t: TrainConfig, out: Path, run: dic
     save_last = SaveLast(last)
     trainer = L.Trainer(
         max_steps=t.max_steps, max_epochs=-1, max_time=timedelta(minutes=t.max_minutes) if t.max_minutes else None,
-        accelerator=t.accelerator, devices=t.devices, strategy=t.strategy, precision=precision.lightning,
+        accelerator=t.accelerator, devices=t.devices, precision=precision.lightning,
+        # methods hold parameters a step may leave unused (the null action outside classifier-free dropout)
+        strategy={"ddp": "ddp_find_unused_parameters_true"}.get(t.strategy, t.strategy),
         gradient_clip_val=t.grad_clip or None,
         callbacks=[save_last,  # before EMA: its on_train_end must see the raw weights
                    *([WarmupEMA(t.ema_decay)] if t.ema_decay else []), Export(write),

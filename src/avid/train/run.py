@@ -28,11 +28,11 @@ from avid.diffusion import Diffusion, DiffusionConfig
 from avid.locks import locked
 from avid.methods import Context, Method, build_method, check_method_options, method_class
 from avid.methods.base import to_latent
-from avid.nn import count_parameters
+from avid.nn import count_parameters, tune_networks
 from avid.nn.autoencoder import AutoencoderConfig
 from avid.options import build
 from avid.precision import Precision
-from avid.train.harness import fit_run, start
+from avid.train.harness import fit_run, start, train_device
 from avid.train.queries import QueryLog
 from avid.train.run_folder import claim_run_folder
 from avid.whitebox import BASE_KIND, CODEC_FOLDER, load_codec
@@ -122,6 +122,10 @@ def train(cfg: RunConfig) -> Path:
     ctx = build_context(cfg, store.meta, precision.name)
     _check_same_base(out, ctx)
     method = build_method(cfg.method.name, ctx, cfg.method.options)
+    t = cfg.train
+    if t.compile or t.channels_last:  # channels-last only where it helps: CUDA
+        cl = t.channels_last and train_device(t.accelerator) == "cuda"
+        log.info("%d networks: compile %s, channels-last %s", tune_networks(method, t.compile, cl), t.compile, cl)
 
     def write(weights: dict[str, torch.Tensor], step: int) -> None:
         save_model(out, weights, export_config(cfg, method, store.meta, step, precision))
