@@ -134,6 +134,28 @@ def rollout_level(game: str, level: int, steps: int, mode: str = "hard", seed: i
     return frames, actions.astype(np.int64), firsts
 
 
+NOOP = 4  # Procgen's button combination with no key pressed
+
+
+def play_level(game: str, level: int, actions: np.ndarray, mode: str = "hard", seed: int = 0):
+    """Play ``actions`` ``(L,)`` on exactly one level from its start, recording what the game gives.
+
+    Returns frames ``(L + 1, 64, 64, 3)`` uint8 (frame 0 before any action; frame ``j + 1`` after
+    action ``j``), rewards ``(L,)`` float32 (reward of action ``j``) and ends ``(L,)`` bool (action
+    ``j`` ended the episode: frame ``j + 1`` then starts a new one, as Procgen resets on its own and
+    never shows an episode's last frame)."""
+    actions = np.asarray(actions, np.int32).reshape(-1)
+    env = _make_env(game, 1, level, 1, mode, seed)
+    frames = np.empty((len(actions) + 1, 64, 64, 3), np.uint8)
+    rewards, ends = np.zeros(len(actions), np.float32), np.zeros(len(actions), bool)
+    frames[0] = env.observe()[1]["rgb"][0]
+    for j, a in enumerate(actions):
+        env.act(np.array([a], np.int32))
+        rew, obs, first = env.observe()
+        frames[j + 1], rewards[j], ends[j] = obs["rgb"][0], rew[0], first[0]
+    return frames, rewards, ends
+
+
 def random_trajectories(game: str, n: int, length: int, start_level: int, num_levels: int,
                         mode: str = "hard", seed: int = 0, num_envs: int = 64, progress: bool = True):
     """``n`` trajectories of ``length`` frames from levels drawn uniformly in the range, each after
