@@ -1,5 +1,5 @@
 """The ``avid`` commands of the world model used as an environment: ``drift`` (long rollouts
-against the real game). ``cli.py`` adds them with ``add_world_model_commands``."""
+against the real game), ``outcome train`` (reward and termination models), ``play`` (a web page). ``cli.py`` adds them with ``add_world_model_commands``."""
 
 from __future__ import annotations
 
@@ -29,7 +29,61 @@ def cmd_drift(args) -> None:
     print(f"drift.csv, drift.png, rollouts.gif in {Path(args.out).resolve()}")
 
 
+def cmd_outcome_train(args) -> None:
+    import json
+    import sys
+
+    from avid.outcome_train import OutcomeSpec, make_outcome_model
+
+    spec = OutcomeSpec(game=args.game, train_steps=args.train_steps, seed=args.seed)
+    info = make_outcome_model(spec, args.data, args.out, command="avid " + " ".join(sys.argv[1:]))
+    print(json.dumps(info["scores"], indent=1))
+    print(f"reward/termination model -> {args.out} (use it with WorldModelEnv(reward_model=...))")
+
+
+def cmd_play(args) -> None:
+    from pathlib import Path
+
+    from avid.checkpoint import resolve
+    from avid.envs import WorldModelEnv
+    from avid.play import serve_play
+
+    reward = args.reward_model if args.reward_model and (resolve(args.reward_model) / "config.yaml").exists() else None
+    if args.reward_model and reward is None:
+        raise ValueError(f"no reward/termination model at {args.reward_model} (make one with `avid outcome train`, "
+                         "or pass --reward-model '' for none)")
+    env = WorldModelEnv(args.checkpoint, args.starts, reward_model=reward, sampler=args.sampler, steps=args.steps,
+                        precision=args.precision)
+    name = f"{Path(args.checkpoint).name} ({env.method.name}, {args.sampler}" \
+           f"{f' {args.steps} steps' if args.sampler == 'ddim' else ''}{', reward model' if reward else ''})"
+    serve_play(env, name, args.port, args.seed)
+
+
 def add_world_model_commands(sub) -> None:
+    p = sub.add_parser("play", help="play a world model from a local web page (127.0.0.1): keys -> actions")
+    p.add_argument("--checkpoint", required=True, help="a trained run folder, or a base model folder (the base alone)")
+    p.add_argument("--starts", default="procgen:coinrun:10000-10999", help="real first frames: a dataset folder, "
+                   "procgen:GAME or procgen:GAME:START-STOP (levels)")
+    p.add_argument("--reward-model", default="assets/outcome-coinrun", help="reward/termination model folder "
+                   "('' for none: reward 0, episodes never end)")
+    p.add_argument("--sampler", choices=["ddpm", "ddim"], default="ddim", help="see avid sample")
+    p.add_argument("--steps", type=int, default=4, help="DDIM steps per frame")
+    p.add_argument("--port", type=int, default=8765, help="port on 127.0.0.1")
+    p.add_argument("--seed", type=int, default=0, help="seed of the first episode's start and noise")
+    add_precision_option(p, "auto")
+    p.set_defaults(fn=cmd_play)
+
+    o = sub.add_parser("outcome", help="reward and termination models of a game, trained on real frames")
+    osub = o.add_subparsers(dest="outcome_cmd", required=True)
+    ot = osub.add_parser("train", help="collect real steps (train/val/test levels), train, state held-out "
+                         "precision and recall")
+    ot.add_argument("--game", default="coinrun", help="the Procgen game")
+    ot.add_argument("--data", default="data/outcomes-coinrun", help="where the collected steps go (reused)")
+    ot.add_argument("--out", default="assets/outcome-coinrun", help="the model folder to write")
+    ot.add_argument("--train-steps", type=int, default=2000, help="optimiser steps (batch 64, half events)")
+    ot.add_argument("--seed", type=int, default=0, help="initialisation and batch order")
+    ot.set_defaults(fn=cmd_outcome_train)
+
     d = sub.add_parser("drift", help="long rollouts of world models against the real game under the same actions: "
                        "PSNR/SSIM/LPIPS against the horizon, with and without re-grounding")
     d.add_argument("--checkpoint", nargs="*", default=[], help="trained run folders (default: none)")

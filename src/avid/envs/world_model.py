@@ -115,8 +115,12 @@ def _open(env, num_envs: int, model, starts, chunk, window, reward_model, max_ep
     """Give ``env`` its imagination of ``num_envs`` episodes (``WorldModelEnv``'s arguments)."""
     if render_mode not in (None, "rgb_array"):
         raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
-    if not (reward_model is None or callable(reward_model)):
-        raise ValueError(f"reward_model must be None or a callable, got {reward_model!r}")
+    if isinstance(reward_model, (str, Path)):
+        from avid.envs.outcome import load_outcome
+
+        reward_model = load_outcome(reward_model, device)
+    elif not (reward_model is None or callable(reward_model)):
+        raise ValueError(f"reward_model must be a folder, a callable or None, got {reward_model!r}")
     method, window = open_model(model, precision, window)
     sample = SampleConfig(sampler=sampler, steps=steps, batch_size=num_envs, device=device, precision=precision)
     env.render_mode = render_mode
@@ -134,8 +138,9 @@ class WorldModelEnv(gym.Env):
         a ``MultiDiscrete``) -> ``T'`` frames; the observation is the last (or the episode's end),
         ``info["frames"]`` all of them, the reward their sum.
     window: predicted frames per call with ``chunk`` (default: the model's training window).
-    reward_model: folder of a reward/termination model (``avid envs train-outcome``) or None
-        (reward 0, episodes end only by truncation).
+    reward_model: folder of a reward/termination model (``assets/outcome-coinrun``, made by
+        ``avid outcome train``), a callable (``Outcome``), or None (reward 0; episodes end only by
+        truncation).
     max_episode_steps: frames after which an episode is truncated (Coinrun's own limit: 1000).
     sampler, steps: ``"ddim"`` with ``steps`` denoising steps (default 4), or ``"ddpm"`` (all).
     precision, device: of the model's forward passes (see ``avid sample``).
