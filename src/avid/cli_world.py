@@ -59,7 +59,66 @@ def cmd_play(args) -> None:
     serve_play(env, name, args.port, args.seed)
 
 
+def cmd_env_speed(args) -> None:
+    import platform
+
+    import torch
+
+    from avid.env_speed import env_speed
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rows = env_speed(args.checkpoint, args.starts, args.num_envs, args.steps, args.repeats, args.chunk, args.precision)
+    print(f"{args.checkpoint}; {torch.get_num_threads()} torch thread(s), CPU {platform.processor() or platform.machine()} "
+          f"({torch.backends.cpu.get_cpu_capability()}); median of {args.repeats} steps")
+    print("| envs | DDIM steps | frames per env step | s per env step | env steps/s | frames/s |\n|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['num_envs']} | {r['steps']} | {r['frames_per_step']} | {r['seconds_per_step']} | "
+              f"{r['env_steps_per_s']} | {r['frames_per_s']} |")
+
+
+def cmd_rl(args) -> None:
+    import json
+
+    from avid.rl import PPOConfig, run_rl
+
+    if bool(args.checkpoint) == bool(args.real):
+        raise ValueError("give --checkpoint WORLD_MODEL (train in imagination) or --real (train in the real game)")
+    reward = args.reward_model or None
+    results = run_rl(args.out, None if args.real else args.checkpoint, args.starts, reward,
+                     PPOConfig(timesteps=args.timesteps, seed=args.seed), args.num_envs, args.horizon, args.steps,
+                     args.train_levels, args.eval_episodes, args.eval_levels)
+    print(json.dumps(results, indent=1))
+
+
 def add_world_model_commands(sub) -> None:
+    r = sub.add_parser("rl", help="PPO inside a world model (or the real game), judged in the real game on unseen levels")
+    r.add_argument("--checkpoint", default=None, help="the world model: a trained run or base model folder")
+    r.add_argument("--real", action="store_true", help="instead: train in the real game on --train-levels")
+    r.add_argument("--starts", default="procgen:coinrun:0-199", help="real first frames of imagined episodes")
+    r.add_argument("--reward-model", default="assets/outcome-coinrun", help="reward/termination model ('' none)")
+    r.add_argument("--timesteps", type=int, default=20000, help="PPO environment steps (all envs together)")
+    r.add_argument("--num-envs", type=int, default=8, help="parallel episodes")
+    r.add_argument("--horizon", type=int, default=200, help="imagined episodes are truncated after this many steps")
+    r.add_argument("--steps", type=int, default=4, help="DDIM steps per imagined frame")
+    r.add_argument("--train-levels", type=level_range, default="0:200", help="with --real: levels START:STOP")
+    r.add_argument("--eval-levels", type=level_range, default="100000:200000", help="unseen real levels START:STOP")
+    r.add_argument("--eval-episodes", type=int, default=500, help="real episodes for the agent and the random policy")
+    r.add_argument("--seed", type=int, default=0, help="PPO's seed and the evaluation games'")
+    r.add_argument("--out", required=True, help="folder for policy.zip and results.json")
+    r.set_defaults(fn=cmd_rl)
+
+    sp = sub.add_parser("env-speed", help="world-model env steps per second, batched, per number of denoising steps")
+    sp.add_argument("--checkpoint", required=True, help="a trained run folder, or a base model folder")
+    sp.add_argument("--starts", default="data/coinrun-val", help="real first frames (see avid play --starts)")
+    sp.add_argument("--num-envs", type=int_list, default=[1, 8, 32], help="comma-separated batch sizes")
+    sp.add_argument("--steps", type=int_list, default=[1, 2, 4, 8, 20], help="comma-separated DDIM step counts")
+    sp.add_argument("--repeats", type=int, default=5, help="timed env steps per setting (median)")
+    sp.add_argument("--chunk", action="store_true", help="step in chunks of the model's window")
+    sp.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
+    add_precision_option(sp, "auto")
+    sp.set_defaults(fn=cmd_env_speed)
+
     p = sub.add_parser("play", help="play a world model from a local web page (127.0.0.1): keys -> actions")
     p.add_argument("--checkpoint", required=True, help="a trained run folder, or a base model folder (the base alone)")
     p.add_argument("--starts", default="procgen:coinrun:10000-10999", help="real first frames: a dataset folder, "
