@@ -127,3 +127,11 @@ def test_real_procgen_starts_are_the_levels_first_frames():
 def test_an_unknown_option_of_the_vector_env_names_the_valid_ones(avid_method, tiny_store):
     with pytest.raises(ValueError, match=r"unknown key\(s\) \['stepz'\].*'steps'"):
         WorldModelVecEnv(avid_method, str(tiny_store.root), num_envs=2, stepz=3)
+
+
+def test_env_speed_measures_every_batch_size_and_denoising_step_count(avid_method, tiny_store):
+    from avid.env_speed import env_speed
+
+    rows = env_speed(avid_method, str(tiny_store.root), num_envs=[1, 2], steps=[1, 3], repeats=1)
+    assert [(r["steps"], r["num_envs"]) for r in rows] == [(1, 1), (1, 2), (3, 1), (3, 2)]
+    assert all(r["env_steps_per_s"] > 0 and r["frames_per_step"] == 1 for r in rows)
