@@ -86,19 +86,24 @@ def copy_last(first: torch.Tensor, real: torch.Tensor, reground_every: int | Non
     return out
 
 
-def curves(real: torch.Tensor, fake: torch.Tensor, lpips_net=None) -> dict[str, np.ndarray]:
-    """Per-step mean and standard error over trajectories: ``{metric: (L,), metric_se: (L,)}``."""
+def curves(real: torch.Tensor, fakes: dict[str, torch.Tensor], lpips_net=None) -> dict[str, dict[str, np.ndarray]]:
+    """Per method, per-step mean and standard error over trajectories: ``{metric: (L,), metric_se: (L,)}``
+    (the real frames go through LPIPS's network once for all methods)."""
     n, length = real.shape[0], real.shape[2]
-    per = {"psnr": psnr_per_frame(to01(real), to01(fake)), "ssim": ssim_per_frame(to01(real), to01(fake))}
+    per = {name: {"psnr": psnr_per_frame(to01(real), to01(f)), "ssim": ssim_per_frame(to01(real), to01(f))}
+           for name, f in fakes.items()}
     if lpips_net is not None:
-        from avid.metrics.lpips import lpips_per_frame
+        from avid.metrics.lpips import lpips_per_frame_many
 
-        per["lpips"] = lpips_per_frame(to01(real), to01(fake), lpips_net)
-    out = {}
-    for name, values in per.items():
-        v = values.view(n, length).numpy()
-        out[name] = v.mean(0)
-        out[f"{name}_se"] = v.std(0, ddof=1) / np.sqrt(n) if n > 1 else np.zeros(length)
+        for name, v in zip(fakes, lpips_per_frame_many(to01(real), [to01(f) for f in fakes.values()], lpips_net)):
+            per[name]["lpips"] = v
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for name, metrics in per.items():
+        out[name] = {}
+        for metric, values in metrics.items():
+            v = values.view(n, length).numpy()
+            out[name][metric] = v.mean(0)
+            out[name][f"{metric}_se"] = v.std(0, ddof=1) / np.sqrt(n) if n > 1 else np.zeros(length)
     return out
 
 
@@ -127,16 +132,16 @@ def measure_drift(models: dict[str, Method], spec: DriftSpec, out: str | Path, r
     shown: dict[str, torch.Tensor] = {}
     for every in regrounds:
         key = f"reground every {every}" if every else "no re-grounding"
-        results[key] = {}
+        fakes = {}
         for name, method in models.items():
             t0 = time.time()
-            fake = rollout_long(method, traj.first, traj.actions, cfg, chunk=chunk, real=traj.real,
-                                reground_every=every)
+            fakes[name] = rollout_long(method, traj.first, traj.actions, cfg, chunk=chunk, real=traj.real,
+                                       reground_every=every)
             seconds[f"{name}, {key}"] = time.time() - t0
-            results[key][name] = curves(real, fake, net)
             if not every:
-                shown[name] = fake
-        results[key][COPY_LAST] = curves(real, copy_last(quantise(traj.first), real, every), net)
+                shown[name] = fakes[name]
+        fakes[COPY_LAST] = copy_last(quantise(traj.first), real, every)
+        results[key] = curves(real, fakes, net)
     _write(out, spec, results, traj, cfg, chunk, seconds, real_seconds, lpips_note)
     write_video(out / "rollouts.gif", video_grid([real, *shown.values()], rows=4), fps=8)
     return results
