@@ -93,7 +93,7 @@ def cmd_rl(args) -> None:
 
 def add_world_model_commands(sub) -> None:
     r = sub.add_parser("rl", help="PPO inside a world model (or the real game), judged in the real game on unseen levels")
-    r.add_argument("--checkpoint", default=None, help="the world model: a trained run or base model folder")
+    r.add_argument("--checkpoint", default=None, help="the world model: a trained run or base model folder (default: none; --real trains in the real game)")
     r.add_argument("--real", action="store_true", help="instead: train in the real game on --train-levels")
     r.add_argument("--starts", default="procgen:coinrun:0-199", help="real first frames of imagined episodes")
     r.add_argument("--reward-model", default="assets/outcome-coinrun", help="reward/termination model ('' none)")
