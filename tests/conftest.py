@@ -22,7 +22,7 @@ TINY_UNET = dict(base_channels=8, channel_mults=[1, 2], patch_size=2, attn_from_
 SIZE, K, NUM_STEPS = 16, 2, 20
 
 
-def make_base(folder, param: str = "x0", schedule: str = "sigmoid", seed: int = 0):
+def make_base(folder, param: str = "x0", schedule: str = "sigmoid", seed: int = 0, size: int = SIZE):
     """A random-init base model saved as the project saves base models; returns its folder."""
     torch.manual_seed(seed)
     cfg = UNetConfig(in_channels=3 * (1 + K), out_channels=3, num_steps=NUM_STEPS, **TINY_UNET)
@@ -32,7 +32,7 @@ def make_base(folder, param: str = "x0", schedule: str = "sigmoid", seed: int = 
             p.normal_(0, 0.05)
     config = {"kind": BASE_KIND, "unet": cfg.to_dict(),
               "diffusion": {"num_steps": NUM_STEPS, "schedule": schedule, "param": param, "weighting": "eps"},
-              "channels": 3, "cond_frames": K, "frame_size": SIZE, "frames": 6, "step": 0}
+              "channels": 3, "cond_frames": K, "frame_size": size, "frames": 6, "step": 0}
     save_model(folder, {f"net.{k}": v for k, v in net.state_dict().items()}, config)
     return folder
 

@@ -23,7 +23,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("avid.rollout", "avid.envs"),
     ("avid.metrics",),
     ("avid.pipelines",),
-    ("avid.cli", "avid.cli_options"),
+    ("avid.cli", "avid.cli_options", "avid.cli_world"),
 ]
 
 

@@ -595,6 +595,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_codec_command(sub)
     _add_experiment_commands(sub)
     _add_serve_command(sub)
+    from avid.cli_world import add_world_model_commands  # drift (avid.cli_world)
+
+    add_world_model_commands(sub)
     return p
 
 

@@ -134,6 +134,66 @@ def rollout_level(game: str, level: int, steps: int, mode: str = "hard", seed: i
     return frames, actions.astype(np.int64), firsts
 
 
+NOOP = 4  # Procgen's button combination with no key pressed
+
+
+def play_level(game: str, level: int, actions: np.ndarray, mode: str = "hard", seed: int = 0):
+    """Play ``actions`` ``(L,)`` on exactly one level from its start, recording what the game gives.
+
+    Returns frames ``(L + 1, 64, 64, 3)`` uint8 (frame 0 before any action; frame ``j + 1`` after
+    action ``j``), rewards ``(L,)`` float32 (reward of action ``j``) and ends ``(L,)`` bool (action
+    ``j`` ended the episode: frame ``j + 1`` then starts a new one, as Procgen resets on its own and
+    never shows an episode's last frame)."""
+    actions = np.asarray(actions, np.int32).reshape(-1)
+    env = _make_env(game, 1, level, 1, mode, seed)
+    frames = np.empty((len(actions) + 1, 64, 64, 3), np.uint8)
+    rewards, ends = np.zeros(len(actions), np.float32), np.zeros(len(actions), bool)
+    frames[0] = env.observe()[1]["rgb"][0]
+    for j, a in enumerate(actions):
+        env.act(np.array([a], np.int32))
+        rew, obs, first = env.observe()
+        frames[j + 1], rewards[j], ends[j] = obs["rgb"][0], rew[0], first[0]
+    return frames, rewards, ends
+
+
+def collect_outcomes(game: str, start_level: int, num_levels: int, steps: int, cond_frames: int = 2,
+                     keep_negatives: float = 0.02, num_envs: int = 64, timeout: int = 1000, seed: int = 0,
+                     progress: bool = True) -> dict[str, np.ndarray]:
+    """What each random action led to, for reward and termination models: ``steps`` steps of
+    ``num_envs`` games. Every step that ended an episode or gave a reward is kept; other steps are
+    kept with probability ``keep_negatives`` and weighted by its inverse, so weighted counts are
+    the game's own rates. Episodes cut at ``timeout`` steps are truncated, not ended: those steps
+    are left out.
+
+    Returns ``context`` ``(M, k, 64, 64, 3)`` uint8 (the last ``k`` frames before the action, the
+    episode's first frame repeated at its start), ``actions`` ``(M,)``, ``reward`` ``(M,)``,
+    ``end`` ``(M,)`` bool and ``weight`` ``(M,)``."""
+    env = _make_env(game, num_envs, start_level, num_levels, "hard", seed)
+    rng = np.random.default_rng(seed)
+    history = np.repeat(env.observe()[1]["rgb"][:, None], cond_frames, axis=1)
+    length = np.zeros(num_envs, np.int64)
+    out: dict[str, list] = {k: [] for k in ("context", "actions", "reward", "end", "weight")}
+    for _ in tqdm(range(steps), desc=f"{game} outcomes", disable=not progress):
+        acts = rng.integers(0, NUM_ACTIONS, num_envs)
+        env.act(acts.astype(np.int32))
+        rew, obs, first = env.observe()
+        length += 1
+        event = (first & (length < timeout)) | (rew > 0)
+        keep = event | (~first & (rng.random(num_envs) < keep_negatives))
+        for e in np.flatnonzero(keep):
+            out["context"].append(history[e].copy())
+            out["actions"].append(acts[e])
+            out["reward"].append(rew[e])
+            out["end"].append(bool(event[e]) and bool(first[e]))
+            out["weight"].append(1.0 if event[e] else 1.0 / keep_negatives)
+        history = np.concatenate([history[:, 1:], obs["rgb"][:, None]], axis=1)
+        history[first] = np.repeat(obs["rgb"][first][:, None], cond_frames, axis=1)
+        length[first] = 0
+    return {"context": np.stack(out["context"]), "actions": np.asarray(out["actions"], np.int64),
+            "reward": np.asarray(out["reward"], np.float32), "end": np.asarray(out["end"], bool),
+            "weight": np.asarray(out["weight"], np.float32)}
+
+
 def random_trajectories(game: str, n: int, length: int, start_level: int, num_levels: int,
                         mode: str = "hard", seed: int = 0, num_envs: int = 64, progress: bool = True):
     """``n`` trajectories of ``length`` frames from levels drawn uniformly in the range, each after

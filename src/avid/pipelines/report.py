@@ -185,3 +185,24 @@ def plot_scaling(path: str | Path, points: list[dict], lines: dict[str, dict], m
     if title:
         fig.suptitle(title, fontsize=9)
     return _save(fig, path)
+
+
+def plot_curves(path: str | Path, panels: dict[str, dict[str, dict[str, np.ndarray]]], metrics: list[str],
+                x_label: str = "steps after the real start frames") -> Path:
+    """Metrics against the step: one column per panel (e.g. a re-grounding interval), one row per
+    metric, one line per method. ``panels``: panel -> method -> metric -> values ``(L,)``."""
+    fig, grid = plt.subplots(len(metrics), len(panels), figsize=(4.5 * len(panels), 2.8 * len(metrics)),
+                             squeeze=False, sharex=True)
+    for col, (panel, methods) in enumerate(panels.items()):
+        for row, metric in enumerate(metrics):
+            ax = grid[row][col]
+            for name, values in methods.items():
+                ax.plot(np.arange(1, len(values[metric]) + 1), values[metric], label=name, linewidth=1.2)
+            ax.set_ylabel(metric.upper())
+            ax.grid(alpha=0.3)
+            if row == 0:
+                ax.set_title(panel, fontsize=9)
+            if row == len(metrics) - 1:
+                ax.set_xlabel(x_label, fontsize=8)
+    grid[0][0].legend(fontsize=7)
+    return _save(fig, path)

@@ -6,7 +6,7 @@ comparisons between methods differ only by the method.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 
 from avid import tiny
 from avid.config import SampleConfig
+from avid.data import to_uint8, to_video
 from avid.diffusion import sample, sampler_timesteps
 from avid.methods import Method
 from avid.precision import resolve_precision
@@ -97,16 +98,40 @@ def sample_videos(method: Method, first: torch.Tensor, actions: torch.Tensor, cf
     return Rollout(torch.cat(videos), mask, per_step)
 
 
+def quantise(video: torch.Tensor) -> torch.Tensor:
+    """A video ``(..., C, T, H, W)`` in [-1, 1] as 8-bit frames give it back (what real frames are)."""
+    return to_video(to_uint8(video))
+
+
 @torch.no_grad()
 def rollout_long(method: Method, first: torch.Tensor, actions: torch.Tensor, cfg: SampleConfig | None = None,
-                 chunk: int = 8, progress: bool = False) -> torch.Tensor:
-    """Autoregressive rollout beyond the training length: generate ``chunk`` frames at a time and
-    condition the next chunk on the last ``k`` generated frames. Returns ``(N, C, L, H, W)`` for
-    ``L = actions.shape[1]``."""
-    k = first.shape[2]
-    out, cur = [], first
-    for s in range(0, actions.shape[1], chunk):
-        part = sample_videos(method, cur, actions[:, s:s + chunk], cfg, progress=progress).videos
-        out.append(part)
-        cur = torch.cat([cur, part], dim=2)[:, :, -k:]
+                 chunk: int = 8, real: torch.Tensor | None = None, reground_every: int | None = None,
+                 progress: bool = False) -> torch.Tensor:
+    """Autoregressive rollout beyond the training window: generate ``chunk`` frames per call (1:
+    the conditioning window slides frame by frame) from the last ``k`` frames, quantised to 8 bits
+    as real frames are; every call draws its own noise. With the real frames ``real`` ``(N, C, L, H, W)``
+    (frame ``j`` follows action ``j``) and ``reground_every`` K, the conditioning frames are reset to
+    the real ones after every K generated frames, so generation only ever bridges K steps.
+
+    first: ``(N, C, k, H, W)`` in [-1, 1]; actions: ``(N, L)``. Returns ``(N, C, L, H, W)``."""
+    cfg = cfg or SampleConfig()
+    if chunk < 1 or (reground_every is not None and reground_every < 1):
+        raise ValueError(f"chunk and reground_every must be at least 1 (reground_every None: never), got {chunk}, "
+                         f"{reground_every}")
+    if reground_every and (real is None or real.shape[2] < actions.shape[1]):
+        raise ValueError(f"re-grounding every {reground_every} frames needs the real frames after each of the "
+                         f"{actions.shape[1]} actions")
+    k, length = first.shape[2], actions.shape[1]
+    history, out, s = quantise(first), [], 0
+    truth = torch.cat([history, quantise(real)], dim=2) if reground_every else None  # real frame j at k + j
+    while s < length:
+        n = min(chunk, length - s, reground_every - s % reground_every if reground_every else chunk)
+        part = sample_videos(method, history[:, :, -k:], actions[:, s:s + n],
+                             replace(cfg, seed=cfg.seed * 1_000_003 + s), progress=progress).videos
+        out.append(quantise(part))
+        s += n
+        if reground_every and s % reground_every == 0:
+            history = truth[:, :, s:s + k]  # the k real frames before the next action
+        else:
+            history = torch.cat([history, out[-1]], dim=2)[:, :, -k:]
     return torch.cat(out, dim=2)

@@ -1,0 +1,166 @@
+"""The ``avid`` commands of the world model used as an environment: ``drift`` (long rollouts
+against the real game), ``outcome train`` (reward and termination models), ``play`` (a web page). ``cli.py`` adds them with ``add_world_model_commands``."""
+
+from __future__ import annotations
+
+from avid.cli_options import Renamed, add_precision_option, add_sampler_options, int_list, level_range
+
+
+def cmd_drift(args) -> None:
+    from pathlib import Path
+
+    from avid.config import SampleConfig
+    from avid.pipelines.drift import DriftSpec, measure_drift
+    from avid.train import load_method
+
+    models = {"base": load_method(args.base, args.precision)[0]} if args.base else {}
+    for folder in args.checkpoint:
+        models[Path(folder).name] = load_method(folder, args.precision)[0]
+    if not models:
+        raise ValueError("give at least one model: --checkpoint RUN and/or --base BASE_FOLDER")
+    if any(k < 0 for k in args.reground):
+        raise ValueError(f"--reground takes intervals >= 1, or 0 for none, got {args.reground}")
+    spec = DriftSpec(args.game, args.levels[0], args.levels[1], args.trajectories, args.horizon, args.seed)
+    cfg = SampleConfig(sampler=args.sampler, steps=args.ddim_steps, eta=args.eta, batch_size=args.batch_size,
+                       seed=args.seed, precision=args.precision)
+    measure_drift(models, spec, args.out, [k or None for k in args.reground], cfg, args.chunk, not args.no_lpips)
+    print((Path(args.out) / "summary.md").read_text())
+    print(f"drift.csv, drift.png, rollouts.gif in {Path(args.out).resolve()}")
+
+
+def cmd_outcome_train(args) -> None:
+    import json
+    import sys
+
+    from avid.pipelines.outcome_train import OutcomeSpec, make_outcome_model
+
+    spec = OutcomeSpec(game=args.game, train_steps=args.train_steps, seed=args.seed)
+    info = make_outcome_model(spec, args.data, args.out, command="avid " + " ".join(sys.argv[1:]))
+    print(json.dumps(info["scores"], indent=1))
+    print(f"reward/termination model -> {args.out} (use it with WorldModelEnv(reward_model=...))")
+
+
+def cmd_play(args) -> None:
+    from pathlib import Path
+
+    from avid.checkpoint import resolve
+    from avid.config import SampleConfig
+    from avid.envs import WorldModelEnv
+    from avid.pipelines.play import serve_play
+
+    reward = args.reward_model if args.reward_model and (resolve(args.reward_model) / "config.yaml").exists() else None
+    if args.reward_model and reward is None:
+        raise ValueError(f"no reward/termination model at {args.reward_model} (make one with `avid outcome train`, "
+                         "or pass --reward-model '' for none)")
+    env = WorldModelEnv(args.checkpoint, args.starts, reward_model=reward, sampler=args.sampler, steps=args.ddim_steps,
+                        precision=args.precision)
+    sampler = SampleConfig(sampler=args.sampler, steps=args.ddim_steps).describe()
+    name = f"{Path(args.checkpoint).name} ({env.method.name}, {sampler}{', reward model' if reward else ''})"
+    serve_play(env, name, args.port, args.seed)
+
+
+def cmd_env_speed(args) -> None:
+    import platform
+
+    import torch
+
+    from avid.pipelines.env_speed import env_speed
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rows = env_speed(args.checkpoint, args.starts, args.num_envs, args.ddim_steps, args.repeats, args.chunk, args.precision)
+    print(f"{args.checkpoint}; {torch.get_num_threads()} torch thread(s), CPU {platform.processor() or platform.machine()} "
+          f"({torch.backends.cpu.get_cpu_capability()}); median of {args.repeats} steps")
+    print("| envs | DDIM steps | frames per env step | s per env step | env steps/s | frames/s |\n|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['num_envs']} | {r['steps']} | {r['frames_per_step']} | {r['seconds_per_step']} | "
+              f"{r['env_steps_per_s']} | {r['frames_per_s']} |")
+
+
+def cmd_rl(args) -> None:
+    import json
+
+    from avid.pipelines.rl import PPOConfig, run_rl
+
+    if bool(args.checkpoint) == bool(args.real):
+        raise ValueError("give --checkpoint WORLD_MODEL (train in imagination) or --real (train in the real game)")
+    reward = args.reward_model or None
+    results = run_rl(args.out, None if args.real else args.checkpoint, args.starts, reward,
+                     PPOConfig(timesteps=args.timesteps, seed=args.seed), args.num_envs, args.horizon, args.ddim_steps,
+                     args.train_levels, args.eval_episodes, args.eval_levels)
+    print(json.dumps(results, indent=1))
+
+
+def add_world_model_commands(sub) -> None:
+    r = sub.add_parser("rl", help="PPO inside a world model (or the real game), judged in the real game on unseen levels")
+    r.add_argument("--checkpoint", default=None, help="the world model: a trained run or base model folder (default: none; --real trains in the real game)")
+    r.add_argument("--real", action="store_true", help="instead: train in the real game on --train-levels")
+    r.add_argument("--starts", default="procgen:coinrun:0-199", help="real first frames of imagined episodes")
+    r.add_argument("--reward-model", default="assets/outcome-coinrun", help="reward/termination model ('' none)")
+    r.add_argument("--timesteps", type=int, default=20000, help="PPO environment steps (all envs together)")
+    r.add_argument("--num-envs", type=int, default=8, help="parallel episodes")
+    r.add_argument("--horizon", type=int, default=200, help="imagined episodes are truncated after this many steps")
+    r.add_argument("--steps", action=Renamed, new="--ddim-steps (DDIM sampling steps)")
+    r.add_argument("--ddim-steps", type=int, default=4, help="DDIM steps per imagined frame")
+    r.add_argument("--train-levels", type=level_range, default="0:200", help="with --real: levels START:STOP")
+    r.add_argument("--eval-levels", type=level_range, default="100000:200000", help="unseen real levels START:STOP")
+    r.add_argument("--eval-episodes", type=int, default=500, help="real episodes for the agent and the random policy")
+    r.add_argument("--seed", type=int, default=0, help="PPO's seed and the evaluation games'")
+    r.add_argument("--out", required=True, help="folder for policy.zip and results.json")
+    r.set_defaults(fn=cmd_rl)
+
+    sp = sub.add_parser("env-speed", help="world-model env steps per second, batched, per number of denoising steps")
+    sp.add_argument("--checkpoint", required=True, help="a trained run folder, or a base model folder")
+    sp.add_argument("--starts", default="data/coinrun-val", help="real first frames (see avid play --starts)")
+    sp.add_argument("--num-envs", type=int_list, default=[1, 8, 32], help="comma-separated batch sizes")
+    sp.add_argument("--steps", action=Renamed, new="--ddim-steps (DDIM sampling steps)")
+    sp.add_argument("--ddim-steps", type=int_list, default=[1, 2, 4, 8, 20], help="comma-separated DDIM step counts")
+    sp.add_argument("--repeats", type=int, default=5, help="timed env steps per setting (median)")
+    sp.add_argument("--chunk", action="store_true", help="step in chunks of the model's window")
+    sp.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
+    add_precision_option(sp, "auto")
+    sp.set_defaults(fn=cmd_env_speed)
+
+    p = sub.add_parser("play", help="play a world model from a local web page (127.0.0.1): keys -> actions")
+    p.add_argument("--checkpoint", required=True, help="a trained run folder, or a base model folder (the base alone)")
+    p.add_argument("--starts", default="procgen:coinrun:10000-10999", help="real first frames: a dataset folder, "
+                   "procgen:GAME or procgen:GAME:START-STOP (levels)")
+    p.add_argument("--reward-model", default="assets/outcome-coinrun", help="reward/termination model folder "
+                   "('' for none: reward 0, episodes never end)")
+    p.add_argument("--sampler", choices=["ddpm", "ddim"], default="ddim", help="see avid sample")
+    p.add_argument("--steps", action=Renamed, new="--ddim-steps (DDIM sampling steps)")
+    p.add_argument("--ddim-steps", type=int, default=4, help="DDIM steps per frame")
+    p.add_argument("--port", type=int, default=8765, help="port on 127.0.0.1")
+    p.add_argument("--seed", type=int, default=0, help="seed of the first episode's start and noise")
+    add_precision_option(p, "auto")
+    p.set_defaults(fn=cmd_play)
+
+    o = sub.add_parser("outcome", help="reward and termination models of a game, trained on real frames")
+    osub = o.add_subparsers(dest="outcome_cmd", required=True)
+    ot = osub.add_parser("train", help="collect real steps (train/val/test levels), train, state held-out "
+                         "precision and recall")
+    ot.add_argument("--game", default="coinrun", help="the Procgen game")
+    ot.add_argument("--data", default="data/outcomes-coinrun", help="where the collected steps go (reused)")
+    ot.add_argument("--out", default="assets/outcome-coinrun", help="the model folder to write")
+    ot.add_argument("--train-steps", type=int, default=2000, help="optimiser steps (batch 64, half events)")
+    ot.add_argument("--seed", type=int, default=0, help="initialisation and batch order")
+    ot.set_defaults(fn=cmd_outcome_train)
+
+    d = sub.add_parser("drift", help="long rollouts of world models against the real game under the same actions: "
+                       "PSNR/SSIM/LPIPS against the horizon, with and without re-grounding")
+    d.add_argument("--checkpoint", nargs="*", default=[], help="trained run folders (default: none)")
+    d.add_argument("--base", default="assets/base-procgen", help="also the base model alone ('' for none)")
+    d.add_argument("--game", default="coinrun", help="the Procgen game")
+    d.add_argument("--levels", type=level_range, default="10000:11000", help="levels START:STOP the starts are "
+                   "drawn from (STOP excluded)")
+    d.add_argument("--trajectories", type=int, default=8, help="real rollouts (each from its own level draw)")
+    d.add_argument("--horizon", type=int, default=100, help="steps after the conditioning frames")
+    d.add_argument("--reground", type=int_list, default=[0], help="comma-separated intervals K: the conditioning "
+                   "frames are reset to the real ones every K steps (0: never), e.g. 0,8,32")
+    d.add_argument("--chunk", type=int, default=1, help="frames generated per model call (1: the conditioning "
+                   "window slides frame by frame, as the env steps; the model's window, e.g. 8: fewer calls)")
+    d.add_argument("--no-lpips", action="store_true", help="skip LPIPS (the slowest metric)")
+    add_sampler_options(d, batch_size=32)
+    add_precision_option(d, "auto")
+    d.add_argument("--out", default="reports/drift", help="report folder")
+    d.set_defaults(fn=cmd_drift)
