@@ -51,6 +51,8 @@ class EvalResult:
 
 
 def load_eval_batch(eval_dir: str | Path, frames: int, cond_frames: int, limit: int | None = None) -> Batch:
+    if tiny.active():  # AVID_TINY=1: smoke-test size
+        limit = min(limit or tiny.EVAL_TRAJECTORIES, tiny.EVAL_TRAJECTORIES)
     ds = WindowDataset(eval_dir, frames, cond_frames, stride=frames, limit=limit)
     return collate([ds[j] for j in range(len(ds))])
 
