@@ -36,6 +36,21 @@ def _median_time(fn, warmup: int, repeats: int) -> float:
     return sorted(ts)[len(ts) // 2]
 
 
+def train_step(method, batch: Batch, prec, lr: float):
+    """One optimiser step of ``method`` on ``batch`` (forward and loss under ``prec``, backward, AdamW
+    at ``lr``), as a function to time: what `avid bench` reports and the quickstart plans from."""
+    opt = torch.optim.AdamW([p for p in method.parameters() if p.requires_grad], lr=lr)
+
+    def step() -> None:
+        with prec.autocast():
+            loss, _ = method.loss(batch)
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+
+    return step
+
+
 def bench_precisions(requested: str | None) -> list[str]:
     """What to measure: the requested precision alone, or fp32 and (where native) bf16."""
     if requested and requested != "auto":
@@ -58,16 +73,7 @@ def bench(cfg: RunConfig, precision: str = "fp32", warmup: int = 2, repeats: int
               "frame_size": frame_size, "threads": torch.get_num_threads(),
               "trainable_parameters": count_parameters(method)}
     if method.trainable:
-        opt = torch.optim.AdamW([p for p in method.parameters() if p.requires_grad], lr=1e-4)
-
-        def step():
-            with prec.autocast():
-                loss, _ = method.loss(batch)
-            loss.backward()
-            opt.step()
-            opt.zero_grad()
-
-        result["train_step_s"] = _median_time(step, warmup, repeats)
+        result["train_step_s"] = _median_time(train_step(method, batch, prec, lr=1e-4), warmup, repeats)
         result["train_videos_per_s"] = b / result["train_step_s"]
     x = torch.randn_like(batch.x0)
     i = torch.full((b,), ctx.diffusion.num_steps // 2)

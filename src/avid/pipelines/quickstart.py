@@ -30,6 +30,7 @@ from avid.config import RunConfig, load_run_config
 from avid.data import Batch, EpisodeStore, WindowDataset, collate
 from avid.data.procgen import PRESETS, generate
 from avid.data.storage import atomic_write_text
+from avid.pipelines.bench import train_step
 from avid.pipelines.evaluate import action_error_ratio, evaluate, load_eval_batch, perceptual
 from avid.methods import build_method
 from avid.metrics.action_classifier import SHIPPED_CLASSIFIER
@@ -116,15 +117,6 @@ def plan_steps(cfg: RunConfig, train_dir: Path, opt: QuickstartOptions, seconds_
     method = build_method(cfg.method.name, ctx, cfg.method.options)
     data = WindowDataset(store, cfg.data.frames, cfg.data.cond_frames)
     batch = collate([data[j] for j in range(cfg.train.batch_size)])
-    opt_ = torch.optim.AdamW([p for p in method.parameters() if p.requires_grad], lr=0.0)
-
-    def train_step() -> None:
-        with precision.autocast():
-            loss, _ = method.loss(batch)
-        loss.backward()
-        opt_.step()
-        opt_.zero_grad()
-
     base = build_method("base", ctx)
     s = cfg.sample
     bs = min(s.batch_size, opt.eval_size)
@@ -138,7 +130,7 @@ def plan_steps(cfg: RunConfig, train_dir: Path, opt: QuickstartOptions, seconds_
             method.predict(x, i, first, actions)
             base.predict(x, i, first, actions)
 
-    train_s, sample_s = _seconds(train_step), _seconds(sample_step, 1)
+    train_s, sample_s = _seconds(train_step(method, batch, precision, lr=0.0)), _seconds(sample_step, 1)
     metric_s = metric_seconds(batch, list(metrics)) if metrics else 0.0
     denoising_steps = s.steps if s.sampler == "ddim" and s.steps else ctx.diffusion.num_steps
     rows = 3  # base, AVID and copy-last-frame are scored
