@@ -32,12 +32,14 @@ def cmd_outcome_train(args) -> None:
     import json
     import sys
 
-    from avid.pipelines.outcome_train import OutcomeSpec, make_outcome_model
+    from avid.pipelines.outcome_train import make_outcome_model, outcome_run_config
 
-    spec = OutcomeSpec(game=args.game, train_steps=args.train_steps, seed=args.seed)
-    info = make_outcome_model(spec, args.data, args.out, command="avid " + " ".join(sys.argv[1:]))
+    cfg = outcome_run_config(args.config, args.set, {
+        "game": args.game, "data": args.data, "run": args.run, "out": args.out, "train.max_steps": args.train_steps,
+        "train.seed": args.seed, "train.threads": args.threads, "train.precision": args.precision})
+    info = make_outcome_model(cfg, command="avid " + " ".join(sys.argv[1:]))
     print(json.dumps(info["scores"], indent=1))
-    print(f"reward/termination model -> {args.out} (use it with WorldModelEnv(reward_model=...))")
+    print(f"reward/termination model -> {cfg.out} (use it with WorldModelEnv(reward_model=...))")
 
 
 def cmd_play(args) -> None:
@@ -139,11 +141,19 @@ def add_world_model_commands(sub) -> None:
     osub = o.add_subparsers(dest="outcome_cmd", required=True)
     ot = osub.add_parser("train", help="collect real steps (train/val/test levels), train, state held-out "
                          "precision and recall")
-    ot.add_argument("--game", default="coinrun", help="the Procgen game")
-    ot.add_argument("--data", default="data/outcomes-coinrun", help="where the collected steps go (reused)")
-    ot.add_argument("--out", default="assets/outcome-coinrun", help="the model folder to write")
-    ot.add_argument("--train-steps", type=int, default=2000, help="optimiser steps (batch 64, half events)")
-    ot.add_argument("--seed", type=int, default=0, help="initialisation and batch order")
+    ot.add_argument("--config", default=None, help="outcome YAML (keys of avid.pipelines.outcome_train."
+                    "OutcomeRunConfig; default: its defaults)")
+    ot.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="override config values, e.g. train.lr=3e-4 val_split.levels=200")
+    ot.add_argument("--game", default=None, help="the Procgen game (default coinrun)")
+    ot.add_argument("--data", default=None, help="where the collected steps go, reused (default data/outcomes-coinrun)")
+    ot.add_argument("--run", default=None, help="the training run's folder; rerunning resumes it "
+                    "(default runs/outcome-coinrun)")
+    ot.add_argument("--out", default=None, help="the model folder to write (default assets/outcome-coinrun)")
+    ot.add_argument("--train-steps", type=int, default=None, help="optimiser steps (default 2000, batch 64, half events)")
+    ot.add_argument("--seed", type=int, default=None, help="initialisation and batch order (default 0)")
+    ot.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
+    add_precision_option(ot)
     ot.set_defaults(fn=cmd_outcome_train)
 
     d = sub.add_parser("drift", help="long rollouts of world models against the real game under the same actions: "

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.utils.data import Dataset
 
 from avid.checkpoint import load_config, load_weights, resolve, save_model
 from avid.nn import count_parameters
@@ -37,7 +38,10 @@ class OutcomeConfig:
 
 
 class OutcomeNet(nn.Module):
-    """(context ``(B, k, H, W, 3)`` uint8, actions ``(B,)``) -> logits ``(B, 2)``: reward, end."""
+    """(context ``(B, k, H, W, 3)`` uint8, actions ``(B,)``) -> logits ``(B, 2)``: reward, end.
+    Trained by the project's harness on ``BalancedSteps`` with ``loss`` (binary cross-entropy, both heads)."""
+
+    name = "outcome model"
 
     def __init__(self, cfg: OutcomeConfig) -> None:
         super().__init__()
@@ -57,6 +61,10 @@ class OutcomeNet(nn.Module):
                              f"got {tuple(context.shape)}")
         x = context.float().div(127.5).sub(1).permute(0, 1, 4, 2, 3).flatten(1, 2)  # (B, 3k, H, W)
         return self.head(torch.cat([self.convs(x).flatten(1), self.action(actions.long())], dim=1))
+
+    def loss(self, batch: "OutcomeBatch") -> tuple[torch.Tensor, dict[str, float]]:
+        loss = F.binary_cross_entropy_with_logits(self(batch.context, batch.actions).float(), batch.labels)
+        return loss, {"loss": float(loss.detach())}
 
 
 class OutcomeModel:
@@ -88,26 +96,44 @@ def labels(data: dict[str, np.ndarray]) -> np.ndarray:
     return np.stack([data["reward"] > 0, data["end"]], axis=1)
 
 
-def train_outcome(train: dict[str, np.ndarray], cfg: OutcomeConfig, steps: int = 2000, batch_size: int = 64,
-                  lr: float = 1e-3, seed: int = 0) -> OutcomeNet:
-    """Binary cross-entropy on both heads; each batch half events, half other steps (uniformly)."""
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    net = OutcomeNet(cfg)
-    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
-    y = torch.as_tensor(labels(train), dtype=torch.float32)
-    events, others = np.flatnonzero(y.any(1).numpy()), np.flatnonzero(~y.any(1).numpy())
-    if len(events) == 0 or len(others) == 0:
-        raise ValueError(f"need both events and other steps to train on, got {len(events)} and {len(others)}")
-    ctx, acts = torch.as_tensor(train["context"]), torch.as_tensor(train["actions"])
-    net.train()
-    for _ in range(steps):
-        idx = np.concatenate([rng.choice(events, batch_size // 2), rng.choice(others, batch_size - batch_size // 2)])
-        loss = F.binary_cross_entropy_with_logits(net(ctx[idx], acts[idx]), y[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return net.eval()
+@dataclass
+class OutcomeBatch:
+    """Steps of the game: context ``(B, k, H, W, 3)`` uint8, actions ``(B,)``, labels ``(B, 2)`` float."""
+
+    context: torch.Tensor
+    actions: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.actions)
+
+
+class BalancedSteps(Dataset):
+    """Collected steps as training items, events and other steps alternating: even indices walk
+    the events, odd ones the other steps (each list cycled to the longer one's length), so a
+    shuffled batch is half events in expectation however rare the game makes them."""
+
+    def __init__(self, data: dict[str, np.ndarray]) -> None:
+        y = labels(data)
+        self.events, self.others = np.flatnonzero(y.any(1)), np.flatnonzero(~y.any(1))
+        if len(self.events) == 0 or len(self.others) == 0:
+            raise ValueError(f"need both events and other steps to train on, got {len(self.events)} and "
+                             f"{len(self.others)}")
+        self.context, self.actions = torch.as_tensor(data["context"]), torch.as_tensor(data["actions"]).long()
+        self.y = torch.as_tensor(y, dtype=torch.float32)
+        self.half = max(len(self.events), len(self.others))
+
+    def __len__(self) -> int:
+        return 2 * self.half
+
+    def __getitem__(self, j: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        pool = self.others if j % 2 else self.events
+        k = int(pool[(j // 2) % len(pool)])
+        return self.context[k], self.actions[k], self.y[k]
+
+
+def collate_steps(items: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> OutcomeBatch:
+    return OutcomeBatch(*(torch.stack(parts) for parts in zip(*items)))
 
 
 def precision_recall(prob: np.ndarray, label: np.ndarray, weight: np.ndarray, threshold: float) -> dict[str, float]:

@@ -88,18 +88,19 @@ class Export(Callback):
 
 def fit_run(model: nn.Module, data: Dataset, t: TrainConfig, out: Path, run: dict[str, Any], write: WriteModel,
             what: str, precision: Precision, callbacks: tuple[Callback, ...] = (),
-            transform: Callable[[Batch], Batch] | None = None) -> int:
+            transform: Callable[[Batch], Batch] | None = None, collate_fn: Callable = collate) -> int:
     """Fit ``model`` (``model.loss(batch) -> (loss, logs)``; ``what`` names it in the log and the progress
     bar) on ``data`` with ``t`` into ``out``, recording ``run`` (the resolved config) as ``run.yaml``;
     resumes from ``out/checkpoints/last.ckpt``. ``transform``: applied to every batch before the loss
-    (a latent run's encoding, ``avid.train.run.latent_transform``). Returns the step reached."""
+    (a latent run's encoding, ``avid.train.run.latent_transform``); ``collate_fn``: how items become a
+    batch (default: the videos' ``Batch``). Returns the step reached."""
     module = MethodModule(model, lr=t.lr, weight_decay=t.weight_decay, lr_schedule=t.lr_schedule,
                           warmup_steps=t.warmup_steps, max_steps=t.max_steps, min_lr_ratio=t.min_lr_ratio,
                           transform=transform)
     if rank_zero_only.rank == 0:  # further ranks of a multi-device run write nothing
         atomic_write_text(out / "run.yaml", yaml.safe_dump(run, sort_keys=False))
     log.info("%s: %.2fM trainable parameters, %d training windows", what, count_parameters(model) / 1e6, len(data))
-    loader = training_loader(data, t.batch_size, t.num_workers, t.seed, collate)
+    loader = training_loader(data, t.batch_size, t.num_workers, t.seed, collate_fn)
     last = out / "checkpoints" / "last.ckpt"
     segment = f"version_{len(list((out / 'logs').glob('version_*')))}"
     save_last = SaveLast(last)
