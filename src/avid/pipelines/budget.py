@@ -5,13 +5,14 @@ config at a size preset's size, training that records its wall and CPU time besi
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
 from typing import Any
 
 from avid.checkpoint import load_config
-from avid.config import RunConfig, run_config_from_dict, set_dotted
+from avid.config import RunConfig, load
 from avid.data.storage import atomic_write_text
 from avid.methods.sizes import SizePreset
 from avid.train import train, with_method_defaults
@@ -27,15 +28,12 @@ def _dotted(d: dict[str, Any], prefix: str = ""):
 def sized_run_config(template: RunConfig, method: str, preset: SizePreset, train_dir: Path, out: Path, name: str,
                      settings: dict[str, Any] | None = None, **train_values: Any) -> RunConfig:
     """``template`` training ``method`` at the preset's size on ``train_dir`` into ``out``, with
-    ``train_values`` in its ``train`` section, then the dotted ``settings`` (e.g. ``{"train.lr": 2e-5}``)."""
-    d = template.to_dict()
-    d.update(name=name, out=str(out))
-    d["data"]["train"] = str(train_dir)
-    d["method"] = {"name": method, "options": preset.options(method)}
-    d["train"].update(train_values)
-    for key, value in _dotted(settings or {}):
-        set_dotted(d, key, value)
-    return with_method_defaults(run_config_from_dict(d))
+    ``train_values`` in its ``train`` section (None included: ``max_minutes=None`` lifts a cap), then
+    the dotted ``settings`` (e.g. ``{"train.lr": 2e-5}``), merged by the one rule (``avid.config.load``)."""
+    start = dataclasses.replace(template, train=dataclasses.replace(template.train, **train_values))
+    values = {"name": name, "out": str(out), "data.train": str(train_dir),
+              "method": {"name": method, "options": preset.options(method)}, **dict(_dotted(settings or {}))}
+    return with_method_defaults(load(RunConfig, values=values, start=start, what="run config"))
 
 
 def trained_step(folder: Path) -> int | None:
