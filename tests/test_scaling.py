@@ -97,3 +97,14 @@ def test_the_cpu_config_and_the_command_line(monkeypatch):
     main(["experiment", "scaling", "--ladder", "10,20", "--val-size", "8", "--threads", "1", "run.sample.steps=5"])
     assert (seen["cfg"].ladder, seen["cfg"].val_size, seen["cfg"].run.sample.steps) == ([10, 20], 8, 5)
     assert seen["command"] == "avid experiment scaling --ladder 10,20 --val-size 8 --threads 1 run.sample.steps=5"
+
+
+def test_a_report_begun_before_an_option_existed_still_accepts_its_rungs():
+    from avid.pipelines.scaling import _differences
+
+    old = {"run": {"train": {"lr": 5e-4}, "method": {"options": {"mults": [1, 2]}}}}
+    assert _differences(old, {"run": {"train": {"lr": 5e-4, "compile": False}, "codec": None,
+                                      "method": {"options": {"mults": [1, 2]}}}}) == []
+    assert _differences(old, {"run": {"train": {"lr": 1e-3}, "method": {"options": {"mults": [1, 2]}}}}) == \
+        ["run.train.lr: 0.0005 -> 0.001"]
+    assert _differences(old, {"run": {"train": {"lr": 5e-4, "compile": True}, "method": {"options": {"mults": [1, 2]}}}})

@@ -136,18 +136,29 @@ def _setup(cfg: ScalingConfig, train: Split, val: Split) -> dict[str, Any]:
     """What makes two rungs comparable: the run (but its step budget), the data and the measurements."""
     run = rung_config(cfg, train, 1).to_dict()  # any budget: it is left out below
     run["train"].pop("max_steps")
-    for key in ("threads", "progress", "log_every", "ckpt_every"):
+    for key in ("threads", "progress", "log_every", "ckpt_every", "compile", "channels_last"):  # how it runs
         run["train"].pop(key)
-    return {"run": run, "train": train.describe(), "validation": val.describe(cfg.val_size),
-            "loss_windows": cfg.loss_windows}
+    setup = {"run": run, "train": train.describe(), "validation": val.describe(cfg.val_size),
+             "loss_windows": cfg.loss_windows}
+    return json.loads(json.dumps(setup))  # as the report's scaling.json holds it (lists, not tuples)
+
+
+def _differences(a: Any, b: Any, at: str = "") -> list[str]:
+    """The dotted keys where two set-ups differ (``run.train.lr: 0.0005 -> 0.001``)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for k in sorted(set(a) | set(b), key=str)
+                for d in _differences(a.get(k, "<unset>"), b.get(k, "<unset>"), f"{at}{k}.")]
+    if a == "<unset>" and b in (None, False):  # an option added since the report began, left off
+        return []
+    return [] if a == b else [f"{at[:-1]}: {a!r} -> {b!r}"]
 
 
 def _load_state(path: Path, setup: dict[str, Any]) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     state = json.loads(path.read_text())
-    if state["setup"] != setup:
-        differ = sorted(k for k in setup if state["setup"].get(k) != setup[k])
+    differ = _differences(state["setup"], setup)
+    if differ:
         raise ValueError(f"{path} was measured with another set-up (differs in: {', '.join(differ)}); its rungs "
                          "would not be comparable: choose another name or delete that report folder")
     return state["rows"]
