@@ -120,7 +120,7 @@ def test_loss_at_a_fixed_level_follows_the_snr_weight(trained, capsys):
     """At the noisiest step the SNR weight (eps-MSE in x0 terms) nearly vanishes; at step 0 it is large."""
     tmp, base, data = trained
     main(["loss", "--checkpoint", str(base), "--data", str(data), "--limit", "4", "--levels", "0,19"])
-    lines = capsys.readouterr().out.strip().splitlines()
+    lines = [line for line in capsys.readouterr().out.strip().splitlines() if not line.startswith("copy last")]
     low, high = (float(line.split("denoising loss ")[1].split()[0]) for line in lines)
     assert "diffusion step 0" in lines[0] and "diffusion step 19" in lines[1] and high < low
     with pytest.raises(SystemExit):
@@ -130,6 +130,22 @@ def test_loss_at_a_fixed_level_follows_the_snr_weight(trained, capsys):
           "--weighting", "x0"])  # the x0-MSE of a barely trained model at pure noise: of order one
     out = capsys.readouterr().out
     assert "(x0 weighting" in out and float(out.split("denoising loss ")[1].split()[0]) > 20 * high
+
+
+def test_avid_loss_sets_copy_last_frame_beside_the_model_on_the_same_windows(trained, capsys):
+    """With the x0 weighting, copy-last's loss is the mean squared error of repeating the last
+    conditioning frame on the windows the model was scored on, whatever the diffusion step."""
+    from avid.data import WindowDataset
+
+    tmp, base, data = trained
+    main(["loss", "--checkpoint", str(base), "--data", str(data), "--limit", "5", "--levels", "0,19",
+          "--weighting", "x0"])
+    lines = capsys.readouterr().out.strip().splitlines()
+    copy = [float(line.split("denoising loss ")[1].split()[0]) for line in lines if line.startswith("copy last frame")]
+    ds = WindowDataset(data, 6, 2)
+    idx = np.random.default_rng(0).choice(len(ds), size=5, replace=False)  # avid loss's default seed 0
+    want = np.mean([float((ds[int(j)]["first"][:, -1:] - ds[int(j)]["x0"]).pow(2).mean()) for j in idx])
+    assert len(lines) == 4 and copy == pytest.approx([want, want], rel=1e-3)
 
 
 def _parsers(parser, path=("avid",)):

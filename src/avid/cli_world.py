@@ -141,8 +141,8 @@ def add_world_model_commands(sub) -> None:
     osub = o.add_subparsers(dest="outcome_cmd", required=True)
     ot = osub.add_parser("train", help="collect real steps (train/val/test levels), train, state held-out "
                          "precision and recall")
-    ot.add_argument("--config", default=None, help="outcome YAML (keys of avid.pipelines.outcome_train."
-                    "OutcomeRunConfig; default: its defaults)")
+    ot.add_argument("--config", default=None, help="outcome YAML, keys of avid.pipelines.outcome_train."
+                    "OutcomeRunConfig (default: none, its defaults)")
     ot.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                     help="override config values, e.g. train.lr=3e-4 val_split.levels=200")
     ot.add_argument("--game", default=None, help="the Procgen game (default coinrun)")

@@ -16,7 +16,7 @@ from avid.methods.classifier_guidance import ClassifierGuidance
 from avid.methods.controlnet import ControlNet, ControlNetSmall
 from avid.methods.finetune import Finetune
 from avid.methods.poe import PoE
-from avid.methods.scratch import Base, Pretrain, Scratch
+from avid.methods.scratch import Base, CopyLast, Pretrain, Scratch
 from avid.options import check_options
 
 # In the paper's row order (Tables 1 and 3)
@@ -56,6 +56,6 @@ def build_method(name: str, ctx: Context, options: dict[str, Any] | None = None)
     return check_method_options(name, options)(ctx, **(options or {}))
 
 
-__all__ = ["AVID", "AVIDNoCond", "AVIDNoMask", "ActionCFG", "Base", "COMPARED", "ClassifierGuidance", "Context",
+__all__ = ["AVID", "AVIDNoCond", "AVIDNoMask", "ActionCFG", "Base", "COMPARED", "ClassifierGuidance", "Context", "CopyLast",
            "ControlNet", "ControlNetSmall", "Finetune", "Method", "PoE", "Pretrain", "REGISTRY", "Scratch", "TABLE1",
            "TABLE3", "build_method", "check_method_options", "compared_method", "method_class"]

@@ -59,6 +59,19 @@ class Pretrain(Scratch):
         super().__init__(ctx, unet, use_actions=False, residual=residual)
 
 
+class CopyLast(Method):
+    """The trivial baseline at every diffusion step: the video stays at its last conditioning frame
+    (``Diffusion.hold_last``), so its denoising loss can be set beside a model's (``avid loss``).
+    Not a row of the experiments' tables, which score copy-last-frame on the videos themselves."""
+
+    name = "copy last frame"
+    uses_base = False
+    trains = False
+
+    def predict(self, x_i, i, first, actions):
+        return self.diffusion.hold_last(first, x_i, i), {}
+
+
 class Base(Method):
     """The pretrained model alone: ignores the actions (the paper's "Pretrained Base Model" row)."""
 

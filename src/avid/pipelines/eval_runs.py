@@ -3,11 +3,12 @@ trajectories: sampled and written up as a report (``avid.pipelines.evaluate``), 
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Iterator
 
 from avid.config import SampleConfig, run_config_from_dict
-from avid.methods import build_method
+from avid.methods import CopyLast, build_method
 from avid.pipelines.evaluate import action_error_ratio, evaluate, held_out_loss, load_eval_batch, perceptual
 from avid.train import build_context, load_method
 
@@ -46,16 +47,18 @@ def loss_lines(checkpoint: str, data: str, limit: int = 512, batch_size: int = 3
                levels: list[int] | None = None, weighting: str | None = None, precision: str = "auto") -> Iterator[str]:
     """The denoising loss of ``checkpoint`` on ``limit`` windows of ``data``, at random diffusion steps or
     at each of ``levels``, with the method's own weighting or ``weighting`` (e.g. "x0": the plain MSE
-    of the clean video): one line each."""
+    of the clean video): one line each, and one for copy-last-frame (``CopyLast``) on the same windows."""
     method, mc = load_method(checkpoint, precision)
     if weighting:
         method.diffusion = method.diffusion.with_weighting(weighting)
     d = method.diffusion
+    copy_last = CopyLast(dataclasses.replace(method.ctx, diffusion=d, base=None))
     for level in levels or [None]:
         if level is not None and not 0 <= level < d.num_steps:
             raise ValueError(f"--levels must lie in [0, {d.num_steps}), got {level}")
-        loss, n = held_out_loss(method, data, mc["frames"], mc["cond_frames"], limit, batch_size, seed, level,
-                                precision)
         at = "random diffusion steps" if level is None else f"diffusion step {level}"
-        yield (f"{checkpoint}: denoising loss {loss:.4f} at {at} ({d.cfg.weighting} weighting, {d.param} "
-               f"parameterisation) over {n} windows of {data}, seed {seed}")
+        for who, m in ((checkpoint, method), ("copy last frame", copy_last)):  # the same windows, steps and noise
+            loss, n = held_out_loss(m, data, mc["frames"], mc["cond_frames"], limit, batch_size, seed, level,
+                                    precision)
+            yield (f"{who}: denoising loss {loss:.4f} at {at} ({d.cfg.weighting} weighting, {d.param} "
+                   f"parameterisation) over {n} windows of {data}, seed {seed}")

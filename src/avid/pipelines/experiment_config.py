@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from avid import tiny
 from avid.config import RunConfig, load
 from avid.methods import COMPARED
 from avid.methods.sweeps import PAPER_SWEEPS
@@ -69,6 +70,7 @@ def load_experiment(path: str | Path | None = None, overrides: list[str] | None 
     """Defaults, then the YAML file, then ``--set`` overrides, then flags (``avid.config.load``)."""
     exp = load(ExperimentConfig, path, overrides, values, "experiment config")
     _check(exp)
+    exp.seeds = exp.seeds[:tiny.count(len(exp.seeds), tiny.SEEDS)]  # AVID_TINY=1: smoke-test size
     return exp
 
 
