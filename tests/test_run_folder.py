@@ -131,6 +131,20 @@ def test_non_finite_weights_stop_training_before_any_checkpoint_holds_them(tmp_p
     assert all(torch.isfinite(v).all() for v in load_file(out / "model.safetensors").values())
 
 
+def test_weights_that_give_a_non_finite_loss_are_never_checkpointed(tmp_path, setup):
+    """Issue 11: lr 1e6 left finite weights of size ~1e6 in the step-1 checkpoint, so every resume,
+    at any learning rate, hit NaN again at once. A checkpoint now holds only weights whose loss on
+    the batch just trained is finite, and a rerun at a sane rate trains."""
+    base, data = setup
+    with pytest.raises(NonFiniteWeights, match="the last good checkpoint is untouched"):
+        train(run_config(tmp_path, base, data, steps=4, ckpt_every=1, lr=1e6))
+    assert not (tmp_path / "run" / "checkpoints" / "last.ckpt").exists()  # no step was good to keep
+    out = train(run_config(tmp_path, base, data, steps=4, ckpt_every=1, lr=1e-3))
+    assert torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 4
+    assert max(float(v.abs().max()) for v in load_file(out / "model.safetensors").values()) < 100
+    assert yaml.safe_load((out / "run.yaml").read_text())["train"]["lr"] == 1e-3
+
+
 class Killed(Exception):
     pass
 
