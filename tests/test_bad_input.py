@@ -159,6 +159,9 @@ def test_the_sample_cache_key_covers_every_weight_of_a_controlnet(tmp_path, setu
     with torch.no_grad():
         list(method.parameters())[-1].add_(1e-3)  # the last trainable tensor, as a retrained one differs
     assert _cache_key(method, batch, sc) != key
+    key = _cache_key(method, batch, sc)
+    batch.first[:, :, 0] = 1 - batch.first[:, :, 0]  # another earlier conditioning frame: other samples
+    assert _cache_key(method, batch, sc) != key
 
 
 @pytest.mark.parametrize("argv, flag", [
