@@ -119,6 +119,8 @@ def test_a_second_writer_fails_at_once_and_a_killed_holder_never_blocks(tmp_path
         with pytest.raises(SystemExit):
             main(["data", "procgen", "--levels", "0:1", "--steps-per-level", "5", "--out", str(tmp_path / "data")])
         assert "is in use by another avid process" in capsys.readouterr().err
+        with pytest.raises(FolderBusy, match="in use by another avid process"):
+            verify(tmp_path / "data")  # not half-written shards reported as damaged
     finally:
         holder.kill()  # SIGKILL: no clean-up of its own; the lock file stays behind
         holder.wait()
