@@ -76,12 +76,14 @@ class MethodModule(L.LightningModule):
 
     def check_weights(self) -> None:
         """Before a checkpoint: the weights give a finite loss on the batch just trained (same random
-        state afterwards). Finite but blown-up weights, as one step at a huge learning rate leaves them,
-        would otherwise be saved, and every resume, at any learning rate, would fail at once."""
+        state afterwards; one more black-box query per checkpoint). Finite but blown-up weights, as one
+        step at a huge learning rate leaves them, would otherwise be saved, and every resume, at any
+        learning rate, would fail at once."""
         batch = getattr(self, "last_batch", None)
         if batch is None:
             return
-        with torch.no_grad(), torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+        with torch.no_grad(), torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []), \
+                self.trainer.precision_plugin.train_step_context():  # as in training (bf16 autocast)
             loss = float(self.method.loss(batch)[0])
         if not math.isfinite(loss):
             raise NonFiniteWeights(
