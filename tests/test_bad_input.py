@@ -66,7 +66,7 @@ def test_bad_sampling_inputs_are_refused(tmp_path, setup, capsys):
     base, data = setup
     s = ["sample", "--checkpoint", str(base), "--out", str(tmp_path / "s")]
     fails([*s, "--data", str(data), "--eta", "nan"], capsys, "sampling.eta must be a finite number >= 0, got nan")
-    fails([*s, "--data", str(data), "--ddim-steps", "0"], capsys, "sampling.steps must be a finite number >= 1")
+    fails([*s, "--data", str(data), "--ddim-steps", "0"], capsys, "--ddim-steps must be at least 1, got 0")
     fails([*s, "--data", str(data), "--limit", "0"], capsys, "--limit must be at least 1")
     np.save(tmp_path / "a.npy", np.zeros((2, 4), np.int64))
     np.save(tmp_path / "f.npy", np.random.default_rng(0).random((2, 2, 16, 16, 3)).astype(np.float32))
@@ -105,7 +105,7 @@ def test_no_false_success_for_empty_or_endless_training(tmp_path, setup, capsys)
     with pytest.raises(ValueError, match=r"batch size \(8\) is larger than the 5 training windows"):
         train(cfg)
     assert not (tmp_path / "run" / "model.safetensors").exists()
-    fails(["loss", "--checkpoint", str(base), "--data", str(data), "--limit", "0"], capsys, "--limit and --batch-size")
+    fails(["loss", "--checkpoint", str(base), "--data", str(data), "--limit", "0"], capsys, "--limit must be at least 1, got 0")
     fails(["eval", "--runs", str(base), "--data", str(data), "--limit", "0", "--out", str(tmp_path / "r")], capsys,
           "must be at least 1")
 
@@ -159,3 +159,31 @@ def test_the_sample_cache_key_covers_every_weight_of_a_controlnet(tmp_path, setu
     with torch.no_grad():
         list(method.parameters())[-1].add_(1e-3)  # the last trainable tensor, as a retrained one differs
     assert _cache_key(method, batch, sc) != key
+    key = _cache_key(method, batch, sc)
+    batch.first[:, :, 0] = 1 - batch.first[:, :, 0]  # another earlier conditioning frame: other samples
+    assert _cache_key(method, batch, sc) != key
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["quickstart", "--train-steps", "0"], "--train-steps must be at least 1, got 0"),
+    (["quickstart", "--eval-size", "0"], "--eval-size must be at least 1, got 0"),
+    (["quickstart", "--budget-minutes", "0"], "--budget-minutes must be a positive number, got 0.0"),
+    (["quickstart", "--budget-minutes", "-5"], "--budget-minutes must be a positive number, got -5.0"),
+    (["quickstart", "--train-levels", "0"], "--train-levels must be at least 1, got 0"),
+    (["bench-metrics", "--data", "d", "--threads", "0"], "--threads must be at least 1, got 0"),
+    (["sample", "--checkpoint", "c", "--first-frames", "f.npy", "--actions", "a.npy", "--limit", "0"],
+     "--limit must be at least 1, got 0"),
+    (["classifier", "train", "--minutes", "nan"], "--minutes must be a positive number, got nan")])
+def test_a_count_of_zero_or_a_negative_budget_is_refused_before_any_work(argv, flag, capsys, monkeypatch, tmp_path):
+    """Issue 11: `quickstart --train-steps 0` planned its own steps, `--budget-minutes 0` trained
+    anyway, `--eval-size 0` generated data then failed in numpy; `--limit 0` with --first-frames
+    sampled everything; `--threads 0` meant all cores. Nothing may be written first."""
+    import avid.pipelines.bench_metrics, avid.pipelines.classifier_train, avid.pipelines.quickstart, avid.pipelines.sample
+
+    for module, name in ((avid.pipelines.quickstart, "quickstart"), (avid.pipelines.sample, "sample_to_folder"),
+                         (avid.pipelines.bench_metrics, "bench_metrics"),
+                         (avid.pipelines.classifier_train, "train_classifier")):
+        monkeypatch.setattr(module, name, lambda *a, **k: pytest.fail("ran before checking its options"))
+    monkeypatch.chdir(tmp_path)
+    fails(argv, capsys, flag)
+    assert not any(tmp_path.iterdir())

@@ -73,3 +73,18 @@ def test_every_report_states_the_sampler_one_way():
     assert SampleConfig(sampler="ddim", steps=4).describe() == "DDIM with 4 steps (eta 0)"
     assert SampleConfig(sampler="ddim", steps=None, eta=1.0).describe() == "DDIM with every diffusion step (eta 1)"
     assert SampleConfig(sampler="ddpm", steps=4).describe() == "DDPM with every diffusion step"
+
+
+@pytest.mark.parametrize("key, value, expected", [
+    ("train.max_steps", "2.5", "train.max_steps must be a whole number, got 2.5"),
+    ("train.max_steps", "true", "train.max_steps must be a whole number, got True"),
+    ("train.progress", "maybe", "train.progress must be true or false, got 'maybe'"),
+    ("train.lr", "true", "train.lr must be a number, got True"),
+    ("train.max_minutes", ".inf", "train.max_minutes must be positive"),
+    ("sample.eta", "[1]", "sample.eta must be a number, got [1]")])
+def test_a_value_of_the_wrong_type_is_refused_not_rounded_or_taken_as_true(key, value, expected):
+    """Issue 11: `train.max_steps=2.5` trained 3 steps, `train.max_steps=true` one and
+    `train.progress=maybe` showed the bar, all with exit 0; `train.max_minutes=.inf` was an OverflowError."""
+    with pytest.raises(ValueError, match=expected.replace("[", r"\[").replace(".", r"\.")):
+        load_run_config(None, [f"{key}={value}"])
+    assert load_run_config(None, ["train.max_minutes=3", "train.lr=1"]).train.lr == 1  # an int where a float goes

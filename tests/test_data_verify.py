@@ -36,14 +36,17 @@ def fresh(tmp_path, procgen):
     return copy, files
 
 
-def test_rerunning_generation_regenerates_a_deleted_or_emptied_shard_and_cleans_temp_files(tmp_path, procgen):
+def test_rerunning_generation_regenerates_a_deleted_emptied_or_garbled_shard_and_cleans_temp_files(tmp_path, procgen):
     root, files = fresh(tmp_path, procgen)
-    a, b = sorted(files)[:2]
+    a, b, c = sorted(files)
     (root / a).unlink()
     (root / b).write_bytes(b"")
+    raw = bytearray(files[c])
+    raw[len(raw) // 2:len(raw) // 2 + 64] = bytes(64)  # same size, garbled: only the checksum tells
+    (root / c).write_bytes(bytes(raw))
     (root / ".coinrun_000005.npz.x1y2.tmp").write_bytes(b"half a shard")  # a writer killed mid-write
     generate(SPEC, str(root), progress=False)
-    assert (root / a).read_bytes() == files[a] and (root / b).read_bytes() == files[b]
+    assert all((root / f).read_bytes() == files[f] for f in (a, b, c))
     assert not list(root.glob("*.tmp")) and verify(root)[1] == []
 
 
@@ -116,6 +119,8 @@ def test_a_second_writer_fails_at_once_and_a_killed_holder_never_blocks(tmp_path
         with pytest.raises(SystemExit):
             main(["data", "procgen", "--levels", "0:1", "--steps-per-level", "5", "--out", str(tmp_path / "data")])
         assert "is in use by another avid process" in capsys.readouterr().err
+        with pytest.raises(FolderBusy, match="in use by another avid process"):
+            verify(tmp_path / "data")  # not half-written shards reported as damaged
     finally:
         holder.kill()  # SIGKILL: no clean-up of its own; the lock file stays behind
         holder.wait()

@@ -80,7 +80,8 @@ def test_training_against_the_server_gives_the_numbers_of_training_in_process(ru
     import json
 
     ql, qr = (json.loads((run / "blackbox.json").read_text()) for run in runs)
-    assert ql["calls"] == qr["calls"] == STEPS and ql["frames"] == qr["frames"] == STEPS * 4 * 4
+    queries = STEPS + STEPS // 2  # one per step, and one per checkpoint (every 2 steps): its weights' loss is checked
+    assert ql["calls"] == qr["calls"] == queries and ql["frames"] == qr["frames"] == queries * 4 * 4
     assert qr["bytes_sent"] > ql["bytes_sent"] > 0 and qr["wait_s"] > 0  # bodies carry a header too
     assert qr["base"].startswith("http://") and qr["fingerprint"] == ql["fingerprint"]
     # sampling a run trained against the server re-opens the server: same videos as in-process

@@ -13,6 +13,7 @@ from avid.train import train
 from avid.train.module import MethodModule, NonFiniteWeights
 from avid.locks import FolderBusy
 from tests.conftest import make_base, make_store
+from tests.test_bad_input import fails
 from tests.test_data_verify import hold_lock
 from tests.test_train import run_config
 
@@ -129,6 +130,36 @@ def test_non_finite_weights_stop_training_before_any_checkpoint_holds_them(tmp_p
         train(run_config(tmp_path, base, data, steps=4, ckpt_every=1))
     assert (snapshot(out / "checkpoints"), (out / "model.safetensors").read_bytes()) == good
     assert all(torch.isfinite(v).all() for v in load_file(out / "model.safetensors").values())
+
+
+def test_weights_that_give_a_non_finite_loss_are_never_checkpointed(tmp_path, setup):
+    """Issue 11: lr 1e6 left finite weights of size ~1e6 in the step-1 checkpoint, so every resume,
+    at any learning rate, hit NaN again at once. A checkpoint now holds only weights whose loss on
+    the batch just trained is finite, and a rerun at a sane rate trains."""
+    base, data = setup
+    with pytest.raises(NonFiniteWeights, match="the last good checkpoint is untouched"):
+        train(run_config(tmp_path, base, data, steps=4, ckpt_every=1, lr=1e6))
+    assert not (tmp_path / "run" / "checkpoints" / "last.ckpt").exists()  # no step was good to keep
+    out = train(run_config(tmp_path, base, data, steps=4, ckpt_every=1, lr=1e-3))
+    assert torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 4
+    assert max(float(v.abs().max()) for v in load_file(out / "model.safetensors").values()) < 100
+    assert yaml.safe_load((out / "run.yaml").read_text())["train"]["lr"] == 1e-3
+
+
+def test_export_writes_only_into_a_new_folder_or_over_an_earlier_export_of_the_same_kind(tmp_path, setup, capsys):
+    """`avid export --out` onto a base model, onto the run itself or into a dataset replaced or cast
+    what was there; it now refuses them and leaves them as they were."""
+    base, data = setup
+    run = train(run_config(tmp_path, base, data, steps=2))
+    for folder in (base, run, data):
+        before = snapshot(folder)
+        fails(["export", "--run", str(run), "--out", str(folder)], capsys, "export would overwrite it")
+        assert snapshot(folder) == before
+    shipped = tmp_path / "shipped"
+    main(["export", "--run", str(base), "--out", str(shipped)])
+    main(["export", "--run", str(base), "--out", str(shipped), "--dtype", "fp32"])  # re-export: replaced
+    assert yaml.safe_load((shipped / "config.yaml").read_text())["stored_dtype"] == "fp32"
+    fails(["export", "--run", str(run), "--out", str(shipped)], capsys, "holds a model of kind 'avid-base-model'")
 
 
 class Killed(Exception):

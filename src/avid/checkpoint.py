@@ -15,6 +15,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
 from avid.data.storage import atomic_write, atomic_write_text, sha256
+from avid.locks import LOCK_NAME, folder_lock
 
 WEIGHTS, CONFIG = "model.safetensors", "config.yaml"
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -95,5 +96,26 @@ def export_copy(run: str | Path, out: str | Path, dtype: str = "bf16") -> str:
     of ``STORED_DTYPES``), the config recording it as ``stored_dtype``. Returns what was done."""
     src = resolve(run)
     cfg = load_config(src)
-    save_model(out, load_file(str(src / WEIGHTS)), {**cfg, "stored_dtype": dtype}, dtype=STORED_DTYPES[dtype])
+    with folder_lock(out):
+        _check_export_target(Path(out), src, cfg.get("kind"))
+        save_model(out, load_file(str(src / WEIGHTS)), {**cfg, "stored_dtype": dtype}, dtype=STORED_DTYPES[dtype])
     return f"{src} -> {out} ({dtype} weights, config kind {cfg.get('kind')!r})"
+
+
+def _check_export_target(out: Path, src: Path, kind: str | None) -> None:
+    """``out`` is new, empty, or an earlier ``avid export`` of a model of ``kind``: never the model
+    itself, another model, a training run or a dataset."""
+    refuse = f"export would overwrite it: choose a new or empty --out folder (this export is of kind {kind!r})"
+    if out.resolve() == src.resolve():
+        raise ValueError(f"--out {out} is the model folder being exported; {refuse}")
+    entries = sorted(p.name for p in out.iterdir() if p.name != LOCK_NAME and not p.name.endswith(".tmp"))
+    if not entries:
+        return
+    found = load_config(out) if (out / CONFIG).exists() else {}
+    if set(entries) <= {CONFIG, WEIGHTS} and "stored_dtype" in found and found.get("kind") == kind:
+        return  # an earlier export of the same kind of model: replaced
+    if found:
+        made = "" if "stored_dtype" in found and set(entries) <= {CONFIG, WEIGHTS} else ", not an `avid export` folder"
+        raise ValueError(f"{out} holds a model of kind {found.get('kind')!r}{made}; {refuse}")
+    raise ValueError(f"{out} holds files of its own ({', '.join(entries[:4])}{', ...' if len(entries) > 4 else ''}); "
+                     f"{refuse}")

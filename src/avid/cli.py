@@ -11,8 +11,8 @@ import os
 import sys
 import warnings
 
-from avid.cli_options import (Parser, add_precision_option, add_sampler_options, add_train_steps, int_list,
-                              level_range)
+from avid.cli_options import (Parser, add_precision_option, add_sampler_options, add_train_steps, check_counts,
+                              int_list, level_range)
 
 
 def _quiet() -> None:
@@ -609,6 +609,7 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     args.command = shlex.join(["avid", *argv])  # as typed, for the reports that record it
     try:
+        check_counts(args)  # no 0 meaning "all", no negative minutes
         args.fn(args)
     except Exception as e:  # every error is one line; --debug shows the traceback
         if args.debug:

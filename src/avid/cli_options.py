@@ -5,6 +5,7 @@ share."""
 from __future__ import annotations
 
 import argparse
+import math
 
 
 class DefaultsHelp(argparse.HelpFormatter):
@@ -86,3 +87,26 @@ def add_precision_option(parser, default: str | None = None) -> None:
                         help="numeric precision of every forward pass (default: "
                              f"{default or 'the config, which says auto'}; auto = bf16 where this machine "
                              "runs it natively (AMX / AVX512-BF16 CPUs, GPUs), else fp32; fp16: GPUs only)")
+
+
+# Options that count something (at least 1 when given: 0 never means "all" or "auto") and amounts
+# of time or size (positive); options where 0 means something (--seed, --port, --trajectories) are not here
+COUNTS = ("threads", "limit", "batch_size", "train_steps", "ddim_steps", "eval_size", "sweep_size", "val_size",
+          "train_levels", "steps_per_level", "repeats", "max_batch", "episodes", "episode_len", "trajectory_len",
+          "frame_size", "batch", "frames", "size", "width", "states", "horizon", "timesteps", "num_envs",
+          "eval_episodes", "chunk", "ladder")
+AMOUNTS = ("minutes", "budget_minutes", "minutes_per_method", "max_request_mb")
+
+
+def check_counts(args: argparse.Namespace) -> None:
+    """A clear error for a count below 1 or a non-positive amount among the parsed options."""
+    for name in COUNTS + AMOUNTS:
+        given = getattr(args, name, None)
+        for v in given if isinstance(given, list) else [given]:
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                continue
+            flag = "--" + name.replace("_", "-")
+            if name in COUNTS and v < 1:
+                raise ValueError(f"{flag} must be at least 1, got {v} (leave it out for the default)")
+            if name in AMOUNTS and not 0 < v < math.inf:
+                raise ValueError(f"{flag} must be a positive number, got {v} (leave it out for the default)")

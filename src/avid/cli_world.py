@@ -141,17 +141,17 @@ def add_world_model_commands(sub) -> None:
     osub = o.add_subparsers(dest="outcome_cmd", required=True)
     ot = osub.add_parser("train", help="collect real steps (train/val/test levels), train, state held-out "
                          "precision and recall")
-    ot.add_argument("--config", default=None, help="outcome YAML, keys of avid.pipelines.outcome_train."
-                    "OutcomeRunConfig (default: none, its defaults)")
+    ot.add_argument("--config", default=None, help="outcome YAML (keys of avid.pipelines.outcome_train."
+                    "OutcomeRunConfig) (default: none, the built-in defaults)")
     ot.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                    help="override config values, e.g. train.lr=3e-4 val_split.levels=200")
-    ot.add_argument("--game", default=None, help="the Procgen game (default coinrun)")
-    ot.add_argument("--data", default=None, help="where the collected steps go, reused (default data/outcomes-coinrun)")
+                    help="override config values, e.g. train.lr=3e-4 val_split.levels=200 (default: none)")
+    ot.add_argument("--game", default=None, help="the Procgen game (default: coinrun)")
+    ot.add_argument("--data", default=None, help="where the collected steps go, reused (default: data/outcomes-coinrun)")
     ot.add_argument("--run", default=None, help="the training run's folder; rerunning resumes it "
-                    "(default runs/outcome-coinrun)")
-    ot.add_argument("--out", default=None, help="the model folder to write (default assets/outcome-coinrun)")
-    ot.add_argument("--train-steps", type=int, default=None, help="optimiser steps (default 2000, batch 64, half events)")
-    ot.add_argument("--seed", type=int, default=None, help="initialisation and batch order (default 0)")
+                    "(default: runs/outcome-coinrun)")
+    ot.add_argument("--out", default=None, help="the model folder to write (default: assets/outcome-coinrun)")
+    ot.add_argument("--train-steps", type=int, default=None, help="optimiser steps (default: 2000, batch 64, half events)")
+    ot.add_argument("--seed", type=int, default=None, help="initialisation and batch order (default: 0)")
     ot.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
     add_precision_option(ot)
     ot.set_defaults(fn=cmd_outcome_train)

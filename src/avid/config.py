@@ -75,7 +75,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         check_numbers(self, "train", at_least_1=("max_steps", "batch_size", "log_every", "ckpt_every", "devices"),
                       at_least_0=("lr", "weight_decay", "grad_clip", "warmup_steps", "num_workers", "min_lr_ratio"))
-        if self.max_minutes is not None and not self.max_minutes > 0:
+        if self.max_minutes is not None and not 0 < self.max_minutes < math.inf:
             raise ValueError(f"train.max_minutes must be positive (or null: no time limit), got {self.max_minutes}")
         if self.ema_decay is not None and not 0 <= self.ema_decay < 1:
             raise ValueError(f"train.ema_decay must lie in [0, 1) (or null: no EMA), got {self.ema_decay}")
@@ -165,13 +165,23 @@ def _dataclass_in(hint: Any) -> type | None:
 
 
 def _number(value: Any, hint: Any, where: str) -> Any:
-    """YAML reads ``1e-4`` as a string (no dot): numbers given as strings become numbers."""
+    """A value of a ``bool``, ``int`` or ``float`` field, checked: YAML reads ``1e-4`` as a string (no
+    dot), so numbers given as strings become numbers; a count is never rounded (``2.5``) and ``true``
+    is not a number, nor ``maybe`` a truth value."""
     kinds = get_args(hint) if get_origin(hint) in (Union, UnionType) else (hint,)
+    if value is None and type(None) in kinds:
+        return value
     if isinstance(value, str) and (float in kinds or int in kinds):
         try:
-            return float(value) if float in kinds else int(value)
+            value = float(value) if float in kinds else int(value)
         except ValueError:
             raise ValueError(f"config value {where}={value!r} is not a number") from None
+    if bool in kinds and not isinstance(value, bool):
+        raise ValueError(f"{where} must be true or false, got {value!r}")
+    if int in kinds and float not in kinds and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ValueError(f"{where} must be a whole number, got {value!r}")
+    if float in kinds and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        raise ValueError(f"{where} must be a number, got {value!r}")
     return value
 
 

@@ -55,9 +55,7 @@ def folder_lock(folder: str | Path) -> Iterator[Path]:
     try:
         lock.acquire()
     except Timeout:
-        holder = path.read_text().strip() if path.exists() else ""
-        raise FolderBusy(f"{folder} is in use by another avid process ({holder or 'unknown'}); wait for it to "
-                         "finish or choose another folder") from None
+        raise _busy(folder) from None
     try:
         if not again:
             path.write_text(f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%H:%M:%S')}: "
@@ -65,6 +63,29 @@ def folder_lock(folder: str | Path) -> Iterator[Path]:
         yield folder
     finally:
         lock.release()
+
+
+def _busy(folder: Path) -> FolderBusy:
+    path = folder / LOCK_NAME
+    holder = path.read_text().strip() if path.exists() else ""
+    return FolderBusy(f"{folder} is in use by another avid process ({holder or 'unknown'}); wait for it to "
+                      "finish or choose another folder")
+
+
+def check_not_busy(folder: str | Path) -> None:
+    """For a reader: ``FolderBusy`` when another process holds ``folder``'s lock (it is being written).
+    Creates nothing; a folder this process holds, or cannot lock (read-only), passes."""
+    path = Path(folder) / LOCK_NAME
+    if not path.exists():
+        return
+    lock = FileLock(path, timeout=0, is_singleton=True)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise _busy(Path(folder)) from None
+    except OSError:
+        return
+    lock.release()
 
 
 def _launched_rank_of(holder: str) -> bool:

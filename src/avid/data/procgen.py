@@ -230,7 +230,7 @@ def random_trajectories(game: str, n: int, length: int, start_level: int, num_le
 @locked(lambda a: a["out"])
 def generate(spec: ProcgenSpec, out: str, progress: bool = True) -> EpisodeStore:
     """Write ``spec``'s data to ``out`` (resumes: shards in the index and intact on disk are skipped;
-    missing or truncated ones are regenerated). One writer at a time (``avid.locks``)."""
+    missing, truncated or garbled ones are regenerated). One writer at a time (``avid.locks``)."""
     spec = tiny.procgen(spec)  # AVID_TINY=1: smoke-test size
     store = EpisodeStore(out, meta=spec.meta())
     clean_temp(store.root)

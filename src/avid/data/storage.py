@@ -11,7 +11,7 @@ A shard holds consecutive environment steps of one stream:
 Shards and the index are written to a temporary file and renamed, so a killed writer leaves either
 the old or the new file, never half of one (and a temporary file, which ``clean_temp`` removes); the
 index records each shard's size and SHA-256, so a generator resumes by skipping the shards that are
-in the index and on disk at their recorded size, and ``avid data verify`` finds garbled ones.
+in the index and on disk at their recorded size and checksum, and ``avid data verify`` finds garbled ones.
 """
 
 from __future__ import annotations
@@ -120,13 +120,15 @@ class EpisodeStore:
         return self.index["shards"]
 
     def has(self, name: str) -> bool:
-        """``name`` is in the index and its file is on disk at the recorded size (no checksum: that is
-        ``avid.data.verify``'s deep check)."""
+        """``name`` is in the index and its file is on disk at the recorded size and SHA-256, so a rerun
+        regenerates a missing, truncated or garbled shard (hashing reads each shard once)."""
         shard = next((s for s in self.shards if s["name"] == name), None)
         if shard is None:
             return False
         path = self.root / shard["file"]
-        return path.is_file() and path.stat().st_size == shard.get("bytes", path.stat().st_size) > 0
+        if not (path.is_file() and path.stat().st_size == shard.get("bytes", path.stat().st_size) > 0):
+            return False
+        return "sha256" not in shard or sha256(path) == shard["sha256"]
 
     def num_frames(self) -> int:
         return sum(s["frames"] for s in self.shards)

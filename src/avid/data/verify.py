@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from avid.data.storage import INDEX, EpisodeStore, ShardError, clean_temp, sha256
-from avid.locks import folder_lock
+from avid.locks import check_not_busy, folder_lock
 
 
 @dataclass
@@ -43,7 +43,9 @@ def check_shard(store: EpisodeStore, shard: dict) -> str | None:
 
 
 def verify(root: str | Path) -> tuple[EpisodeStore, list[Problem]]:
-    """The dataset at ``root`` and everything wrong with its shards (empty when all are intact)."""
+    """The dataset at ``root`` and everything wrong with its shards (empty when all are intact);
+    ``FolderBusy`` while another process writes it."""
+    check_not_busy(root)
     store = EpisodeStore(root)
     problems = [Problem(s["file"], why) for s in store.shards if (why := check_shard(store, s))]
     known = {s["file"] for s in store.shards}

@@ -11,20 +11,21 @@ base model it was matched against (``base_unet``; ControlNet-Small's projections
       controlnet-small: {from: configs/unet/paper-22m.yaml, base_channels: 56}
 
 ``from: FILE`` or ``from: FILE#a.b`` takes the mapping in that YAML file (at key path ``a.b``)
-and the other keys override it. ``load_size_preset("paper-22m").options("avid")`` gives the
+and the other keys override it, merged by the one rule (``avid.config.merge``). ``load_size_preset("paper-22m").options("avid")`` gives the
 constructor options ``{"unet": {...}}``.
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from avid.checkpoint import resolve
+from avid.config import merge, read_mapping
 from avid.methods import REGISTRY, Context, build_method, method_class
 from avid.methods.controlnet import small_control_branch
 from avid.nn import UNetConfig, count_parameters
@@ -59,12 +60,14 @@ def _mapping(entry: dict[str, Any]) -> dict[str, Any]:
     if source is None:
         return entry
     file, _, keys = str(source).partition("#")
-    data = yaml.safe_load(resolve(file).read_text())
+    data = read_mapping(file, "size preset source")
     for key in filter(None, keys.split(".")):
+        if not isinstance(data, dict) or key not in data:
+            raise ValueError(f"{source}: {file} has no key {keys!r}")
         data = data[key]
     if not isinstance(data, dict):
         raise ValueError(f"{source} is not a mapping of UNet options")
-    return {**data, **entry}
+    return merge(copy.deepcopy(data), entry)  # the one merge rule (avid.config)
 
 
 def load_size_preset(name_or_path: str | Path) -> SizePreset:
@@ -75,8 +78,8 @@ def load_size_preset(name_or_path: str | Path) -> SizePreset:
     path = resolve(path)
     if not path.exists():
         raise FileNotFoundError(f"no size preset {name_or_path!r} (looked for {path})")
-    raw = yaml.safe_load(path.read_text())
-    if not isinstance(raw, dict) or not {"base_unet", "methods"} <= set(raw):
+    raw = read_mapping(path, "size preset")
+    if not {"base_unet", "methods"} <= set(raw):
         raise ValueError(f"size preset {path} needs the keys `base_unet` and `methods`")
     unknown = sorted(set(raw["methods"]) - set(REGISTRY))
     if unknown:

@@ -98,7 +98,7 @@ def _cache_key(method: Method, batch: Batch, cfg: SampleConfig) -> str:
     h.update(json.dumps({"sample": {**asdict(cfg), "precision": used}, "method": method.name,
                          "options": method.options()},
                         sort_keys=True, default=str).encode())
-    h.update(to_uint8(batch.first[:, :, -1]).numpy().tobytes())
+    h.update(to_uint8(batch.first).numpy().tobytes())  # every conditioning frame
     h.update(batch.actions.numpy().tobytes())
     for name, p in method.state_dict().items():  # every weight: a retrained method never reuses old samples
         h.update(f"{name}{tuple(p.shape)}{p.dtype}".encode())

@@ -38,13 +38,17 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM)
 class SaveLast(Callback):
     """Saves ``last.ckpt`` when training ends, before EMA overwrites the raw weights, so a later
     run with a larger ``max_steps`` resumes exactly where this one stopped (unless ``SaveEvery``
-    has just saved that step). Place it before ``EMAWeightAveraging`` in the callback list."""
+    has just saved that step). Place it before ``EMAWeightAveraging`` in the callback list. Before
+    each save the module's ``check_weights`` (if it has one) refuses weights that give a non-finite loss."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.saved_step: int | None = None
 
     def save(self, trainer) -> None:
+        check = getattr(trainer.lightning_module, "check_weights", None)
+        if check is not None:  # a checkpoint never holds weights that give a non-finite loss
+            check()
         trainer.save_checkpoint(self.path)
         self.saved_step = trainer.global_step
 

@@ -54,6 +54,7 @@ class MethodModule(L.LightningModule):
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         if self.transform is not None:
             batch = self.transform(batch)
+        self.last_batch = batch  # the weights a checkpoint is about to hold are checked on it (check_weights)
         loss, logs = self.method.loss(batch)
         if not math.isfinite(float(loss.detach())):
             raise NonFiniteLoss(
@@ -72,6 +73,24 @@ class MethodModule(L.LightningModule):
                 f"non-finite weights after optimiser step {self.global_step + 1} of method {self.method.name!r} "
                 f"(learning rate {self.trainer.optimizers[0].param_groups[0]['lr']:g}); the last good checkpoint is "
                 "untouched. Try a lower learning rate, train.precision=32-true, or train.grad_clip.")
+
+    def check_weights(self) -> None:
+        """Before a checkpoint: the weights give a finite loss on the batch just trained (same random
+        state afterwards; one more black-box query per checkpoint). Finite but blown-up weights, as one
+        step at a huge learning rate leaves them, would otherwise be saved, and every resume, at any
+        learning rate, would fail at once."""
+        batch = getattr(self, "last_batch", None)
+        if batch is None:
+            return
+        with torch.no_grad(), torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []), \
+                self.trainer.precision_plugin.train_step_context():  # as in training (bf16 autocast)
+            loss = float(self.method.loss(batch)[0])
+        if not math.isfinite(loss):
+            raise NonFiniteWeights(
+                f"the weights after optimiser step {self.global_step} of method {self.method.name!r} give a "
+                f"non-finite loss ({loss}) (learning rate {self.trainer.optimizers[0].param_groups[0]['lr']:g}); "
+                "they were not saved: the last good checkpoint is untouched. Try a lower learning rate, "
+                "train.precision=32-true, or train.grad_clip.")
 
     def on_train_start(self) -> None:
         """This run's learning rate and weight decay replace what a resumed optimiser state holds, so
