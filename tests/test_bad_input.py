@@ -187,3 +187,13 @@ def test_a_count_of_zero_or_a_negative_budget_is_refused_before_any_work(argv, f
     monkeypatch.chdir(tmp_path)
     fails(argv, capsys, flag)
     assert not any(tmp_path.iterdir())
+
+
+def test_an_unknown_accelerator_and_a_negative_network_width_are_named(tmp_path, setup, capsys):
+    base, data = setup
+    fails(["train", "--config", config_file(tmp_path, base, data, train__accelerator="tpu")], capsys,
+          "train.accelerator must be one of ('auto', 'cpu', 'gpu', 'cuda'), got 'tpu'")
+    fails(["train", "--config", config_file(tmp_path, base, data), "--set", "method.options.unet.base_channels=-8"],
+          capsys, "unet.base_channels must be a whole number >= 1, got -8")
+    fails(["train", "--config", config_file(tmp_path, base, data), "--set", "method.options.unet.channel_mults=[]"],
+          capsys, "unet.channel_mults must be a non-empty list")

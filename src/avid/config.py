@@ -41,6 +41,9 @@ class MethodConfig:
     options: dict[str, Any] = field(default_factory=dict)  # constructor options, e.g. {unet: {...}}
 
 
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda")  # what this project runs on (Lightning's names)
+
+
 @dataclass
 class TrainConfig:
     max_steps: int = 1000
@@ -77,6 +80,8 @@ class TrainConfig:
                       at_least_0=("lr", "weight_decay", "grad_clip", "warmup_steps", "num_workers", "min_lr_ratio"))
         if self.max_minutes is not None and not 0 < self.max_minutes < math.inf:
             raise ValueError(f"train.max_minutes must be positive (or null: no time limit), got {self.max_minutes}")
+        if self.accelerator not in ACCELERATORS:
+            raise ValueError(f"train.accelerator must be one of {ACCELERATORS}, got {self.accelerator!r}")
         if self.ema_decay is not None and not 0 <= self.ema_decay < 1:
             raise ValueError(f"train.ema_decay must lie in [0, 1) (or null: no EMA), got {self.ema_decay}")
 

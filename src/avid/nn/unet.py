@@ -64,6 +64,16 @@ class UNetConfig:
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         self.channel_mults = list(self.channel_mults)
+        counts = ("in_channels", "out_channels", "base_channels", "num_res_blocks", "attn_heads", "attn_head_dim",
+                  "temporal_kernel", "patch_size", "groups", "cond_dim", "num_steps", "max_frames", "num_actions")
+        for name in counts:
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"unet.{name} must be a whole number >= 1, got {getattr(self, name)!r}")
+        if not self.channel_mults or any(not isinstance(m, int) or m < 1 for m in self.channel_mults):
+            raise ValueError(f"unet.channel_mults must be a non-empty list of whole numbers >= 1, got {self.channel_mults}")
+        if self.attn_from_level < 0 or (self.spatial_head_dim is not None and self.spatial_head_dim < 1):
+            raise ValueError(f"unet.attn_from_level must be >= 0 and unet.spatial_head_dim >= 1 (or null), got "
+                             f"{self.attn_from_level} and {self.spatial_head_dim}")
 
     @property
     def downscale(self) -> int:
