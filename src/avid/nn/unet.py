@@ -65,7 +65,8 @@ class UNetConfig:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         self.channel_mults = list(self.channel_mults)
         counts = ("in_channels", "out_channels", "base_channels", "num_res_blocks", "attn_heads", "attn_head_dim",
-                  "temporal_kernel", "patch_size", "groups", "cond_dim", "num_steps", "max_frames", "num_actions")
+                  "temporal_kernel", "patch_size", "groups", "cond_dim", "num_steps", "max_frames") + \
+            (("num_actions",) if self.action_kind != "none" else ())  # a model without actions may say 0
         for name in counts:
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"unet.{name} must be a whole number >= 1, got {getattr(self, name)!r}")
