@@ -21,7 +21,7 @@ import yaml
 
 from avid.checkpoint import resolve
 from avid.diffusion import DiffusionConfig
-from avid.options import check_options
+from avid.options import check_numbers, check_options
 
 T = TypeVar("T")
 
@@ -84,15 +84,6 @@ class TrainConfig:
             raise ValueError(f"train.accelerator must be one of {ACCELERATORS}, got {self.accelerator!r}")
         if self.ema_decay is not None and not 0 <= self.ema_decay < 1:
             raise ValueError(f"train.ema_decay must lie in [0, 1) (or null: no EMA), got {self.ema_decay}")
-
-
-def check_numbers(obj, where: str, at_least_1: tuple[str, ...] = (), at_least_0: tuple[str, ...] = ()) -> None:
-    """Counts must be >= 1 and amounts finite and >= 0: no 0 meaning "all", no -1 meaning "forever"."""
-    for names, low in ((at_least_1, 1), (at_least_0, 0)):
-        for name in names:
-            v = getattr(obj, name)
-            if v is not None and not (isinstance(v, (int, float)) and math.isfinite(v) and v >= low):
-                raise ValueError(f"{where}.{name} must be a finite number >= {low}, got {v!r}")
 
 
 @dataclass

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
 from typing import Any, Callable, Mapping
 
 
@@ -37,3 +38,18 @@ def build(target: Callable[..., Any], options: Mapping[str, Any] | None, where: 
     """``target(**options, **fixed)`` after ``check_options``; ``fixed`` (set by the caller) win."""
     check_options(target, options, where)
     return target(**{**(options or {}), **fixed})
+
+
+def check_numbers(obj, where: str, at_least_1: tuple[str, ...] = (), at_least_0: tuple[str, ...] = (),
+                  whole: tuple[str, ...] = ()) -> None:
+    """Counts must be >= 1 and amounts finite and >= 0: no 0 meaning "all", no -1 meaning "forever"
+    (None: not set, allowed). ``whole``: sizes that must be set, as whole numbers >= 1."""
+    for names, low in ((at_least_1, 1), (at_least_0, 0)):
+        for name in names:
+            v = getattr(obj, name)
+            if v is not None and not (isinstance(v, (int, float)) and math.isfinite(v) and v >= low):
+                raise ValueError(f"{where}.{name} must be a finite number >= {low}, got {v!r}")
+    for name in whole:
+        v = getattr(obj, name)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{where}.{name} must be a whole number >= 1, got {v!r}")

@@ -153,10 +153,13 @@ def best_threshold(prob: np.ndarray, label: np.ndarray, weight: np.ndarray) -> f
     return float(max(grid, key=lambda t: np.nan_to_num(precision_recall(prob, label, weight, t)["f1"])))
 
 
-def save_outcome(folder: str | Path, net: OutcomeNet, **info: Any) -> Path:
+def save_outcome(folder: str | Path, net: OutcomeNet, state: dict[str, torch.Tensor] | None = None,
+                 **info: Any) -> Path:
+    """``model.safetensors`` + ``config.yaml`` (kind ``avid-outcome-model``). ``state``: other weights for
+    this architecture (e.g. a checkpoint's) instead of the module's own; ``info`` is recorded in the config."""
     config = {"kind": OUTCOME_KIND, "outcome": {**asdict(net.cfg), "thresholds": list(net.cfg.thresholds)},
               "parameters": count_parameters(net), **info}
-    return save_model(folder, net.state_dict(), config)
+    return save_model(folder, net.state_dict() if state is None else state, config)
 
 
 def load_outcome(folder: str | Path, device: str = "cpu") -> OutcomeModel:

@@ -31,6 +31,7 @@ from torch import nn
 from avid.nn.attention import Attention, LinearAttention, RelativePositionBias
 from avid.nn.blocks import (ChannelLayerNorm, Conv3d, Downsample, ResBlock, RMSNorm, Upsample, group_norm,
                             transposed_upsample)
+from avid.options import check_numbers
 
 ACTION_KINDS = ("none", "discrete", "continuous")
 BLOCKS = ("cpu", "paper")
@@ -67,9 +68,7 @@ class UNetConfig:
         counts = ("in_channels", "out_channels", "base_channels", "num_res_blocks", "attn_heads", "attn_head_dim",
                   "temporal_kernel", "patch_size", "groups", "cond_dim", "num_steps", "max_frames") + \
             (("num_actions",) if self.action_kind != "none" else ())  # a model without actions may say 0
-        for name in counts:
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(f"unet.{name} must be a whole number >= 1, got {getattr(self, name)!r}")
+        check_numbers(self, "unet", whole=counts)
         if not self.channel_mults or any(not isinstance(m, int) or m < 1 for m in self.channel_mults):
             raise ValueError(f"unet.channel_mults must be a non-empty list of whole numbers >= 1, got {self.channel_mults}")
         if self.attn_from_level < 0 or (self.spatial_head_dim is not None and self.spatial_head_dim < 1):

@@ -21,12 +21,13 @@ import numpy as np
 import torch
 
 from avid import tiny
+from avid.checkpoint import load_config
 from avid.config import TrainConfig, load
 from avid.data.procgen import collect_outcomes
 from avid.data.storage import atomic_write
 from avid.envs.outcome import (HEADS, OUTCOME_KIND, BalancedSteps, OutcomeConfig, OutcomeModel, OutcomeNet,
-                               best_threshold, collate_steps, labels, precision_recall, save_outcome)
-from avid.checkpoint import load_config
+                               best_threshold, collate_steps, labels, load_outcome, precision_recall,
+                               save_outcome)
 from avid.locks import folder_lock, locked
 from avid.train.harness import fit_run, start
 from avid.train.run_folder import claim_run_folder
@@ -111,20 +112,12 @@ def train_outcome(data: dict[str, np.ndarray], cfg: OutcomeConfig, t: TrainConfi
     claim_run_folder(out, OUTCOME_KIND, record, ("outcome",))
     precision = start(t)
     net = OutcomeNet(cfg)
-    final: dict[str, dict[str, torch.Tensor]] = {}
 
     def write(weights: dict[str, torch.Tensor], step: int) -> None:
-        final["weights"] = weights
-        save_outcome(out, net_with(cfg, weights), step=step)
+        save_outcome(out, net, state=weights, step=step)
 
     fit_run(net, BalancedSteps(data), t, out, record, write, OutcomeNet.name, precision, collate_fn=collate_steps)
-    return net_with(cfg, final.get("weights", net.state_dict())).eval()
-
-
-def net_with(cfg: OutcomeConfig, weights: dict[str, torch.Tensor]) -> OutcomeNet:
-    net = OutcomeNet(cfg)
-    net.load_state_dict({k: v.float() for k, v in weights.items()})
-    return net
+    return load_outcome(out).net  # the weights the run folder holds, as for every harness-trained model
 
 
 def make_outcome_model(cfg: OutcomeRunConfig, command: str = "", progress: bool = True) -> dict:

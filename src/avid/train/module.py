@@ -23,6 +23,8 @@ class NonFiniteWeights(NonFiniteLoss):
 
 
 LR_SCHEDULES = ("constant", "cosine")
+WEIGHTS_ADVICE = ("the last good checkpoint is untouched. Try a lower learning rate, train.precision=32-true, "
+                  "or train.grad_clip.")
 log = logging.getLogger("avid")
 
 
@@ -71,8 +73,7 @@ class MethodModule(L.LightningModule):
         if not bool(torch.stack([torch.isfinite(p).all() for p in params]).all()):
             raise NonFiniteWeights(
                 f"non-finite weights after optimiser step {self.global_step + 1} of method {self.method.name!r} "
-                f"(learning rate {self.trainer.optimizers[0].param_groups[0]['lr']:g}); the last good checkpoint is "
-                "untouched. Try a lower learning rate, train.precision=32-true, or train.grad_clip.")
+                f"(learning rate {self.trainer.optimizers[0].param_groups[0]['lr']:g}); {WEIGHTS_ADVICE}")
 
     def check_weights(self) -> None:
         """Before a checkpoint: the weights give a finite loss on the batch just trained (same random
@@ -89,8 +90,7 @@ class MethodModule(L.LightningModule):
             raise NonFiniteWeights(
                 f"the weights after optimiser step {self.global_step} of method {self.method.name!r} give a "
                 f"non-finite loss ({loss}) (learning rate {self.trainer.optimizers[0].param_groups[0]['lr']:g}); "
-                "they were not saved: the last good checkpoint is untouched. Try a lower learning rate, "
-                "train.precision=32-true, or train.grad_clip.")
+                f"they were not saved: {WEIGHTS_ADVICE}")
 
     def on_train_start(self) -> None:
         """This run's learning rate and weight decay replace what a resumed optimiser state holds, so
