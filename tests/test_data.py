@@ -41,6 +41,17 @@ def test_windows_never_cross_an_episode_start(tmp_path):
     assert [frame_ids(strided[j]["first"])[0] for j in range(len(strided))] == [0, 5, 12, 17, 22]
 
 
+def test_shards_load_as_one_stream_with_each_shard_starting_an_episode(tmp_path):
+    store = counting_store(tmp_path, n=10, episode_starts=(0,))
+    frames = np.full((6, 4, 4, 3), 200, np.uint8)
+    store.write_shard("s1", frames, np.arange(6) % 15, np.zeros(6, bool))  # continues no episode of s0
+    data = EpisodeStore(tmp_path).load_all()
+    assert data["frames"][:, 0, 0, 0].tolist() == list(range(10)) + [200] * 6
+    assert data["actions"].tolist() == list(range(10)) + list(range(6))
+    assert np.flatnonzero(data["firsts"]).tolist() == [0, 10]  # the second shard starts an episode
+    assert data["frames"].dtype == np.uint8 and data["frames"].shape == (16, 4, 4, 3)
+
+
 def test_video_conversion_round_trips():
     frames = torch.randint(0, 256, (2, 3, 8, 8, 3), dtype=torch.uint8)
     v = to_video(frames)

@@ -173,11 +173,25 @@ class EpisodeStore:
         return data
 
     def load_all(self) -> dict[str, np.ndarray]:
-        """Every shard concatenated; ``firsts`` also marks each shard's start."""
+        """Every shard concatenated; ``firsts`` also marks each shard's start. Filled shard by shard
+        into arrays sized from the index, so the peak memory is the data plus one shard (not twice
+        the data, as concatenating a list of loaded shards would hold)."""
         if not self.shards:
             raise ValueError(f"dataset {self.root} has no shards")
-        parts = [self.load_shard(s) for s in self.shards]
-        for p in parts:
-            p["firsts"] = p["firsts"].copy()
-            p["firsts"][0] = True
-        return {k: np.concatenate([p[k] for p in parts]) for k in ("frames", "actions", "firsts")}
+        total = sum(int(s["frames"]) for s in self.shards)
+        out: dict[str, np.ndarray] = {}
+        at = 0
+        for shard in self.shards:
+            part = self.load_shard(shard)
+            n = len(part["frames"])
+            if not out:
+                out = {k: np.empty((total, *v.shape[1:]), v.dtype) for k, v in part.items()}
+            for k, v in part.items():
+                if v.shape[1:] != out[k].shape[1:]:
+                    raise ShardError(self.root / shard["file"], f"{k} of shape {v.shape[1:]}, earlier shards "
+                                     f"{out[k].shape[1:]}")
+                out[k][at:at + n] = v
+            out["firsts"][at] = True
+            at += n
+            del part
+        return out
