@@ -52,6 +52,20 @@ def test_shards_load_as_one_stream_with_each_shard_starting_an_episode(tmp_path)
     assert data["frames"].dtype == np.uint8 and data["frames"].shape == (16, 4, 4, 3)
 
 
+def test_a_window_limit_reads_only_the_shards_it_needs_and_keeps_the_same_windows(tmp_path):
+    store = counting_store(tmp_path, n=20, episode_starts=(0,))
+    for j in range(1, 4):
+        frames = np.full((20, 4, 4, 3), 50 * j, np.uint8)
+        store.write_shard(f"s{j}", frames, np.zeros(20, int), np.zeros(20, bool))
+    full = WindowDataset(EpisodeStore(tmp_path), frames=5, cond_frames=2)
+    (tmp_path / "s3.npz").write_bytes(b"garbled")  # a limit that stops before s3 never reads it
+    part = WindowDataset(EpisodeStore(tmp_path), frames=5, cond_frames=2, limit=20)
+    assert len(part) == 20 and len(part.frames) == 40  # 16 windows per shard: two shards read
+    assert [frame_ids(part[j]["first"]) for j in range(20)] == [frame_ids(full[j]["first"]) for j in range(20)]
+    with pytest.raises(ValueError, match="s3.npz"):  # asking for more reaches the damaged shard
+        WindowDataset(EpisodeStore(tmp_path), frames=5, cond_frames=2, limit=60)
+
+
 def test_video_conversion_round_trips():
     frames = torch.randint(0, 256, (2, 3, 8, 8, 3), dtype=torch.uint8)
     v = to_video(frames)

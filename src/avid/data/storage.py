@@ -172,16 +172,17 @@ class EpisodeStore:
                              f"frame_size {size} (meta.frame_size); correct the metadata or regenerate the data")
         return data
 
-    def load_all(self) -> dict[str, np.ndarray]:
-        """Every shard concatenated; ``firsts`` also marks each shard's start. Filled shard by shard
-        into arrays sized from the index, so the peak memory is the data plus one shard (not twice
-        the data, as concatenating a list of loaded shards would hold)."""
+    def load_all(self, shards: int | None = None) -> dict[str, np.ndarray]:
+        """Every shard (or the first ``shards``) concatenated; ``firsts`` also marks each shard's
+        start. Filled shard by shard into arrays sized from the index, so the peak memory is the data
+        plus one shard (not twice the data, as concatenating a list of loaded shards would hold)."""
         if not self.shards:
             raise ValueError(f"dataset {self.root} has no shards")
-        total = sum(int(s["frames"]) for s in self.shards)
+        chosen = self.shards[:shards]
+        total = sum(int(s["frames"]) for s in chosen)
         out: dict[str, np.ndarray] = {}
         at = 0
-        for shard in self.shards:
+        for shard in chosen:
             part = self.load_shard(shard)
             n = len(part["frames"])
             if not out:

@@ -75,16 +75,18 @@ class WindowDataset(Dataset):
         if not 1 <= cond_frames < frames:
             raise ValueError(f"need 1 <= cond_frames < frames, got cond_frames={cond_frames}, frames={frames}")
         self.store, self.T, self.k = store, frames, cond_frames
-        data = store.load_all()
-        self.frames, self.actions, firsts = data["frames"], data["actions"], data["firsts"]
-        # a window starting at s is valid when no episode starts inside (s, s + T)
-        starts_after = np.cumsum(firsts)
-        n = len(firsts) - frames + 1
-        if n <= 0:
+        # windows never cross a shard (each starts an episode), so the first ``limit`` windows lie in
+        # the first shards: load only as many as they need (twice as many per try)
+        shards = 1 if limit is not None else None
+        while True:
+            data = store.load_all(shards)
+            self.frames, self.actions, firsts = data["frames"], data["actions"], data["firsts"]
+            self.starts = _window_starts(firsts, frames, stride)
+            if limit is None or len(self.starts) >= limit or shards >= len(store.shards):
+                break
+            shards *= 2
+        if len(firsts) < frames:  # every shard was read (a limit stops early only with windows found)
             raise ValueError(f"dataset {store.root} has {len(firsts)} frames, fewer than one window of {frames}")
-        s = np.arange(n)
-        ok = starts_after[s + frames - 1] == starts_after[s]
-        self.starts = _strided(s[ok], stride)
         if limit is not None:
             self.starts = self.starts[:limit]
         if len(self.starts) == 0:
@@ -106,6 +108,17 @@ class WindowDataset(Dataset):
         video = to_video(self.frames[s:s + self.T])
         acts = torch.as_tensor(self.actions[s + self.k - 1:s + self.T - 1])
         return {"first": video[:, :self.k], "x0": video[:, self.k:], "actions": acts}
+
+
+def _window_starts(firsts: np.ndarray, frames: int, stride: int) -> np.ndarray:
+    """Starts of the windows of ``frames`` frames that stay inside one episode (no episode starts
+    inside ``(s, s + frames)``), spaced by ``stride``."""
+    n = len(firsts) - frames + 1
+    if n <= 0:
+        return np.zeros(0, np.int64)
+    starts_after = np.cumsum(firsts)
+    s = np.arange(n)
+    return _strided(s[starts_after[s + frames - 1] == starts_after[s]], stride)
 
 
 def _strided(valid: np.ndarray, stride: int) -> np.ndarray:

@@ -115,7 +115,7 @@ def plan_steps(cfg: RunConfig, train_dir: Path, opt: QuickstartOptions, seconds_
     store = EpisodeStore(train_dir)
     ctx = build_context(cfg, store.meta, precision.name)
     method = build_method(cfg.method.name, ctx, cfg.method.options)
-    data = WindowDataset(store, cfg.data.frames, cfg.data.cond_frames)
+    data = WindowDataset(store, cfg.data.frames, cfg.data.cond_frames, limit=cfg.train.batch_size)  # first shard
     batch = collate([data[j] for j in range(cfg.train.batch_size)])
     base = build_method("base", ctx)
     s = cfg.sample
