@@ -32,9 +32,10 @@ def psnr_per_frame(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
     return (10 * torch.log10(1.0 / mse.clamp(min=10 ** (-PSNR_CAP / 10)))).clamp(max=PSNR_CAP)
 
 
-def ssim_per_frame(real: torch.Tensor, fake: torch.Tensor, chunk: int = 256) -> torch.Tensor:
+def ssim_per_frame(real: torch.Tensor, fake: torch.Tensor, chunk: int = 64) -> torch.Tensor:
     """SSIM of every frame ``(N * T,)`` (Gaussian window 11, sigma 1.5, ``data_range=1``), ``chunk``
-    frames at a time (all 8192 frames of 1024 trajectories at once took 18 GB)."""
+    frames at a time (all 8192 frames of 1024 trajectories at once took 18 GB; 256 frames of 64x64
+    at a time peak 1.1 GB above the inputs, 64 frames 0.28 GB, no slower)."""
     _check(real, fake)
     a, b = _frames(fake), _frames(real)
     return torch.cat([_ssim(a[i:i + chunk], b[i:i + chunk], data_range=1.0, reduction="none")
