@@ -67,6 +67,9 @@ def test_evaluation_writes_the_report_and_resumes_from_cached_samples(trained, m
     assert res.rows[-1].values["psnr"] == pytest.approx(copy["psnr"])
     assert f"| {COPY_LAST} |" in (tmp / "report" / "metrics.md").read_text()
     assert "Precision of every forward pass: fp32 (requested)" in (tmp / "report" / "metrics.md").read_text()
+    # ... and the report says where the baseline's PSNR comes from (still frames scored at the cap)
+    assert "Still frames (the ground truth equals the last conditioning frame)" in (tmp / "report" / "metrics.md").read_text()
+    assert 0 <= res.metrics["avid"]["beats_copy_last"] <= 1 and "still_frames" in res.metrics[COPY_LAST]
     import avid.pipelines.evaluate as ev
 
     monkeypatch.setattr(ev, "sample_videos", lambda *a, **k: (_ for _ in ()).throw(AssertionError("resampled")))

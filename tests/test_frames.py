@@ -1,8 +1,9 @@
 """Frame metrics: SSIM per predicted frame, computed in chunks so 1024 trajectories fit in memory."""
 
+import pytest
 import torch
 
-from avid.metrics.frames import frame_metrics, ssim_per_frame
+from avid.metrics.frames import against_copy_last, frame_metrics, psnr_per_frame, ssim_per_frame
 
 
 def test_ssim_in_chunks_equals_ssim_at_once_and_identical_frames_score_one():
@@ -12,3 +13,16 @@ def test_ssim_in_chunks_equals_ssim_at_once_and_identical_frames_score_one():
     assert torch.equal(ssim_per_frame(real, fake, chunk=3), ssim_per_frame(real, fake, chunk=1000))
     assert ssim_per_frame(real, fake).shape == (10,)
     assert frame_metrics(real, real.clone())["ssim"] == 1.0
+
+
+def test_against_copy_last_separates_the_still_frames_the_baseline_gets_exactly():
+    last = torch.full((1, 3, 1, 4, 4), 0.5)
+    real = torch.cat([last, last + 0.1, last - 0.2], dim=2)  # frame 0 still, frames 1 and 2 moved
+    copy = last.expand_as(real)
+    near = real + torch.tensor([0.01, 0.01, 0.3]).view(1, 1, 3, 1, 1)  # better than copy on frame 1 only
+    split = against_copy_last(real, {"m": near}, copy)
+    assert split["still_frames"] == pytest.approx(1 / 3)
+    moving_psnr = psnr_per_frame(real, near)[1:].mean()
+    assert split["psnr_moving"]["m"] == pytest.approx(float(moving_psnr))
+    assert split["psnr_moving"]["copy"] == pytest.approx(float(psnr_per_frame(real, copy)[1:].mean()))
+    assert split["beats_copy_last"]["m"] == pytest.approx(1 / 3)  # frame 0: copy is exact, frame 2: worse

@@ -28,7 +28,7 @@ def _check(real: torch.Tensor, fake: torch.Tensor) -> None:
 def psnr_per_frame(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
     """PSNR (dB) of every frame ``(N * T,)``, from each frame's MSE, capped at ``PSNR_CAP``."""
     _check(real, fake)
-    mse = (_frames(real) - _frames(fake)).pow(2).flatten(1).mean(1)
+    mse = _frame_mse(real, fake)
     return (10 * torch.log10(1.0 / mse.clamp(min=10 ** (-PSNR_CAP / 10)))).clamp(max=PSNR_CAP)
 
 
@@ -45,3 +45,27 @@ def ssim_per_frame(real: torch.Tensor, fake: torch.Tensor, chunk: int = 64) -> t
 def frame_metrics(real: torch.Tensor, fake: torch.Tensor) -> dict[str, float]:
     """Mean PSNR and SSIM over all predicted frames."""
     return {"psnr": float(psnr_per_frame(real, fake).mean()), "ssim": float(ssim_per_frame(real, fake).mean())}
+
+
+def _frame_mse(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    return (_frames(real) - _frames(fake)).pow(2).flatten(1).mean(1)
+
+
+def against_copy_last(real: torch.Tensor, fakes: dict[str, torch.Tensor], copy: torch.Tensor) -> dict:
+    """Where the copy-last-frame baseline's score comes from. A predicted frame whose ground truth
+    equals the last conditioning frame ("still": nothing moved, exactly, in 8 bits) is copied exactly
+    by the baseline and scored at ``PSNR_CAP``, so a few still frames dominate its mean PSNR. Returns
+    ``{"still_frames": fraction, "psnr_moving": {name: mean PSNR over the other frames},
+    "beats_copy_last": {name: fraction of frames with a lower MSE than the baseline's}}``; the names
+    are those of ``fakes`` plus ``"copy"`` in ``psnr_moving``."""
+    _check(real, copy)
+    still = _frame_mse(real, copy) == 0
+    moving = ~still
+    copy_mse = _frame_mse(real, copy)
+    out = {"still_frames": float(still.float().mean()), "psnr_moving": {}, "beats_copy_last": {}}
+    for name, fake in {**fakes, "copy": copy}.items():
+        psnr = psnr_per_frame(real, fake)
+        out["psnr_moving"][name] = float(psnr[moving].mean()) if bool(moving.any()) else float("nan")
+        if name != "copy":
+            out["beats_copy_last"][name] = float((_frame_mse(real, fake) < copy_mse).float().mean())
+    return out

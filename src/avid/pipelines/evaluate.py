@@ -24,7 +24,7 @@ from avid.data.storage import atomic_write, atomic_write_text
 from avid.locks import locked
 from avid.methods import Method
 from avid.methods.base import to_latent
-from avid.metrics import frame_metrics
+from avid.metrics import PSNR_CAP, against_copy_last, frame_metrics
 from avid.metrics.action_classifier import action_scores, error_ratio, load_classifier
 from avid.metrics.bootstrap import bootstrap_ci, ratio_of_means
 from avid.metrics.normalise import normalised_scores
@@ -220,10 +220,27 @@ def evaluate(methods: dict[str, Method], batch: Batch, cfg: SampleConfig, report
                              {r.method: (r.params or 0, norm.scores[r.method]) for r in rows}, norm.metrics)
     rows.append(Row(COPY_LAST, {k: v for k, v in results[COPY_LAST].items() if k in shown}))
     note += f"\n{COPY_LAST}: the last conditioning frame repeated (the trivial baseline: nothing moves)."
+    note += _copy_last_note(batch, rolls, results)
     write_table(report, "metrics", rows, title, note)
     atomic_write_text(report / "metrics.json", json.dumps(results, indent=1, default=str))
     write_videos(report, batch, rolls)
     return EvalResult(results, rows, rolls)
+
+
+def _copy_last_note(batch: Batch, rolls: dict[str, Rollout], results: dict) -> str:
+    """Where copy-last-frame's PSNR comes from (``avid.metrics.against_copy_last``), recorded in
+    ``results`` and said in one line of the report."""
+    split = against_copy_last(to01(batch.x0), {n: to01(r.videos) for n, r in rolls.items()},
+                              to01(copy_last_frame(batch)))
+    for name in rolls:
+        results[name].update(psnr_moving=split["psnr_moving"][name], beats_copy_last=split["beats_copy_last"][name])
+    results[COPY_LAST].update(psnr_moving=split["psnr_moving"]["copy"], still_frames=split["still_frames"])
+    moving = ", ".join(f"{n} {split['psnr_moving'][n]:.2f}" for n in rolls)
+    closer = ", ".join(f"{n} {100 * split['beats_copy_last'][n]:.1f}%" for n in rolls)
+    return (f"\nStill frames (the ground truth equals the last conditioning frame): "
+            f"{100 * split['still_frames']:.1f}% of predicted frames; {COPY_LAST} gets them exactly, each scored at "
+            f"the {PSNR_CAP:g} dB PSNR cap. PSNR over the other frames: {moving}, {COPY_LAST} "
+            f"{split['psnr_moving']['copy']:.2f}. Frames closer to the truth (lower MSE) than {COPY_LAST}: {closer}.")
 
 
 def write_videos(report: Path, batch: Batch, rolls: dict[str, Rollout], rows: int = 6) -> None:
