@@ -7,9 +7,10 @@ its files, and only its sizes shrink (one home for all of them, here):
   robot datasets: at most 2 episodes or 2 trajectories;
 - training (methods, base models, classifiers): at most 2 optimiser steps of batch 2;
 - sampling: 2 DDIM steps (DDPM included);
-- ``avid bench``: 1 warm-up and 1 timed step; ``avid loss``: at most 8 windows; evaluations: at most 2
-  held-out trajectories (the fewest an FVD, a bootstrap interval or a covariance can use; each one is
-  an I3D forward pass at 224x224); experiments: at most 2 seeds (enough for a mean and an interval).
+- ``avid bench`` (``--blackbox`` too): 1 warm-up and 1 timed step (or round); ``avid loss``: at most
+  8 windows; evaluations: at most 2 held-out trajectories (the fewest an FVD, a bootstrap interval or a
+  covariance can use; each one is an I3D forward pass at 224x224); experiments: at most 2 seeds
+  (enough for a mean and an interval).
 
 Network sizes are untouched. ``tests/test_readme*.py`` run every command block of the README this
 way, in order within each group of sections (``GROUPS`` in tests/test_readme.py). Numbers made under
