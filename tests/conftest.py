@@ -17,6 +17,20 @@ from avid.nn import UNet3D, UNetConfig
 torch.set_num_threads(1)  # pytest runs two workers (pyproject.toml): one thread each fills the 2 cores
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # and the processes tests start (servers, workers)
 
+# The longest test files, longest first (one worker's minutes each, measured with `pytest -n 0
+# --durations=0`). With `--dist loadfile --no-loadscope-reorder` (pyproject.toml) pytest-xdist hands
+# files to its two workers in collection order, so these start first and the many short files fill
+# in after them; xdist's default order (most tests first) would start these one-test files last.
+LONGEST_FIRST = ("test_readme_comparison.py", "test_readme.py", "test_readme_robot.py", "test_experiment.py",
+                 "test_ddp.py", "test_train.py", "test_unet.py", "test_action_classifier.py",
+                 "test_perceptual_networks.py", "test_outcome.py", "test_remote.py", "test_scaling.py")
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: k for k, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
+
+
 TINY_UNET = dict(base_channels=8, channel_mults=[1, 2], patch_size=2, attn_from_level=1, attn_heads=2,
                  attn_head_dim=8, cond_dim=16, groups=4)
 SIZE, K, NUM_STEPS = 16, 2, 20

@@ -209,7 +209,7 @@ def test_perceptual_metrics_at_the_standard_sizes(weights):
         perceptual_metrics(real, real, weights_dir=weights)
 
 
-def test_the_real_side_is_computed_once_for_the_same_ground_truth(weights, monkeypatch):
+def test_each_videos_features_are_computed_once_and_a_load_of_the_same_files_shares_them(weights, monkeypatch):
     import avid.metrics.fvd as fvd_mod
 
     nets = Perceptual.load(weights, check=False, fvd_output="pool")
@@ -217,8 +217,16 @@ def test_the_real_side_is_computed_once_for_the_same_ground_truth(weights, monke
     monkeypatch.setattr(fvd_mod, "i3d_features", lambda clips, *a, **k: calls.append(len(clips)) or original(clips, *a, **k))
     real, first = _videos(n=2, t=2, size=16, seed=4), _videos(n=2, t=2, size=16, seed=5)
     a = nets.score(real, {"same": real.clone(), "brighter": _brighter(real)}, first)
-    assert len(calls) == 3 and abs(a["same"]["fvd"]) < 1e-6  # real once, then each generated set
-    b = nets.score(real.clone(), {"again": _brighter(real)}, first)  # same content: real side reused
-    assert len(calls) == 4 and b["again"]["fvd"] == pytest.approx(a["brighter"]["fvd"])
+    assert len(calls) == 2 and abs(a["same"]["fvd"]) < 1e-6  # real once, "same" is its content, then "brighter"
+    again = Perceptual.load(weights, check=False, fvd_output="pool")  # the same files: the same networks and features
+    assert again is nets
+    b = again.score(real.clone(), {"again": _brighter(real)}, first)  # the same contents: nothing computed
+    assert len(calls) == 2 and b["again"]["fvd"] == a["brighter"]["fvd"]
     nets.score(real, {"again": _brighter(real)}, _brighter(first))  # other conditioning frames: recomputed
-    assert len(calls) == 6
+    assert len(calls) == 4
+    (weights / "extra.txt").write_text("a new file in the folder")  # the folder changed: loaded afresh
+    try:
+        assert Perceptual.load(weights, check=False, fvd_output="pool") is not nets
+    finally:
+        (weights / "extra.txt").unlink()
+    assert Perceptual.load(weights, check=False) is not Perceptual.load(weights, check=False, fvd_output="pool")

@@ -1,5 +1,5 @@
-"""Every ```bash block of README.md runs, in order, at smoke-test size (``AVID_TINY=1``), so the
-README cannot drift from the code.
+"""Every ```bash block of README.md runs at smoke-test size (``AVID_TINY=1``), so the README cannot
+drift from the code.
 
 The blocks are read from README.md when the test runs. Each block goes through bash, with ``avid``
 and ``python`` defined as shell functions that record their arguments, so variables, loops and
@@ -8,7 +8,12 @@ quoting expand exactly as for a reader; the recorded commands then run in this p
 through ``exec``. They run in a fresh folder laid out like a clone (``configs/`` linked, ``assets/``
 copied, so nothing in the repository is written). Not run: the set-up line (``python3 -m venv``,
 ``pip``), ``pytest`` itself, lines marked ``# GPU`` (the paper's scale) and ``# shell N`` (a server and its client). ``pytest -s`` prints
-what each command took.
+what each command took (wall and CPU seconds).
+
+The README's sections fall into groups (``GROUPS``) whose blocks read none of the other groups'
+outputs; each group runs in order in a clone of its own, one test file per group
+(tests/test_readme_comparison.py, tests/test_readme_robot.py, the rest here), so that pytest's
+workers run them side by side. Every block belongs to exactly one group (checked below).
 """
 
 from __future__ import annotations
@@ -67,15 +72,32 @@ def run(command: list[str]) -> str:
     return out.getvalue()
 
 
-ROBOT_SECTION = "## The robot domain"  # its blocks are independent of the others: tests/test_readme_robot.py
+# README sections (by the start of their ``##``/``###`` heading) whose blocks run apart from the others,
+# in a clone of their own: they use no output of any other group's blocks. Every other section: "main".
+GROUPS = {
+    "robot": ("## The robot domain",),  # tests/test_readme_robot.py
+    # the step-by-step path, the Coinrun comparison and evaluating its runs: tests/test_readme_comparison.py
+    "comparison": ("## Step by step", "## Baselines, ablations and the paper's comparison", "## Evaluation and metrics"),
+}
+HEADING = re.compile(r"^#{2,3} .*$", re.M)
 
 
-def split_sections(text: str) -> tuple[str, str]:
-    """The README without its robot section, and the robot section (up to the next ``## `` heading)."""
-    a = text.index(ROBOT_SECTION)
-    b = text.find("\n## ", a + 1)
-    b = len(text) if b < 0 else b + 1
-    return text[:a] + text[b:], text[a:b]
+def sections(text: str) -> list[tuple[str, str]]:
+    """``(heading, text)`` of every ``##`` or ``###`` section (up to the next such heading), and of the
+    text before the first one (heading "")."""
+    starts = [0, *(m.start() for m in HEADING.finditer(text)), len(text)]
+    parts = [text[a:b] for a, b in zip(starts, starts[1:]) if b > a]
+    return [(part.split("\n", 1)[0] if HEADING.match(part) else "", part) for part in parts]
+
+
+def group_of(heading: str) -> str:
+    return next((g for g, heads in GROUPS.items() if heading.startswith(heads)), "main")
+
+
+def group_blocks(group: str, text: str | None = None) -> list[str]:
+    """The ```bash blocks of ``group``'s sections, in README order."""
+    text = README.read_text() if text is None else text
+    return [b for heading, part in sections(text) if group_of(heading) == group for b in bash_blocks(part)]
 
 
 def run_blocks(blocks: list[str], tmp_path: Path, monkeypatch) -> tuple[Path, list[list[str]]]:
@@ -93,24 +115,37 @@ def run_blocks(blocks: list[str], tmp_path: Path, monkeypatch) -> tuple[Path, li
     ran = []
     for b, block in enumerate(blocks, 1):
         for command in recorded_commands(block, tmp_path / "record"):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             try:
                 run(command)
             except SystemExit as e:
                 if e.code:
                     pytest.fail(f"README block {b}: `{' '.join(command)}` exited with {e.code}")
             ran.append(command)
-            print(f"{time.perf_counter() - t0:6.1f} s  block {b}: {' '.join(command)[:120]}")
+            print(f"{time.perf_counter() - t0:6.1f} s ({time.process_time() - c0:5.1f} s CPU)  block {b}: "
+                  f"{' '.join(command)[:120]}")  # CPU: the steadier figure on a shared machine
     assert {p: p.stat().st_mtime_ns for p in (REPO_ROOT / "assets").rglob("*")} == shipped
     return clone, ran
 
 
+def test_every_readme_block_belongs_to_exactly_one_group():
+    text = README.read_text()
+    headings = [h for h, _ in sections(text)]
+    for heads in GROUPS.values():  # a renamed heading would move its blocks to "main" unnoticed
+        for head in heads:
+            assert any(h.startswith(head) for h in headings), f"README has no section {head!r}"
+    grouped = [b for g in (*GROUPS, "main") for b in group_blocks(g, text)]
+    assert sorted(grouped) == sorted(bash_blocks(text))
+    assert all(group_blocks(g, text) for g in (*GROUPS, "main"))
+
+
 def test_every_readme_block_runs_in_order_at_tiny_size(tmp_path, monkeypatch):
-    blocks = bash_blocks(split_sections(README.read_text())[0])
+    """The blocks of every section outside ``GROUPS``, in order (the other groups: their own files)."""
+    blocks = group_blocks("main")
     assert len(blocks) >= 5
     clone, ran = run_blocks(blocks, tmp_path, monkeypatch)
     assert {c[1] for c in ran if c[0] == "avid"} >= {"quickstart", "data", "pretrain", "train", "sample", "eval",
-                                                      "bench", "experiment", "classifier", "loss"}
+                                                      "bench", "experiment", "classifier", "loss", "export"}
     # the quickstart report's README lists every file the report holds
     report = clone / "reports" / "quickstart"
     listed = re.findall(r"`([^`]+)`", (report / "README.md").read_text())

@@ -1,13 +1,50 @@
-"""The README's robot section runs, in order, at smoke-test size (``AVID_TINY=1``). It is apart from
-tests/test_readme.py (its blocks use none of the others' outputs) so that the two run side by side."""
+"""The README's robot section runs, in order, at smoke-test size (``AVID_TINY=1``), once per test
+session, in a clone of its own (``GROUPS["robot"]`` in tests/test_readme.py: its blocks use none of the
+others' outputs, so the groups run side by side). On what it made, the robot domain's documented
+configs are checked: the codec, the latent base model (Table 9's v prediction, linear schedule, 16
+frames), the Action Error Ratio's regressor, a sample from the base model and the robot comparison
+(Tables 2 and 3) with two seeds."""
 
 from __future__ import annotations
 
-from tests.test_readme import README, bash_blocks, run_blocks, split_sections
+import pytest
+
+from avid.blackbox import open_denoiser
+from avid.cli import main
+from avid.metrics.action_classifier import load_classifier
+from tests.test_readme import group_blocks, run_blocks
 
 
-def test_the_readme_robot_blocks_run_in_order_at_tiny_size(tmp_path, monkeypatch):
-    blocks = bash_blocks(split_sections(README.read_text())[1])
-    assert blocks
-    _, ran = run_blocks(blocks, tmp_path, monkeypatch)
+@pytest.fixture(scope="module")
+def robot_clone(tmp_path_factory):
+    """The clone the README's robot blocks ran in, and the commands run."""
+    with pytest.MonkeyPatch.context() as mp:
+        return run_blocks(group_blocks("robot"), tmp_path_factory.mktemp("readme-robot"), mp)
+
+
+def test_the_readme_robot_blocks_run_in_order_at_tiny_size(robot_clone):
+    _, ran = robot_clone
     assert {c[1] for c in ran if c[0] == "avid"} >= {"data", "codec", "pretrain", "classifier", "experiment"}
+
+
+def test_the_robot_configs_reproduce_a_codec_a_latent_base_model_and_a_regressor(robot_clone, monkeypatch, capsys):
+    clone, _ = robot_clone
+    monkeypatch.chdir(clone)
+    monkeypatch.setattr("avid.checkpoint.REPO_ROOT", clone)
+    monkeypatch.setenv("AVID_TINY", "1")
+    spec = open_denoiser(clone / "runs/base-robot-cpu", precision="fp32").spec
+    assert spec.latent and (spec.channels, spec.frame_size, spec.pixel_size) == (4, 16, 64)
+    assert spec.diffusion.param == "v" and spec.diffusion.schedule == "linear" and spec.diffusion.num_steps == 1000
+    regressor = load_classifier(clone / "runs/action-regressor-robot-cpu")
+    assert not regressor.discrete and regressor.cfg.num_actions == 7 and regressor.cfg.frames == 16
+    main(["sample", "--checkpoint", "runs/base-robot-cpu", "--data", "data/robot-target-test", "--out", "samples"])
+    assert "2 videos" in capsys.readouterr().out and (clone / "samples/samples.gif").is_file()
+    main(["experiment", "robot", "--methods", "avid,avid-no-mask,poe", "--seeds", "0,1", "--eval-size", "2",
+          "--sweep-size", "2", "metrics.perceptual=false"])
+    report = clone / "reports/robot-cpu"
+    table = (report / "table1.md").read_text()
+    assert "Table 2 layout" in table and "Table 3 layout" in (report / "table3-ablations.md").read_text()
+    rows = {line.split(",")[0] for line in (report / "table1.csv").read_text().splitlines()[1:]}
+    assert {"avid", "poe", "base"} <= rows and "Action Err. Ratio" in table
+    assert "MAE generated / real" in (report / "README.md").read_text()  # the AER of the 7-D regressor
+    assert (report / "seeds.csv").is_file()  # two seeds: mean and 95% interval

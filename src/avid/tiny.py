@@ -7,11 +7,14 @@ its files, and only its sizes shrink (one home for all of them, here):
   robot datasets: at most 2 episodes or 2 trajectories;
 - training (methods, base models, classifiers): at most 2 optimiser steps of batch 2;
 - sampling: 2 DDIM steps (DDPM included);
-- ``avid bench``: 1 warm-up and 1 timed step; ``avid loss``: at most 8 windows; evaluations: at most 4
-  held-out trajectories; experiments: at most 2 seeds (enough for a mean and an interval).
+- ``avid bench`` (``--blackbox`` too): 1 warm-up and 1 timed step (or round); ``avid loss``: at most
+  8 windows; evaluations: at most 2 held-out trajectories (the fewest an FVD, a bootstrap interval or a
+  covariance can use; each one is an I3D forward pass at 224x224); experiments: at most 2 seeds
+  (enough for a mean and an interval).
 
-Network sizes are untouched. ``tests/test_readme.py`` runs every command block of the README this
-way, in order. Numbers made under ``AVID_TINY`` mean nothing.
+Network sizes are untouched. ``tests/test_readme*.py`` run every command block of the README this
+way, in order within each group of sections (``GROUPS`` in tests/test_readme.py). Numbers made under
+``AVID_TINY`` mean nothing.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ TRAIN = {"max_steps": 2, "batch_size": 2, "ckpt_every": 2, "num_workers": 0}
 SAMPLE_STEPS = 2
 BENCH_STEPS = 1
 LOSS_WINDOWS = 8
-EVAL_TRAJECTORIES = 4
+EVAL_TRAJECTORIES = 2
 SEEDS = 2
 
 

@@ -8,14 +8,19 @@ never a number. A file that is present but fails its checksum or has the wrong l
 
 ``Perceptual`` loads the networks once and scores any number of generated sets against one real
 set, computing the real side (VGG taps per frame batch, FID and FVD features) once for all; it
-keeps the FID/FVD features of the last few real sets, so later calls with the same ground truth
-(an experiment's sweeps, then its tables) skip them.
+keeps the FID/FVD features of the videos it has seen (real and generated, by content, up to
+``FEATURE_CACHE_BYTES``), so later calls with the same videos skip them: an experiment's sweeps and
+tables share the ground truth and the copy-last-frame row, its tables share their methods' videos,
+and a rerun from cached samples scores the same videos again. ``Perceptual.load`` gives the same
+object (networks and features) for the same weight files, so the commands of one process share it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import torch
@@ -23,11 +28,13 @@ import torch
 from avid.metrics import fid as fid_mod
 from avid.metrics import fvd as fvd_mod
 from avid.metrics import lpips as lpips_mod
+from avid.metrics import packaged
 from avid.metrics.frechet import frechet_distance
-from avid.metrics.weights import WEIGHTS, WeightsNotFound
+from avid.metrics.weights import WEIGHTS, WeightsNotFound, resolve_dir
 
 PERCEPTUAL_METRICS = ("lpips", "fid", "fvd")  # the value keys of ``perceptual_metrics``
-REAL_CACHE = 4  # real sets whose FID/FVD features are kept
+FEATURE_CACHE_BYTES = 256 * 2**20  # FID/FVD features kept per ``Perceptual`` (the oldest go first)
+_LOADED: dict[tuple, Perceptual] = {}  # ``Perceptual.load``'s last, by the state of the files it read
 
 
 def _missing(err: FileNotFoundError) -> str:
@@ -45,27 +52,37 @@ class Perceptual:
     lpips: lpips_mod.LPIPS | str
     inception: fid_mod.FIDInceptionV3 | str
     i3d: fvd_mod.I3D | str
-    # real-side FID/FVD features of the last few real sets, by content: an experiment scores several
-    # groups of methods against the same ground truth
-    _real: dict = field(default_factory=dict, repr=False, compare=False)
+    # FID/FVD features of the videos seen, by metric and content (real and generated alike)
+    _features: OrderedDict = field(default_factory=OrderedDict, repr=False, compare=False)
 
-    def _real_features(self, metric: str, compute, *tensors: torch.Tensor | None) -> torch.Tensor:
+    def _cached(self, metric: str, compute, *tensors: torch.Tensor | None) -> torch.Tensor:
         digest = hashlib.sha256(metric.encode())
         for t in tensors:
             if t is not None:
                 digest.update(str(tuple(t.shape)).encode())
                 digest.update(t.detach().float().cpu().contiguous().numpy().tobytes())
         key = digest.hexdigest()
-        if key not in self._real:
-            while len(self._real) >= REAL_CACHE:
-                self._real.pop(next(iter(self._real)))
-            self._real[key] = compute()
-        return self._real[key]
+        if key in self._features:
+            self._features.move_to_end(key)
+        else:
+            self._features[key] = compute()
+            while sum(f.nbytes for f in self._features.values()) > FEATURE_CACHE_BYTES and len(self._features) > 1:
+                self._features.popitem(last=False)
+        return self._features[key]
 
     @classmethod
     def load(cls, weights_dir: str | os.PathLike | None = None, device: str | torch.device = "cpu",
              check: bool = True, fvd_output: str = fvd_mod.DEFAULT_OUTPUT) -> Perceptual:
-        """``fvd_output``: "logits" (400, the TF-Hub FVD's convention, default) or "pool" (1024)."""
+        """``fvd_output``: "logits" (400, the TF-Hub FVD's convention, default) or "pool" (1024).
+        The same files (path, size, modification time), device and options: the same object."""
+        key = (_files_read(weights_dir), str(torch.device(device)), check, fvd_output)
+        if key not in _LOADED:
+            _LOADED.clear()  # the last one only: memory stays bounded in a process that loads from many folders
+            _LOADED[key] = cls._load(weights_dir, device, check, fvd_output)
+        return _LOADED[key]
+
+    @classmethod
+    def _load(cls, weights_dir, device, check, fvd_output) -> Perceptual:
         nets = []
         for load in (lambda: lpips_mod.load_lpips(weights_dir, device, check),
                      lambda: fid_mod.load_inception(weights_dir, device, check),
@@ -114,9 +131,9 @@ class Perceptual:
                 out[name]["fid"] = self.inception
         else:
             feats = lambda v: fid_mod.inception_features(fid_mod.frames_of(v), self.inception, batch_size)  # noqa: E731
-            ref = self._real_features("fid", lambda: feats(real), real)
+            ref = self._cached("fid", lambda: feats(real), real)
             for name in names:
-                gen = feats(fakes[name])
+                gen = self._cached("fid", lambda: feats(fakes[name]), fakes[name])
                 out[name]["fid"] = frechet_distance(ref, gen)
                 out[name]["conventions"]["fid"] += f"; {ref.shape[0]} real and {gen.shape[0]} generated frames"
         if isinstance(self.i3d, str):
@@ -125,11 +142,32 @@ class Perceptual:
         else:
             clips = max(1, batch_size // (real.shape[2] + k))
             feats = lambda v: fvd_mod.i3d_features(fvd_mod.clips_of(v, first), self.i3d, clips)  # noqa: E731
-            ref = self._real_features(f"fvd-{self.i3d.kind}-{self.i3d.output}", lambda: feats(real), real, first)
+            metric = f"fvd-{self.i3d.kind}-{self.i3d.output}"
+            ref = self._cached(metric, lambda: feats(real), real, first)
             for name in names:
-                out[name]["fvd"] = frechet_distance(ref, feats(fakes[name]))
+                gen = self._cached(metric, lambda: feats(fakes[name]), fakes[name], first)
+                out[name]["fvd"] = frechet_distance(ref, gen)
                 out[name]["conventions"]["fvd"] += f"; {real.shape[0]} real and {real.shape[0]} generated clips"
         return out
+
+
+def _files_read(weights_dir: str | os.PathLike | None) -> tuple:
+    """What ``Perceptual.load`` reads: (path, size, mtime_ns) of each file of the weights folder and
+    of each packaged file, and the names of the packaged files that are missing."""
+    folder = resolve_dir(weights_dir).resolve()
+    files = sorted(p for p in folder.iterdir() if p.is_file()) if folder.is_dir() else []
+    missing = []
+    for name in ("lpips", "i3d"):
+        try:
+            files.append(packaged.locate(name))
+        except FileNotFoundError:
+            missing.append(name)
+    stats = []
+    for f in files:
+        with contextlib.suppress(OSError):  # gone meanwhile: then it is not read either
+            st = f.stat()
+            stats.append((str(f), st.st_size, st.st_mtime_ns))
+    return tuple(stats), tuple(missing)
 
 
 def perceptual_metrics(real: torch.Tensor, fake: torch.Tensor, first: torch.Tensor | None = None,

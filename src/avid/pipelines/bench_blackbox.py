@@ -16,6 +16,7 @@ import time
 
 import torch
 
+from avid import tiny
 from avid.blackbox.provider import open_provider
 from avid.blackbox.remote import open_remote
 from avid.blackbox.worker import open_worker
@@ -25,6 +26,7 @@ from avid.pipelines.serve import ServerProcess
 def bench_blackbox(base: str = "assets/base-procgen", batch: int = 8, frames: int = 10, precision: str = "auto",
                    warmup: int = 2, repeats: int = 10) -> dict:
     threads = torch.get_num_threads()
+    warmup, repeats = tiny.count(warmup, tiny.BENCH_STEPS), tiny.count(repeats, tiny.BENCH_STEPS)  # AVID_TINY=1
     provider = open_provider(base, precision=precision)
     s = provider.spec
     g = torch.Generator().manual_seed(0)

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from avid import tiny
 from avid.checkpoint import load_config
 from avid.config import RunConfig, load_run_config
 from avid.data import Batch, EpisodeStore, WindowDataset, collate
@@ -171,6 +172,8 @@ def quickstart(opt: QuickstartOptions) -> Path:
     train_dir, eval_dir = prepare_data(opt)
     cfg = load_run_config(opt.config, values={"data.train": str(train_dir), "out": str(Path(opt.runs_dir) / "avid"),
                                               "base": opt.base, "train.precision": opt.precision})
+    cfg = tiny.run(cfg)  # AVID_TINY=1: smoke-test size, so the plan below measures at that size too
+    opt = dataclasses.replace(opt, eval_size=tiny.count(opt.eval_size, tiny.EVAL_TRAJECTORIES))
     precision = resolve_precision(cfg.train.precision)
     print(f"CPU: {describe_cpu()}\nprecision: {precision.describe()}")
     if opt.steps:
