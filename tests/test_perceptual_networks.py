@@ -13,7 +13,7 @@ from avid.metrics.fid import fid, inception_features, load_inception
 from avid.metrics.fvd import clips_of, fvd, i3d_features, load_i3d
 from avid.metrics.lpips import Heads, load_lpips, lpips_per_frame, lpips_videos
 from avid.metrics.networks import FIDInceptionV3, InceptionI3d, VGG16Features
-from avid.metrics.perceptual import Perceptual, perceptual_metrics
+from avid.metrics.perceptual import Perceptual, perceptual_metrics, release_loaded
 from avid.metrics.weights import WEIGHTS, WeightsMismatch
 
 FID_SIZE, I3D_SIZE = 96, 64  # small resizes keep the tests fast; the standard sizes run once below
@@ -230,3 +230,6 @@ def test_each_videos_features_are_computed_once_and_a_load_of_the_same_files_sha
     finally:
         (weights / "extra.txt").unlink()
     assert Perceptual.load(weights, check=False) is not Perceptual.load(weights, check=False, fvd_output="pool")
+    kept = Perceptual.load(weights, check=False)
+    release_loaded()  # what the quickstart does before training: the next load reads the files again
+    assert Perceptual.load(weights, check=False) is not kept

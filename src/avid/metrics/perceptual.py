@@ -151,6 +151,12 @@ class Perceptual:
         return out
 
 
+def release_loaded() -> None:
+    """Drop what ``Perceptual.load`` keeps for the process (networks and features), e.g. before a
+    stage that needs the memory more; the next ``load`` reads the files again."""
+    _LOADED.clear()
+
+
 def _files_read(weights_dir: str | os.PathLike | None) -> tuple:
     """What ``Perceptual.load`` reads: (path, size, mtime_ns) of each file of the weights folder and
     of each packaged file, and the names of the packaged files that are missing."""

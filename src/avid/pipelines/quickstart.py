@@ -35,6 +35,7 @@ from avid.pipelines.bench import train_step
 from avid.pipelines.evaluate import action_error_ratio, evaluate, load_eval_batch, perceptual
 from avid.methods import build_method
 from avid.metrics.action_classifier import SHIPPED_CLASSIFIER
+from avid.metrics.perceptual import release_loaded
 from avid.precision import describe_cpu, resolve_precision
 from avid.pipelines.report import report_files_markdown
 from avid.rollout import Rollout
@@ -187,6 +188,7 @@ def quickstart(opt: QuickstartOptions) -> Path:
                   f"{max(plan.train_seconds, 0) / 60:.1f} min of training, fewer than the {opt.min_steps} steps the "
                   f"adapter needs; training {opt.min_steps} steps anyway (~{opt.min_steps * plan.train_step_s / 60:.0f} "
                   "min). Use --budget-minutes, --eval-size or --train-steps to choose.")
+    release_loaded()  # the metric networks are not kept through training: loaded again for the evaluation
     cap = round(1.5 * steps * plan.train_step_s / 60 + 1, 2) if plan else None  # a safety net, not the plan
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_steps=steps, max_minutes=cap))
     run_dir = train(cfg)
@@ -195,8 +197,8 @@ def quickstart(opt: QuickstartOptions) -> Path:
         print(f"training stopped by its time cap at step {reached} of {steps}; rerun the same command with "
               f"--train-steps {steps} to continue it")
     report = Path(opt.report_dir)
-    # the metric networks are loaded again here rather than kept through training: a few seconds for
-    # ~0.2 GB less at the run's memory peak (training holds the 100k training frames)
+    # the metric networks load again here (released above): a few seconds for ~0.2 GB less at the
+    # run's memory peak (training holds the 100k training frames)
     run_evaluation(cfg, run_dir, eval_dir, report, report_metrics(cfg.sample.device))
     seconds = time.time() - t0
     atomic_write_text(report / "README.md", _readme(opt, cfg, seconds, reached, precision.describe(), plan))
