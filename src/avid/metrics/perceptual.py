@@ -105,10 +105,10 @@ class Perceptual:
         """Every generated set in ``fakes`` against ``real``; videos ``(N, 3, T, H, W)`` in [0, 1],
         the predicted frames only (LPIPS pairs frames, FID pools all frames); ``first (N, 3, k, H, W)``:
         conditioning frames, prepended to both sides for FVD only. ``batch_size``: frames per
-        forward pass (LPIPS, FID); FVD takes ``max(1, batch_size // clip length)`` clips at a time.
-        8 keeps the networks' activations small (one I3D clip of 224x224 frames at a time; measured on
-        24 clips of 10 frames: 3 clips per pass peak 140 MB higher; LPIPS 32 frames per pass 170 MB
-        higher than 8 and no faster) at little cost in time.
+        forward pass (LPIPS, FID); FVD takes ``max(1, 4 * batch_size // clip length)`` clips at a time.
+        8 keeps LPIPS's activations small (32 frames per pass peak 170 MB higher and are no faster);
+        I3D gets 3 clips of 10 frames per pass (8% faster than one clip at a time, for 140 MB more;
+        measured on 24 clips of 10 frames, one thread).
 
         Returns ``{name: {"lpips": float | str, "fid": ..., "fvd": ..., "conventions": {...}}}``."""
         for fake in fakes.values():
@@ -140,7 +140,7 @@ class Perceptual:
             for name in names:
                 out[name]["fvd"] = self.i3d
         else:
-            clips = max(1, batch_size // (real.shape[2] + k))
+            clips = max(1, 4 * batch_size // (real.shape[2] + k))  # 32 frames per I3D pass: 8% faster than one clip
             feats = lambda v: fvd_mod.i3d_features(fvd_mod.clips_of(v, first), self.i3d, clips)  # noqa: E731
             metric = f"fvd-{self.i3d.kind}-{self.i3d.output}"
             ref = self._cached(metric, lambda: feats(real), real, first)
