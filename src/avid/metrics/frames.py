@@ -28,7 +28,10 @@ def _check(real: torch.Tensor, fake: torch.Tensor) -> None:
 def psnr_per_frame(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
     """PSNR (dB) of every frame ``(N * T,)``, from each frame's MSE, capped at ``PSNR_CAP``."""
     _check(real, fake)
-    mse = _frame_mse(real, fake)
+    return _psnr(_frame_mse(real, fake))
+
+
+def _psnr(mse: torch.Tensor) -> torch.Tensor:
     return (10 * torch.log10(1.0 / mse.clamp(min=10 ** (-PSNR_CAP / 10)))).clamp(max=PSNR_CAP)
 
 
@@ -58,14 +61,14 @@ def against_copy_last(real: torch.Tensor, fakes: dict[str, torch.Tensor], copy: 
     ``{"still_frames": fraction, "psnr_moving": {name: mean PSNR over the other frames},
     "beats_copy_last": {name: fraction of frames with a lower MSE than the baseline's}}``; the names
     are those of ``fakes`` plus ``"copy"`` in ``psnr_moving``."""
-    _check(real, copy)
-    still = _frame_mse(real, copy) == 0
-    moving = ~still
+    for fake in (copy, *fakes.values()):
+        _check(real, fake)
     copy_mse = _frame_mse(real, copy)
-    out = {"still_frames": float(still.float().mean()), "psnr_moving": {}, "beats_copy_last": {}}
+    moving = copy_mse > 0
+    out = {"still_frames": float((~moving).float().mean()), "psnr_moving": {}, "beats_copy_last": {}}
     for name, fake in {**fakes, "copy": copy}.items():
-        psnr = psnr_per_frame(real, fake)
-        out["psnr_moving"][name] = float(psnr[moving].mean()) if bool(moving.any()) else float("nan")
-        if name != "copy":
-            out["beats_copy_last"][name] = float((_frame_mse(real, fake) < copy_mse).float().mean())
+        mse = copy_mse if fake is copy else _frame_mse(real, fake)
+        out["psnr_moving"][name] = float(_psnr(mse)[moving].mean()) if bool(moving.any()) else float("nan")
+        if fake is not copy:
+            out["beats_copy_last"][name] = float((mse < copy_mse).float().mean())
     return out
