@@ -119,6 +119,42 @@ def test_held_out_loss_weights_every_window_once_and_leaves_the_global_rng_alone
     assert "over 6 windows" in capsys.readouterr().out
 
 
+def test_shuffled_actions_give_each_window_another_windows_actions(trained, capsys):
+    """A probe whose loss reads only the actions: shuffling gives each window the next drawn window's
+    actions (frames kept), so the mean over all windows is the same but every window's term changes."""
+    import torch
+
+    from avid.data import WindowDataset
+    from avid.methods.base import Method
+    from avid.pipelines.evaluate import held_out_loss
+
+    tmp, base, data = trained
+    seen = []
+
+    class ActionProbe(Method):
+        uses_base = False
+
+        def loss(self, batch, i=None):
+            seen.append((batch.x0.flatten(1).mean(1), batch.actions.float().mean(1)))
+            return batch.actions.float().mean(), {}
+
+    method, _ = load_method(tmp / "run", precision="fp32")
+    probe = ActionProbe(method.ctx)
+    ds = WindowDataset(data, 6, 2)
+    idx = np.random.default_rng(0).choice(len(ds), size=5, replace=False)
+    own = [float(ds[int(j)]["actions"].float().mean()) for j in idx]
+    held_out_loss(probe, data, 6, 2, limit=5, batch_size=2, shuffled_actions=True)
+    frames = torch.cat([f for f, _ in seen]).tolist()
+    got = torch.cat([a for _, a in seen]).tolist()
+    assert frames == pytest.approx([float(ds[int(j)]["x0"].mean()) for j in idx], rel=1e-5)  # frames are kept
+    assert got == pytest.approx(own[1:] + own[:1])  # window k gets window k+1's actions, the last the first's
+    with pytest.raises(ValueError, match="at least 2 windows"):
+        held_out_loss(probe, data, 6, 2, limit=1, shuffled_actions=True)
+    main(["loss", "--checkpoint", str(tmp / "run"), "--data", str(data), "--limit", "4", "--shuffled-actions"])
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 3 and "with shuffled actions" in out[1] and out[2].startswith("copy last frame")
+
+
 def test_loss_at_a_fixed_level_follows_the_snr_weight(trained, capsys):
     """At the noisiest step the SNR weight (eps-MSE in x0 terms) nearly vanishes; at step 0 it is large."""
     tmp, base, data = trained

@@ -44,10 +44,12 @@ def evaluate_runs(runs: list[str], data: str, out: str | Path, cfg: SampleConfig
 
 
 def loss_lines(checkpoint: str, data: str, limit: int = 512, batch_size: int = 32, seed: int = 0,
-               levels: list[int] | None = None, weighting: str | None = None, precision: str = "auto") -> Iterator[str]:
+               levels: list[int] | None = None, weighting: str | None = None, precision: str = "auto",
+               shuffled_actions: bool = False) -> Iterator[str]:
     """The denoising loss of ``checkpoint`` on ``limit`` windows of ``data``, at random diffusion steps or
     at each of ``levels``, with the method's own weighting or ``weighting`` (e.g. "x0": the plain MSE
-    of the clean video): one line each, and one for copy-last-frame (``CopyLast``) on the same windows."""
+    of the clean video): one line each, and one for copy-last-frame (``CopyLast``) on the same windows.
+    ``shuffled_actions``: one more line each, the method given another window's actions (``held_out_loss``)."""
     method, mc = load_method(checkpoint, precision)
     if weighting:
         method.diffusion = method.diffusion.with_weighting(weighting)
@@ -57,8 +59,11 @@ def loss_lines(checkpoint: str, data: str, limit: int = 512, batch_size: int = 3
         if level is not None and not 0 <= level < d.num_steps:
             raise ValueError(f"--levels must lie in [0, {d.num_steps}), got {level}")
         at = "random diffusion steps" if level is None else f"diffusion step {level}"
-        for who, m in ((checkpoint, method), ("copy last frame", copy_last)):  # the same windows, steps and noise
+        rows = [(checkpoint, method, False), ("copy last frame", copy_last, False)]
+        if shuffled_actions:
+            rows.insert(1, (f"{checkpoint} with shuffled actions", method, True))
+        for who, m, shuffled in rows:  # the same windows, steps and noise
             loss, n = held_out_loss(m, data, mc["frames"], mc["cond_frames"], limit, batch_size, seed, level,
-                                    precision)
+                                    precision, shuffled)
             yield (f"{who}: denoising loss {loss:.4f} at {at} ({d.cfg.weighting} weighting, {d.param} "
                    f"parameterisation) over {n} windows of {data}, seed {seed}")

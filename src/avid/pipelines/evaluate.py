@@ -59,16 +59,23 @@ def load_eval_batch(eval_dir: str | Path, frames: int, cond_frames: int, limit: 
 
 def held_out_loss(method: Method, data: str | Path, frames: int, cond_frames: int, limit: int = 512,
                   batch_size: int = 32, seed: int = 0, level: int | None = None,
-                  precision: str = "auto") -> tuple[float, int]:
+                  precision: str = "auto", shuffled_actions: bool = False) -> tuple[float, int]:
     """The method's own training objective (eq. 6 with its weighting) on ``limit`` windows drawn
     without replacement from ``data``, with fixed diffusion steps (random, or all ``level``) and
-    noise: a validation loss. Returns (mean loss per window, windows used)."""
+    noise: a validation loss. Returns (mean loss per window, windows used).
+
+    ``shuffled_actions``: every window gets the actions of the next drawn window instead of its own
+    (same frames, steps and noise): how much higher the loss gets says how much the method uses the
+    actions (a method that ignores them scores the same)."""
     amp = resolve_precision(precision)
     if limit < 1 or batch_size < 1:
         raise ValueError(f"--limit and --batch-size must be at least 1, got {limit} and {batch_size}")
     ds = WindowDataset(data, frames, cond_frames)
     limit = tiny.count(limit, tiny.LOSS_WINDOWS)  # AVID_TINY=1: smoke-test size
     idx = np.random.default_rng(seed).choice(len(ds), size=min(limit, len(ds)), replace=False)
+    if shuffled_actions and len(idx) < 2:
+        raise ValueError("shuffled actions need at least 2 windows")
+    actions_of = np.roll(idx, -1) if shuffled_actions else idx  # another window's actions: a derangement
     total = 0.0
     with torch.random.fork_rng(devices=[]), torch.no_grad():  # the caller's generator is left as it was
         torch.manual_seed(seed)
@@ -76,6 +83,9 @@ def held_out_loss(method: Method, data: str | Path, frames: int, cond_frames: in
             part = idx[s:s + batch_size]
             i = None if level is None else torch.full((len(part),), level)
             batch = collate([ds[int(j)] for j in part])
+            if shuffled_actions:
+                other = collate([ds[int(j)] for j in actions_of[s:s + batch_size]])
+                batch = Batch(batch.first, batch.x0, other.actions)
             if method.ctx.codec is not None:  # a latent base model: the loss is in its codec's space
                 batch = to_latent(method.ctx.codec, batch)
             with amp.autocast():
