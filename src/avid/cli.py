@@ -102,7 +102,7 @@ def cmd_loss(args) -> None:
     from avid.pipelines.eval_runs import loss_lines
 
     for line in loss_lines(args.checkpoint, args.data, args.limit, args.batch_size, args.seed, args.levels,
-                           args.weighting, args.precision):
+                           args.weighting, args.precision, args.shuffled_actions):
         print(line)
 
 
@@ -226,6 +226,37 @@ def _add_data_robot(dsub) -> None:
     r.add_argument("--out", required=True, help="dataset folder to write (rerunning resumes after a kill)")
     r.set_defaults(fn=run)
 # ---- end of the robot data block ---------------------------------------------------------------
+# ---- what the actions decide (measured from the environment) -----------------------------------
+def _add_data_predictability(dsub) -> None:
+    """``avid data predictability``: copy-last-frame against the best action-free prediction from the exact state."""
+
+    def run(args) -> None:
+        import json
+        from pathlib import Path
+
+        from avid.data.predictability import PredictabilitySpec, markdown, measure
+        from avid.data.storage import atomic_write_text
+
+        start, num_levels = args.levels
+        result = measure(PredictabilitySpec(args.game, start, num_levels, args.states, args.futures, seed=args.seed))
+        print(markdown(result))
+        if args.out:
+            out = Path(args.out)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(out, json.dumps(result, indent=1))
+            print(f"written to {args.out}")
+
+    r = dsub.add_parser("predictability", help="how much of the next frames the actions decide: copy-last-frame "
+                        "against the mean of random-action rollouts from the exact same state")
+    r.add_argument("--game", default="coinrun", help="the Procgen game")
+    r.add_argument("--levels", type=level_range, default="5000:6000", help="START:STOP, levels of random play")
+    r.add_argument("--states", type=int, default=300, help="states tested (every 5th of the random-play stream)")
+    r.add_argument("--futures", type=int, default=8, help="random-action rollouts per state (1 truth + the rest)")
+    r.add_argument("--seed", type=int, default=0, help="random play's seed")
+    r.add_argument("--out", default=None, help="also write the result as JSON here (default: print only)")
+    r.set_defaults(fn=run)
+
+
 # ---- real robot data in (RLDS / Open X-Embodiment TFRecords, MP4 folders) ----------------------
 def _add_data_import(dsub) -> None:
     """``avid data import PATH... --out DIR``."""
@@ -471,6 +502,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_verify(dsub)
     _add_data_robot(dsub)
     _add_data_import(dsub)
+    _add_data_predictability(dsub)
 
     for name, helptext in (("train", "train a method (AVID, a baseline, an ablation)"),
                            ("pretrain", "train the base image-to-video model")):
@@ -544,6 +576,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "method's own: eps, x0, v, min_snr, truncated_snr; x0 = plain MSE of the clean video (default: the method's own)")
     lo.add_argument("--levels", type=int_list, default=None, help="comma-separated diffusion steps, each scored on its own "
                     "(e.g. 5,100,199) (default: random steps, as in training)")
+    lo.add_argument("--shuffled-actions", action="store_true", help="also score the method with every window given "
+                    "another window's actions: a loss no higher than with the true actions means the actions are unused")
     add_precision_option(lo, "auto")
     lo.set_defaults(fn=cmd_loss)
 

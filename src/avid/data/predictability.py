@@ -1,0 +1,104 @@
+"""How much of a Procgen game's next frames the actions decide, measured from the environment itself.
+
+From states visited by uniform random play (the data's policy), the state is saved and ``futures``
+rollouts of ``horizon`` steps are played from it, each with its own uniform random buttons. One
+rollout is the "truth"; the mean of the others is the best prediction a model could make *without
+the actions* if it knew the exact state (the conditional mean over the action sequences, estimated
+from ``futures - 1`` samples, so its error is slightly overstated). Against copying the last frame,
+this splits a world model's error into the part the game's own dynamics decide (gravity, momentum,
+enemies, the camera following the agent: predictable without actions) and the part the actions
+decide. Rollouts in which an episode ends are skipped (the next episode's first frame is not
+a prediction).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import warnings
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from avid.data.procgen import NUM_ACTIONS
+
+
+@dataclass
+class PredictabilitySpec:
+    game: str = "coinrun"
+    start_level: int = 5000  # the validation levels of the Coinrun presets
+    num_levels: int = 1000
+    states: int = 300
+    futures: int = 8  # rollouts per state: 1 truth + (futures - 1) for the action-free mean
+    horizon: int = 8  # predicted frames, as the models' windows
+    every: int = 5  # test every ``every``-th state of the random-play stream
+    distribution_mode: str = "hard"
+    seed: int = 0
+
+
+def _psnr(mse: np.ndarray) -> np.ndarray:
+    return np.minimum(10 * np.log10(1 / np.maximum(mse, 1e-10)), 100.0)  # capped as the metrics are
+
+
+def measure(spec: PredictabilitySpec) -> dict:
+    """Per predicted frame (1..horizon) and overall: MSE and PSNR (frames in [0, 1], PSNR capped at 100
+    dB as in the reports) of copying the last frame and of the action-free mean; the share of the
+    copy-last error that remains without the actions."""
+    if spec.futures < 2 or spec.states < 1 or spec.horizon < 1:
+        raise ValueError(f"need futures >= 2, states >= 1, horizon >= 1; got {spec.futures}, {spec.states}, "
+                         f"{spec.horizon}")
+    from procgen import ProcgenGym3Env
+
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        env = ProcgenGym3Env(num=1, env_name=spec.game, start_level=spec.start_level, num_levels=spec.num_levels,
+                             distribution_mode=spec.distribution_mode, rand_seed=spec.seed)
+    rng = np.random.default_rng(spec.seed)
+    copy, mean, skipped = [], [], 0
+    while len(copy) < spec.states:
+        for _ in range(spec.every):
+            env.act(rng.integers(0, NUM_ACTIONS, 1).astype(np.int32))
+        state = env.callmethod("get_state")
+        last = env.observe()[1]["rgb"][0].astype(np.float32) / 255
+        roll = np.empty((spec.futures, spec.horizon, *last.shape), np.float32)
+        ended = False
+        for k in range(spec.futures):
+            env.callmethod("set_state", state)
+            for t, a in enumerate(rng.integers(0, NUM_ACTIONS, spec.horizon)):
+                env.act(np.array([a], np.int32))
+                _, obs, first = env.observe()
+                ended |= bool(first[0])
+                roll[k, t] = obs["rgb"][0] / 255.0
+        env.callmethod("set_state", state)
+        if ended:
+            skipped += 1
+            continue
+        truth = roll[0]
+        copy.append(((truth - last) ** 2).mean(axis=(1, 2, 3)))
+        mean.append(((truth - roll[1:].mean(0)) ** 2).mean(axis=(1, 2, 3)))
+    copy_mse, mean_mse = np.array(copy), np.array(mean)  # (states, horizon)
+    return {"spec": asdict(spec), "skipped_states": skipped,
+            "copy_last": {"mse": float(copy_mse.mean()), "psnr": float(_psnr(copy_mse).mean()),
+                          "psnr_per_frame": _psnr(copy_mse).mean(0).round(3).tolist()},
+            "action_free_mean": {"mse": float(mean_mse.mean()), "psnr": float(_psnr(mean_mse).mean()),
+                                 "psnr_per_frame": _psnr(mean_mse).mean(0).round(3).tolist()},
+            "share_left_without_actions": float(mean_mse.mean() / max(copy_mse.mean(), 1e-12))}
+
+
+def markdown(result: dict) -> str:
+    s = result["spec"]
+    c, m = result["copy_last"], result["action_free_mean"]
+    return "\n".join([
+        f"{s['game']} ({s['distribution_mode']}), levels {s['start_level']}-{s['start_level'] + s['num_levels'] - 1}, "
+        f"{s['states']} states of uniform random play, {s['futures']} random-action rollouts of {s['horizon']} "
+        f"frames each (seed {s['seed']}; {result['skipped_states']} states skipped: an episode ended)",
+        "",
+        "| prediction of the next frames | MSE | PSNR (mean over frames) | PSNR at frames 1..horizon |",
+        "|---|---|---|---|",
+        f"| copy the last frame | {c['mse']:.5f} | {c['psnr']:.2f} | {' / '.join(f'{v:.1f}' for v in c['psnr_per_frame'])} |",
+        f"| mean over the other rollouts (exact state, no actions) | {m['mse']:.5f} | {m['psnr']:.2f} | "
+        f"{' / '.join(f'{v:.1f}' for v in m['psnr_per_frame'])} |",
+        "",
+        f"Without the actions but with the exact state, {100 * result['share_left_without_actions']:.1f}% of "
+        "copy-last-frame's squared error remains: the rest is decided by the game's own dynamics.",
+    ]) + "\n"
