@@ -10,7 +10,6 @@ command again resumes from ``last.ckpt``.
 
 from __future__ import annotations
 
-import gc
 import logging
 from dataclasses import replace
 from functools import partial
@@ -27,6 +26,7 @@ from avid.data import EpisodeStore, WindowDataset
 from avid.data.storage import atomic_write
 from avid.diffusion import Diffusion, DiffusionConfig
 from avid.locks import locked
+from avid.memory import give_back
 from avid.methods import Context, Method, build_method, check_method_options, method_class
 from avid.methods.base import to_latent
 from avid.nn import count_parameters, tune_networks
@@ -116,9 +116,9 @@ def train(cfg: RunConfig) -> Path:
     out = _train(cfg)
     # Lightning's trainer, its callbacks and the module point at each other, and the method reaches
     # them: the cycle holds the loader and its data (1.2 GB for the quickstart) until a full
-    # collection, which allocation counts rarely trigger; collect it now that nothing uses it, so
-    # the caller's next stage (sampling, metrics) does not carry it
-    gc.collect()
+    # collection, which allocation counts rarely trigger; collect it now that nothing uses it (and
+    # hand the freed heap back), so the caller's next stage (sampling, metrics) does not carry it
+    give_back()
     return out
 
 
