@@ -120,6 +120,53 @@ def test_a_residual_adapter_starts_halfway_between_the_base_and_nothing_moves(ti
         build_method("avid-no-mask", ctx_for(tiny_denoiser), {"unet": TINY_UNET, "residual": True})
 
 
+def test_the_motion_path_moves_the_last_frame_by_the_adapters_flow(tiny_denoiser):
+    from avid.methods.avid import FLOW_SCALE
+
+    avid = build_method("avid", ctx_for(tiny_denoiser), {"unet": TINY_UNET, "residual": True, "motion": True})
+    x_i, i, first, a = inputs()
+    final, extras = avid.predict(x_i, i, first, a)  # flow and change start at zero: "nothing moves"
+    still = first[:, :, -1:].expand_as(x_i)
+    assert torch.allclose(final, 0.5 * tiny_denoiser(x_i, i, first) + 0.5 * still, atol=1e-5)
+    final.pow(2).mean().backward()  # the flow channels (zero at the start) get gradients through the warp
+    head = avid.adapter.head[-1].weight.grad
+    p2 = avid.adapter.cfg.patch_size ** 2
+    assert head[3 * p2:5 * p2].abs().sum() > 0
+
+    class Fixed(torch.nn.Module):  # the adapter's outputs: no change, flow 1 px right / 2 px up, any mask logit
+        cfg = avid.adapter.cfg
+
+        def forward(self, x, i, actions):
+            out = torch.zeros(x.shape[0], 6, *x.shape[2:])
+            out[:, 3], out[:, 4] = 1 / FLOW_SCALE, -2 / FLOW_SCALE
+            return out
+
+    avid.adapter = Fixed()
+    with torch.no_grad():
+        avid.mask_head.bias.fill_(-30.0)  # m = 0: the adapter's own prediction alone
+        final, _ = avid.predict(x_i, i, first, a)
+    last = first[:, :, -1]
+    assert torch.allclose(final[..., :-2, 1:], last[:, :, None, 2:, :-1].expand_as(final[..., :-2, 1:]), atol=1e-5)
+    with pytest.raises(ValueError, match="needs residual=True"):
+        build_method("avid", ctx_for(tiny_denoiser), {"unet": TINY_UNET, "motion": True})
+
+
+def test_warp_frame_moves_pixels_by_the_flow():
+    from avid.nn import warp_frame
+
+    frame = torch.zeros(1, 1, 8, 8)
+    frame[0, 0, 2, 3] = 1
+    flow = torch.zeros(1, 2, 3, 8, 8)
+    flow[:, 0, 1], flow[:, 1, 1] = 2, 1  # frame 1: 2 px right, 1 down
+    flow[:, 0, 2] = 0.5  # frame 2: half a pixel right, shared bilinearly
+    out = warp_frame(frame, flow)
+    assert torch.equal(out[0, 0, 0], frame[0, 0])  # zero flow: the frame itself
+    assert out[0, 0, 1].nonzero().tolist() == [[3, 5]]
+    assert out[0, 0, 2, 2, 3] == pytest.approx(0.5) and out[0, 0, 2, 2, 4] == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="flow must be"):
+        warp_frame(frame, torch.zeros(1, 3, 2, 8, 8))
+
+
 def test_a_residual_adapters_mask_can_learn_where_and_when_to_trust_the_base(tiny_denoiser):
     # Two zero-initialised layers in series (the mask logit channel, then the mask head) would give
     # each other zero gradients: the mask could only learn its bias, one constant for every pixel,

@@ -5,6 +5,10 @@ prediction; ``final = out_pre * m + out_adapt * (1 - m)`` (eq. 5), trained with 
 ``residual=True`` (a CPU-scale choice, not the paper's): the adapter's own prediction is the change
 from the last conditioning frame (``out_adapt = hold_last + adapter output``, the output starting
 at zero), so at initialisation ``final`` mixes the base prediction with "nothing moves".
+``motion=True`` (with ``residual``; also not the paper's): the adapter also outputs a flow field per
+frame and its own prediction is the last conditioning frame *moved* by that flow plus the change
+(``avid.nn.warp``), the flow starting at zero: a camera that follows the agent is a few numbers per
+region instead of a redrawn frame.
 
 Ablations (Table 3): ``mask=False`` ("no mask": ``final = out_pre + zero_conv(out_adapt)``) and
 ``condition_on_base=False`` ("no conditioning": the adapter does not see ``out_pre``).
@@ -17,7 +21,9 @@ from torch import nn
 
 from avid.methods._unet import build_unet
 from avid.methods.base import Context, Method
-from avid.nn import with_first_frames, zero_module
+from avid.nn import warp_frame, with_first_frames, zero_module
+
+FLOW_SCALE = 8.0  # pixels per unit of the flow channels: the view moves up to ~10 px per frame in Coinrun
 
 
 class AVID(Method):
@@ -25,20 +31,26 @@ class AVID(Method):
     size_entry = "avid"
 
     def __init__(self, ctx: Context, unet: dict | None = None, mask: bool = True,
-                 condition_on_base: bool = True, residual: bool = False) -> None:
+                 condition_on_base: bool = True, residual: bool = False, motion: bool = False) -> None:
         super().__init__(ctx)
         c, k = ctx.channels, ctx.cond_frames
         self.unet_options, self.use_mask, self.condition_on_base = dict(unet or {}), mask, condition_on_base
         if residual and not mask:
             raise ValueError("residual=True changes the adapter's own prediction in eq. 5; the no-mask "
                              "ablation has none (final = out_pre + zero_conv(out_adapt))")
-        self.residual = residual
+        if motion and not residual:
+            raise ValueError("motion=True moves the last conditioning frame that a residual adapter adds its "
+                             "change to: it needs residual=True")
+        if motion and ctx.codec is not None:
+            raise ValueError("motion=True moves pixels; this base model works in a codec's latent space")
+        self.residual, self.motion = residual, motion
         in_ch = c * (1 + int(condition_on_base) + k)  # x_i, out_pre, first frames (3c for one frame)
         # residual: the adapter's own prediction starts at zero; its mask logit channel does not, or the
         # mask head (zero-initialised below) and that channel would both stay at zero (each one's
         # gradient is the other's value) and the mask could learn only a constant.
-        self.adapter = build_unet(ctx, self.unet_options, in_ch, c + int(mask), actions=True,
-                                  zero_output=c if residual else False)
+        flow = 2 if motion else 0  # channels: the change (c), the flow (2), the mask logit (1)
+        self.adapter = build_unet(ctx, self.unet_options, in_ch, c + flow + int(mask), actions=True,
+                                  zero_output=c + flow if residual else False)
         if mask:
             self.mask_head = zero_module(nn.Conv3d(1, 1, 1))  # mask logit starts at 0: m = 0.5
         else:
@@ -51,8 +63,11 @@ class AVID(Method):
         c = self.ctx.channels
         if not self.use_mask:
             return out_pre + self.out_head(out), {}
-        out_adapt, m = out[:, :c], torch.sigmoid(self.mask_head(out[:, c:]).float())
-        if self.residual:
+        out_adapt, m = out[:, :c], torch.sigmoid(self.mask_head(out[:, -1:]).float())
+        if self.motion:
+            moved = warp_frame(first[:, :, -1], out[:, c:c + 2].float() * FLOW_SCALE)
+            out_adapt = out_adapt + self.diffusion.from_x0(moved.to(x_i.dtype), x_i, i)
+        elif self.residual:
             out_adapt = out_adapt + self.diffusion.hold_last(first, x_i, i)
         final = out_pre * m + out_adapt * (1 - m)  # eq. 5, mask broadcast over channels
         return final, {"mask": m}
@@ -76,5 +91,5 @@ class AVIDNoCond(AVID):
     ablation_of = "avid"
 
     def __init__(self, ctx: Context, unet: dict | None = None, mask: bool = True,
-                 condition_on_base: bool = False, residual: bool = False) -> None:
-        super().__init__(ctx, unet, mask, condition_on_base, residual)
+                 condition_on_base: bool = False, residual: bool = False, motion: bool = False) -> None:
+        super().__init__(ctx, unet, mask, condition_on_base, residual, motion)
