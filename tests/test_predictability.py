@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from avid.cli import main
-from avid.data.predictability import PredictabilitySpec, measure
+from avid.data.predictability import PredictabilitySpec, best_shift_mse, measure, shifted
 
 
 def test_a_restored_state_replays_exactly():
@@ -36,17 +36,30 @@ def test_a_restored_state_replays_exactly():
     assert np.array_equal(runs[0], runs[1])
 
 
+def test_the_shift_oracle_finds_a_moved_frame():
+    rng = np.random.default_rng(0)
+    last = rng.random((16, 16, 3))
+    moved = shifted(last, -3, 2)  # 3 up, 2 right
+    assert np.array_equal(moved[:13, 2:], last[3:, :14]) and np.array_equal(moved[13:, 2:], last[15:, :14].repeat(3, 0))
+    truth = np.stack([last, moved, shifted(last, 5, 0)])
+    got = best_shift_mse(last, truth, radius=3)
+    assert got[0] == 0 and got[1] == 0  # within the radius: found exactly
+    assert got[2] > 0  # 5 px is outside a radius of 3
+
+
 def test_the_action_free_mean_is_closer_than_copy_last_and_the_report_is_consistent(tmp_path, capsys):
-    r = measure(PredictabilitySpec(states=6, futures=3, horizon=4))
-    c, m = r["copy_last"], r["action_free_mean"]
+    r = measure(PredictabilitySpec(states=6, futures=3, horizon=4, shift_radius=2))
+    c, m, o = r["copy_last"], r["action_free_mean"], r["best_shift_oracle"]
+    assert o["mse"] <= c["mse"]  # the zero shift is one of the oracle's choices
     assert len(c["psnr_per_frame"]) == len(m["psnr_per_frame"]) == 4
     assert 0 < m["mse"] < c["mse"]  # the game moves on its own (gravity, the camera): not all up to the actions
     assert r["share_left_without_actions"] == pytest.approx(m["mse"] / c["mse"])
     assert c["psnr_per_frame"][0] > c["psnr_per_frame"][-1]  # the last frame ages
-    assert r == measure(PredictabilitySpec(states=6, futures=3, horizon=4))  # seeded
+    assert r == measure(PredictabilitySpec(states=6, futures=3, horizon=4, shift_radius=2))  # seeded
     with pytest.raises(ValueError, match="futures >= 2"):
         measure(PredictabilitySpec(futures=1))
-    main(["data", "predictability", "--states", "3", "--futures", "2", "--out", str(tmp_path / "p.json")])
+    main(["data", "predictability", "--states", "3", "--futures", "2", "--shift-radius", "1",
+          "--out", str(tmp_path / "p.json")])
     out = capsys.readouterr().out
     saved = json.loads((tmp_path / "p.json").read_text())
     assert saved["spec"]["states"] == 3 and f"| copy the last frame | {saved['copy_last']['mse']:.5f}" in out

@@ -238,7 +238,8 @@ def _add_data_predictability(dsub) -> None:
         from avid.data.storage import atomic_write_text
 
         start, num_levels = args.levels
-        result = measure(PredictabilitySpec(args.game, start, num_levels, args.states, args.futures, seed=args.seed))
+        result = measure(PredictabilitySpec(args.game, start, num_levels, args.states, args.futures,
+                                            shift_radius=args.shift_radius, seed=args.seed))
         print(markdown(result))
         if args.out:
             out = Path(args.out)
@@ -252,6 +253,8 @@ def _add_data_predictability(dsub) -> None:
     r.add_argument("--levels", type=level_range, default="5000:6000", help="START:STOP, levels of random play")
     r.add_argument("--states", type=int, default=300, help="states tested (every 5th of the random-play stream)")
     r.add_argument("--futures", type=int, default=8, help="random-action rollouts per state (1 truth + the rest)")
+    r.add_argument("--shift-radius", type=int, default=10, help="the oracle's whole-frame shifts: up to this many "
+                   "pixels each way")
     r.add_argument("--seed", type=int, default=0, help="random play's seed")
     r.add_argument("--out", default=None, help="also write the result as JSON here (default: print only)")
     r.set_defaults(fn=run)

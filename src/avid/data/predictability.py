@@ -7,8 +7,10 @@ the actions* if it knew the exact state (the conditional mean over the action se
 from ``futures - 1`` samples, so its error is slightly overstated). Against copying the last frame,
 this splits a world model's error into the part the game's own dynamics decide (gravity, momentum,
 enemies, the camera following the agent: predictable without actions) and the part the actions
-decide. Rollouts in which an episode ends are skipped (the next episode's first frame is not
-a prediction).
+decide. A third prediction, an oracle, says how much of it is the camera: the last frame moved by
+the single whole-frame shift (within ``shift_radius`` pixels, borders repeated) that best matches
+each true frame. Rollouts in which an episode ends are skipped (the next episode's first frame is
+not a prediction).
 """
 
 from __future__ import annotations
@@ -32,12 +34,32 @@ class PredictabilitySpec:
     futures: int = 8  # rollouts per state: 1 truth + (futures - 1) for the action-free mean
     horizon: int = 8  # predicted frames, as the models' windows
     every: int = 5  # test every ``every``-th state of the random-play stream
+    shift_radius: int = 10  # the oracle's whole-frame shifts: up to this many pixels each way (0: none)
     distribution_mode: str = "hard"
     seed: int = 0
 
 
 def _psnr(mse: np.ndarray) -> np.ndarray:
     return np.minimum(10 * np.log10(1 / np.maximum(mse, 1e-10)), 100.0)  # capped as the metrics are
+
+
+def shifted(frame: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """``frame`` ``(H, W, C)`` moved ``dy`` pixels down and ``dx`` right, uncovered borders repeated."""
+    h, w = frame.shape[:2]
+    rows = np.clip(np.arange(h) - dy, 0, h - 1)
+    cols = np.clip(np.arange(w) - dx, 0, w - 1)
+    return frame[rows][:, cols]
+
+
+def best_shift_mse(last: np.ndarray, truth: np.ndarray, radius: int) -> np.ndarray:
+    """Per frame of ``truth`` ``(T, H, W, C)``: the lowest MSE of ``last`` moved by any whole-pixel shift
+    within ``radius``."""
+    best = ((truth - last) ** 2).mean(axis=(1, 2, 3))
+    for dy in range(-radius, radius + 1):
+        for dx in range(-radius, radius + 1):
+            if dy or dx:
+                best = np.minimum(best, ((truth - shifted(last, dy, dx)) ** 2).mean(axis=(1, 2, 3)))
+    return best
 
 
 def measure(spec: PredictabilitySpec) -> dict:
@@ -54,7 +76,7 @@ def measure(spec: PredictabilitySpec) -> dict:
         env = ProcgenGym3Env(num=1, env_name=spec.game, start_level=spec.start_level, num_levels=spec.num_levels,
                              distribution_mode=spec.distribution_mode, rand_seed=spec.seed)
     rng = np.random.default_rng(spec.seed)
-    copy, mean, skipped = [], [], 0
+    copy, mean, shift, skipped = [], [], [], 0
     while len(copy) < spec.states:
         for _ in range(spec.every):
             env.act(rng.integers(0, NUM_ACTIONS, 1).astype(np.int32))
@@ -76,18 +98,19 @@ def measure(spec: PredictabilitySpec) -> dict:
         truth = roll[0]
         copy.append(((truth - last) ** 2).mean(axis=(1, 2, 3)))
         mean.append(((truth - roll[1:].mean(0)) ** 2).mean(axis=(1, 2, 3)))
-    copy_mse, mean_mse = np.array(copy), np.array(mean)  # (states, horizon)
-    return {"spec": asdict(spec), "skipped_states": skipped,
-            "copy_last": {"mse": float(copy_mse.mean()), "psnr": float(_psnr(copy_mse).mean()),
-                          "psnr_per_frame": _psnr(copy_mse).mean(0).round(3).tolist()},
-            "action_free_mean": {"mse": float(mean_mse.mean()), "psnr": float(_psnr(mean_mse).mean()),
-                                 "psnr_per_frame": _psnr(mean_mse).mean(0).round(3).tolist()},
+        shift.append(best_shift_mse(last, truth, spec.shift_radius))
+    copy_mse, mean_mse, shift_mse = np.array(copy), np.array(mean), np.array(shift)  # (states, horizon)
+    row = lambda mse: {"mse": float(mse.mean()), "psnr": float(_psnr(mse).mean()),  # noqa: E731
+                       "psnr_per_frame": _psnr(mse).mean(0).round(3).tolist()}
+    return {"spec": asdict(spec), "skipped_states": skipped, "copy_last": row(copy_mse),
+            "action_free_mean": row(mean_mse), "best_shift_oracle": row(shift_mse),
             "share_left_without_actions": float(mean_mse.mean() / max(copy_mse.mean(), 1e-12))}
 
 
 def markdown(result: dict) -> str:
     s = result["spec"]
-    c, m = result["copy_last"], result["action_free_mean"]
+    c, m, o = result["copy_last"], result["action_free_mean"], result["best_shift_oracle"]
+    per_frame = lambda r: " / ".join(f"{v:.1f}" for v in r["psnr_per_frame"])  # noqa: E731
     return "\n".join([
         f"{s['game']} ({s['distribution_mode']}), levels {s['start_level']}-{s['start_level'] + s['num_levels'] - 1}, "
         f"{s['states']} states of uniform random play, {s['futures']} random-action rollouts of {s['horizon']} "
@@ -95,9 +118,10 @@ def markdown(result: dict) -> str:
         "",
         "| prediction of the next frames | MSE | PSNR (mean over frames) | PSNR at frames 1..horizon |",
         "|---|---|---|---|",
-        f"| copy the last frame | {c['mse']:.5f} | {c['psnr']:.2f} | {' / '.join(f'{v:.1f}' for v in c['psnr_per_frame'])} |",
-        f"| mean over the other rollouts (exact state, no actions) | {m['mse']:.5f} | {m['psnr']:.2f} | "
-        f"{' / '.join(f'{v:.1f}' for v in m['psnr_per_frame'])} |",
+        f"| copy the last frame | {c['mse']:.5f} | {c['psnr']:.2f} | {per_frame(c)} |",
+        f"| the last frame moved by the best whole-frame shift (oracle, within {s['shift_radius']} px) | "
+        f"{o['mse']:.5f} | {o['psnr']:.2f} | {per_frame(o)} |",
+        f"| mean over the other rollouts (exact state, no actions) | {m['mse']:.5f} | {m['psnr']:.2f} | {per_frame(m)} |",
         "",
         f"Without the actions but with the exact state, {100 * result['share_left_without_actions']:.1f}% of "
         "copy-last-frame's squared error remains: the rest is decided by the game's own dynamics.",
