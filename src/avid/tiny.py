@@ -34,6 +34,7 @@ BENCH_STEPS = 1
 LOSS_WINDOWS = 8
 EVAL_TRAJECTORIES = 2
 SEEDS = 2
+PREDICTABILITY = {"states": 2, "futures": 2, "shift_radius": 1}
 
 
 def active() -> bool:
@@ -56,6 +57,11 @@ def procgen(spec: T) -> T:
 def robot(spec: T) -> T:
     """A ``RobotSpec`` at tiny size."""
     return _shrink(spec, ROBOT)
+
+
+def predictability(spec: T) -> T:
+    """A ``PredictabilitySpec`` at tiny size."""
+    return _shrink(spec, PREDICTABILITY)
 
 
 def training(cfg: T) -> T:

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from avid import tiny
 from avid.data.procgen import NUM_ACTIONS
 
 
@@ -66,6 +67,7 @@ def measure(spec: PredictabilitySpec) -> dict:
     """Per predicted frame (1..horizon) and overall: MSE and PSNR (frames in [0, 1], PSNR capped at 100
     dB as in the reports) of copying the last frame and of the action-free mean; the share of the
     copy-last error that remains without the actions."""
+    spec = tiny.predictability(spec)  # AVID_TINY=1: smoke-test size
     if spec.futures < 2 or spec.states < 1 or spec.horizon < 1:
         raise ValueError(f"need futures >= 2, states >= 1, horizon >= 1; got {spec.futures}, {spec.states}, "
                          f"{spec.horizon}")
