@@ -236,6 +236,7 @@ def test_the_motion_encoder_answers_each_transition_from_its_own_frames_only(tmp
         ClassifierConfig(arch="motion", frames=T, cond_frames=K, motion_frames=K + 2)
     with pytest.raises(ValueError, match="arch must be"):
         ClassifierConfig(arch="vit")
+    assert ClassifierConfig(frames=T, cond_frames=1, motion_frames=3).arch == "unet"  # the UNet ignores motion fields
 
 
 def momentum_videos(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

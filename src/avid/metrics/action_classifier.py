@@ -57,7 +57,7 @@ class ClassifierConfig:
         base_channels=32, channel_mults=[1, 2, 4], patch_size=4, attn_from_level=2))
     # "motion": frames per transition (tau - motion_frames + 1 .. tau; at most cond_frames + 1), the
     # channels of its full-resolution convolution and of each stride-2 convolution after it
-    motion_frames: int = 3
+    motion_frames: int = 2
     motion_channels: list[int] = field(default_factory=lambda: [32, 64, 64, 128, 128])
     frames: int = 10  # T: the window the classifier reads
     cond_frames: int = 2  # k: it answers for the T - k frames after them
@@ -78,11 +78,12 @@ class ClassifierConfig:
             raise ValueError(f"need 1 <= cond_frames < frames, got {self.cond_frames}, {self.frames}")
         if self.arch not in ("unet", "motion"):
             raise ValueError(f"arch must be 'unet' or 'motion', got {self.arch!r}")
-        if not 2 <= self.motion_frames <= self.cond_frames + 1:
+        if self.arch == "motion" and not 2 <= self.motion_frames <= self.cond_frames + 1:
             raise ValueError(f"motion_frames must lie in [2, cond_frames + 1 = {self.cond_frames + 1}] (the first "
                              f"predicted frame's transition reaches back only that far), got {self.motion_frames}")
         strides = len(self.motion_channels) - 1
-        if strides < 0 or self.frame_size % 2 ** strides or any(c < 1 for c in self.motion_channels):
+        if self.arch == "motion" and (strides < 0 or self.frame_size % 2 ** strides
+                                      or any(c < 1 for c in self.motion_channels)):
             raise ValueError(f"motion_channels must be positive channel counts, 2^(len - 1) dividing frame_size "
                              f"{self.frame_size}, got {self.motion_channels}")
         self.unet, self.motion_channels = dict(self.unet), list(self.motion_channels)
