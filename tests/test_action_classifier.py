@@ -203,3 +203,73 @@ def test_the_continuous_regressor_is_trained_with_mse_on_actions_normalised_by_t
         out = reg(reg.window(b.first, b.x0))
     want = ((out - (b.actions - torch.tensor(reg.cfg.action_mean)) / torch.tensor(reg.cfg.action_std)) ** 2).mean()
     assert float(loss) == pytest.approx(float(want), rel=1e-5)
+
+
+def tiny_motion(m: int, seed: int = 0, **kw) -> ActionClassifier:
+    torch.manual_seed(seed)
+    return ActionClassifier(ClassifierConfig(arch="motion", frames=T, cond_frames=K, frame_size=SIZE, num_actions=3,
+                                             motion_frames=m, motion_channels=[8, 16, 16], hidden=32, dropout=0.0,
+                                             **kw))
+
+
+def test_the_motion_encoder_answers_each_transition_from_its_own_frames_only(tmp_path):
+    """Transition ``tau`` (output ``tau - K``) reads frames ``tau - m + 1 .. tau`` and nothing else;
+    a saved motion classifier loads as one."""
+    g = torch.Generator().manual_seed(0)
+    window = torch.rand(2, 3, T, SIZE, SIZE, generator=g) * 2 - 1
+    for m in (2, 3):
+        clf = tiny_motion(m).eval()
+        with torch.no_grad():
+            base = clf(window)
+            assert base.shape == (2, T - K, 3)
+            for f in range(T):
+                changed = window.clone()
+                changed[:, :, f] += 0.5
+                moved = (clf(changed) - base).abs().amax(dim=(0, 2)) > 1e-6
+                want = torch.tensor([tau - m + 1 <= f <= tau for tau in range(K, T)])
+                assert torch.equal(moved, want), (m, f, moved)
+        save_classifier(tmp_path / f"m{m}", clf)
+        again = load_classifier(tmp_path / f"m{m}")
+        with torch.no_grad():
+            assert again.cfg.arch == "motion" and torch.equal(again(window), base)
+    with pytest.raises(ValueError, match="motion_frames must lie"):
+        ClassifierConfig(arch="motion", frames=T, cond_frames=K, motion_frames=K + 2)
+    with pytest.raises(ValueError, match="arch must be"):
+        ClassifierConfig(arch="vit")
+    assert ClassifierConfig(frames=T, cond_frames=1, motion_frames=3).arch == "unet"  # the UNet ignores motion fields
+
+
+def momentum_videos(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Coinrun's regime in miniature: a camera that follows an agent with momentum. The button
+    (0: slower, 1: keep, 2: faster) changes the velocity by one pixel per frame, and the background
+    (a ramp with stripes) shifts by the velocity, so a button shows only in three consecutive
+    frames: the velocity after it against the velocity before."""
+    g = torch.Generator().manual_seed(seed)
+    col = torch.arange(4.0 * SIZE)
+    background = (col / (2 * SIZE) - 1 + 0.3 * torch.sin(col * 0.7)).expand(n, 3, SIZE, 4 * SIZE)
+    buttons = torch.randint(0, 3, (n, T), generator=g)
+    v = torch.randint(-1, 2, (n,), generator=g)
+    x = torch.full((n,), 3 * SIZE // 2)  # moves at most 20 pixels in T frames: the view stays on the background
+    frames = []
+    for t in range(T):
+        frames.append(torch.stack([background[i, :, :, x[i]:x[i] + SIZE] for i in range(n)]))
+        v = v + buttons[:, t] - 1
+        x = x + v
+    return torch.stack(frames, 2), buttons[:, K - 1:-1]  # actions[:, j] made frame K + j
+
+
+def test_three_frames_see_a_button_that_only_changes_the_velocity_and_two_do_not():
+    video, actions = momentum_videos(1024, seed=0)
+    test_video, test_actions = momentum_videos(128, seed=1)
+    accuracy = {}
+    for m in (2, 3):
+        clf = tiny_motion(m, seed=1).train()
+        opt = torch.optim.Adam(clf.parameters(), lr=3e-3)
+        for step in range(150):
+            j = torch.arange(32) + 32 * (step % 32)
+            loss = torch.nn.functional.cross_entropy(clf(video[j]).flatten(0, 1), actions[j].flatten())
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        accuracy[m] = action_accuracy(clf.eval(), test_video[:, :, :K], test_video[:, :, K:], test_actions)
+    assert accuracy[3] > 0.95 and accuracy[2] < 0.85, accuracy  # chance 1/3

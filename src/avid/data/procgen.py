@@ -78,6 +78,9 @@ PRESETS: dict[str, ProcgenSpec] = {
     # disjoint from procgen15-cpu's training levels 0-23 (the paper-scale procgen15 trains on
     # levels 0-1999, which include procgen15-val's).
     "coinrun-val": ProcgenSpec(["coinrun"], 5000, 1000, trajectories=256, seed=4),
+    # The action classifier's own validation levels (its design, learning rate and steps are chosen
+    # on these), disjoint from coinrun-classifier(-cpu) and coinrun-classifier-test.
+    "coinrun-classifier-val": ProcgenSpec(["coinrun"], 40000, 200, trajectories=1024, seed=7),
     "procgen15-val": ProcgenSpec(list(PRETRAIN_GAMES), 1000, 1000, trajectories=16, seed=5),
     "procgen15-test": ProcgenSpec(list(PRETRAIN_GAMES), 3000, 1000, trajectories=16, seed=6),
 }

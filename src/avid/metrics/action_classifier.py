@@ -1,9 +1,15 @@
 """The Action Error Ratio (paper section 9.3) and the action classifier it rests on.
 
-The classifier is the encoder half of the project's 3D UNet (``UNet3D.embed`` at a constant
-diffusion step 0 with no actions, then ``UNet3D.encode``), its bottleneck features flattened per
-frame, and an MLP that outputs, for every predicted frame, logits over the discrete actions
-(Coinrun) or a prediction of the normalised continuous action (robot arm, trained with MSE).
+Two encoders (``ClassifierConfig.arch``). ``"motion"`` (the shipped Coinrun classifier) reads each
+transition ``tau`` at full resolution: the frames ``tau - m + 1 .. tau`` (``m = motion_frames``) and
+their consecutive differences, stacked as channels, through a few strided 2D convolutions, flattened,
+then an MLP shared over the predicted frames. A Coinrun button shows as a shift of a pixel or two
+between consecutive frames (the camera follows the agent); with ``m = 3`` the frame before
+``tau - 1`` also shows the motion the button changed (Coinrun has momentum). ``"unet"``: the encoder
+half of the project's 3D UNet (``UNet3D.embed`` at a constant diffusion step 0 with no actions, then
+``UNet3D.encode``), its bottleneck features flattened per frame, and an MLP that outputs, for every
+predicted frame, logits over the discrete actions (Coinrun) or a prediction of the normalised
+continuous action (robot arm, trained with MSE).
 The MLP reads the flattened features of the two frames of a transition (``tau - 1`` and ``tau``;
 the encoder's temporal convolutions and attention have already mixed the whole window into each)
 and is shared over the predicted frames, so every transition trains the same weights.
@@ -43,10 +49,16 @@ SHIPPED_CLASSIFIER = "assets/action-classifier-coinrun"  # the Coinrun classifie
 @dataclass
 class ClassifierConfig:
     """Everything that rebuilds the classifier. ``unet`` holds ``UNetConfig`` fields of the encoder
-    (channels, levels, attention, stem); input/output channels, steps and actions are fixed here."""
+    (channels, levels, attention, stem; ``arch: unet`` only); input/output channels, steps and
+    actions are fixed here."""
 
+    arch: str = "unet"  # "unet" (UNet encoder over the window) or "motion" (per-transition frame stack)
     unet: dict[str, Any] = field(default_factory=lambda: dict(
         base_channels=32, channel_mults=[1, 2, 4], patch_size=4, attn_from_level=2))
+    # "motion": frames per transition (tau - motion_frames + 1 .. tau; at most cond_frames + 1), the
+    # channels of its full-resolution convolution and of each stride-2 convolution after it
+    motion_frames: int = 2
+    motion_channels: list[int] = field(default_factory=lambda: [32, 64, 64, 128, 128])
     frames: int = 10  # T: the window the classifier reads
     cond_frames: int = 2  # k: it answers for the T - k frames after them
     frame_size: int = 64
@@ -64,7 +76,17 @@ class ClassifierConfig:
             raise ValueError(f"action_kind must be 'discrete' or 'continuous', got {self.action_kind!r}")
         if not 1 <= self.cond_frames < self.frames:
             raise ValueError(f"need 1 <= cond_frames < frames, got {self.cond_frames}, {self.frames}")
-        self.unet = dict(self.unet)
+        if self.arch not in ("unet", "motion"):
+            raise ValueError(f"arch must be 'unet' or 'motion', got {self.arch!r}")
+        if self.arch == "motion" and not 2 <= self.motion_frames <= self.cond_frames + 1:
+            raise ValueError(f"motion_frames must lie in [2, cond_frames + 1 = {self.cond_frames + 1}] (the first "
+                             f"predicted frame's transition reaches back only that far), got {self.motion_frames}")
+        strides = len(self.motion_channels) - 1
+        if self.arch == "motion" and (strides < 0 or self.frame_size % 2 ** strides
+                                      or any(c < 1 for c in self.motion_channels)):
+            raise ValueError(f"motion_channels must be positive channel counts, 2^(len - 1) dividing frame_size "
+                             f"{self.frame_size}, got {self.motion_channels}")
+        self.unet, self.motion_channels = dict(self.unet), list(self.motion_channels)
 
     @property
     def predicted(self) -> int:
@@ -78,6 +100,30 @@ class ClassifierConfig:
         return asdict(self)
 
 
+class MotionEncoder(nn.Module):
+    """``(B, C, T, H, W)`` window -> ``(B, T - k, F)``: for each predicted frame ``tau`` the frames
+    ``tau - m + 1 .. tau`` and their ``m - 1`` consecutive differences as ``(2m - 1) C`` channels, a
+    3x3 convolution at full resolution, then 4x4 stride-2 convolutions (GroupNorm, SiLU), flattened."""
+
+    def __init__(self, cfg: "ClassifierConfig") -> None:
+        super().__init__()
+        self.m, self.k = cfg.motion_frames, cfg.cond_frames
+        chs = cfg.motion_channels
+        layers: list[nn.Module] = [nn.Conv2d((2 * self.m - 1) * cfg.channels, chs[0], 3, padding=1)]
+        for a, b in zip(chs[:-1], chs[1:]):
+            layers += [group_norm(a, 8), nn.SiLU(), nn.Conv2d(a, b, 4, stride=2, padding=1)]
+        layers += [group_norm(chs[-1], 8), nn.SiLU()]
+        self.net = nn.Sequential(*layers)
+        self.features = chs[-1] * (cfg.frame_size // 2 ** (len(chs) - 1)) ** 2
+
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
+        t = video.shape[2]
+        stack = torch.stack([video[:, :, self.k - self.m + 1 + j: t - self.m + 1 + j] for j in range(self.m)], 2)
+        x = torch.cat([stack, stack.diff(dim=2)], 2)  # (B, C, 2m - 1, T - k, H, W)
+        x = rearrange(x, "b c s t h w -> (b t) (s c) h w")
+        return rearrange(self.net(x), "(b t) c h w -> b t (c h w)", t=t - self.k)
+
+
 class ActionClassifier(nn.Module):
     """``(B, C, T, H, W)`` window in [-1, 1] -> ``(B, T - k, num_actions)``: logits (discrete) or
     normalised action predictions (continuous), aligned with the window's last ``T - k`` frames."""
@@ -87,17 +133,22 @@ class ActionClassifier(nn.Module):
     def __init__(self, cfg: ClassifierConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        ucfg = cfg.unet_config()
-        self.encoder = UNet3D(ucfg)
-        self.encoder.up, self.encoder.head = nn.ModuleList(), nn.Identity()  # the decoder half is unused
-        side = cfg.frame_size // ucfg.downscale
-        if side * ucfg.downscale != cfg.frame_size:
-            raise ValueError(f"frame_size {cfg.frame_size} must be divisible by the encoder's downscale {ucfg.downscale}")
-        chs = ucfg.base_channels * ucfg.channel_mults[-1]
-        self.proj = nn.Sequential(group_norm(chs, ucfg.groups), nn.SiLU(),
-                                  nn.Conv3d(chs, cfg.proj_channels, 1))
+        if cfg.arch == "motion":
+            self.motion = MotionEncoder(cfg)
+            features = self.motion.features
+        else:
+            ucfg = cfg.unet_config()
+            self.encoder = UNet3D(ucfg)
+            self.encoder.up, self.encoder.head = nn.ModuleList(), nn.Identity()  # the decoder half is unused
+            side = cfg.frame_size // ucfg.downscale
+            if side * ucfg.downscale != cfg.frame_size:
+                raise ValueError(f"frame_size {cfg.frame_size} must be divisible by the encoder's downscale {ucfg.downscale}")
+            chs = ucfg.base_channels * ucfg.channel_mults[-1]
+            self.proj = nn.Sequential(group_norm(chs, ucfg.groups), nn.SiLU(),
+                                      nn.Conv3d(chs, cfg.proj_channels, 1))
+            features = 2 * cfg.proj_channels * side * side
         self.mlp = nn.Sequential(
-            nn.Linear(2 * cfg.proj_channels * side * side, cfg.hidden), nn.SiLU(), nn.Dropout(cfg.dropout),
+            nn.Linear(features, cfg.hidden), nn.SiLU(), nn.Dropout(cfg.dropout),
             nn.Linear(cfg.hidden, cfg.num_actions))
         if cfg.action_kind == "continuous":
             a = cfg.num_actions
@@ -120,6 +171,8 @@ class ActionClassifier(nn.Module):
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:
         self.check_window(video)
+        if self.cfg.arch == "motion":
+            return self.mlp(self.motion(video))
         b = video.shape[0]
         i = torch.zeros(b, dtype=torch.long, device=video.device)  # constant step 0, no actions
         cond = self.encoder.embed(i, None, self.cfg.frames)
@@ -263,5 +316,5 @@ def load_classifier(folder: str | Path, device: str | torch.device = "cpu") -> A
     return clf.to(device).eval()
 
 
-__all__ = ["CLASSIFIER_KIND", "SHIPPED_CLASSIFIER", "ActionClassifier", "ClassifierConfig", "action_accuracy", "action_error_ratio",
+__all__ = ["CLASSIFIER_KIND", "SHIPPED_CLASSIFIER", "ActionClassifier", "ClassifierConfig", "MotionEncoder", "action_accuracy", "action_error_ratio",
            "action_mae", "action_scores", "error_ratio", "load_classifier", "save_classifier"]
