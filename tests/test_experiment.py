@@ -210,3 +210,14 @@ def test_seeds_combine_into_mean_and_interval_and_replace_a_single_evaluations_i
     assert "psnr_ci" not in avid  # the interval over seeds, not one seed's over trajectories
     assert base["psnr"].significant and base["ssim"] == "n/a (why)"
     assert avid["sample_seconds"] == 6.0
+
+
+def test_avid_tiny_keeps_two_seeds_and_the_first_two_values_of_each_sweep(monkeypatch):
+    full = load_experiment("configs/experiments/coinrun-cpu.yaml")
+    monkeypatch.setenv("AVID_TINY", "1")
+    tiny = load_experiment("configs/experiments/coinrun-cpu.yaml")
+    assert (full.seeds, tiny.seeds) == ([0, 1, 2], [0, 1])
+    assert set(tiny.sweeps) == set(full.sweeps) == set(PAPER_SWEEPS)
+    for m, grid in full.sweeps.items():
+        assert all(len(v) > 2 for v in grid.values())  # so the cap is seen
+        assert tiny.sweeps[m] == {k: v[:2] for k, v in grid.items()}
