@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 
 import numpy as np
@@ -29,6 +30,15 @@ LONGEST_FIRST = ("test_readme_comparison.py", "test_readme.py", "test_readme_rob
 def pytest_collection_modifyitems(items):
     rank = {name: k for k, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
+
+
+def pytest_collection_finish(session):
+    """Every module is imported now (torch, Lightning, the tests'): move what is alive to the
+    collector's permanent generation, so that each full collection (``avid.train`` runs one per
+    training run, Python's own gen-2 collections) scans only what tests made, not the ~0.5M objects
+    of the imports (0.3 s of CPU per collection otherwise). Objects made later are collected as before."""
+    gc.collect()
+    gc.freeze()
 
 
 TINY_UNET = dict(base_channels=8, channel_mults=[1, 2], patch_size=2, attn_from_level=1, attn_heads=2,

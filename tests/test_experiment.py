@@ -39,7 +39,7 @@ def tiny_experiment(tmp_path, more=()):
     save_classifier(tmp_path / "classifier", ActionClassifier(clf))
     return load_experiment(None, [
         "name=tiny", f"runs={tmp_path / 'runs'}", f"reports={tmp_path / 'reports'}",
-        f"sizes={tmp_path / 'tiny-sizes.yaml'}", "steps=2", "eval_size=4", "sweep_size=2",
+        f"sizes={tmp_path / 'tiny-sizes.yaml'}", "steps=2", "eval_size=3", "sweep_size=2",
         f"data.train={data}", f"data.val={val}", f"data.eval={test}", f"metrics.classifier={tmp_path / 'classifier'}",
         f"metrics.weights_dir={tmp_path / 'no-weights'}", f"run.base={base}", "run.data.frames=6",
         "run.train.batch_size=2", "run.train.precision=32-true", "run.train.progress=false",
@@ -97,12 +97,12 @@ def test_the_whole_comparison_writes_the_papers_tables_and_a_rerun_trains_and_sa
     assert len(read_csv(report / "sweeps.csv")) == sum(len(g) for s in PAPER_SWEEPS.values() for g in s.values())
 
     readme = (report / "README.md").read_text()
-    assert "2 optimiser steps" in readme and "DDIM with 2 steps" in readme and "4 test trajectories" in readme
+    assert "2 optimiser steps" in readme and "DDIM with 2 steps" in readme and "3 test trajectories" in readme
     # every number says its split: sweeps chosen on the validation split, tables on the test split
     assert "validation split: 2 trajectories of synthetic data" in readme and str(tmp_path / "val") in readme
     assert (report / "sweeps.md").read_text().startswith("Sweep values chosen on the validation split: 2 trajectories")
     assert "validation split" in (report / "sweeps" / "poe" / "metrics.md").read_text()
-    assert "test split: 4 trajectories" in md and "test split: 4 trajectories" in (report / "eval" / "metrics.md").read_text()
+    assert "test split: 3 trajectories" in md and "test split: 3 trajectories" in (report / "eval" / "metrics.md").read_text()
     assert "weights not found" in readme  # unavailable metrics are named, never given a number
 
     # rerun: finished runs are skipped and every video comes from the sample cache
@@ -210,3 +210,14 @@ def test_seeds_combine_into_mean_and_interval_and_replace_a_single_evaluations_i
     assert "psnr_ci" not in avid  # the interval over seeds, not one seed's over trajectories
     assert base["psnr"].significant and base["ssim"] == "n/a (why)"
     assert avid["sample_seconds"] == 6.0
+
+
+def test_avid_tiny_keeps_two_seeds_and_the_first_two_values_of_each_sweep(monkeypatch):
+    full = load_experiment("configs/experiments/coinrun-cpu.yaml")
+    monkeypatch.setenv("AVID_TINY", "1")
+    tiny = load_experiment("configs/experiments/coinrun-cpu.yaml")
+    assert (full.seeds, tiny.seeds) == ([0, 1, 2], [0, 1])
+    assert set(tiny.sweeps) == set(full.sweeps) == set(PAPER_SWEEPS)
+    for m, grid in full.sweeps.items():
+        assert all(len(v) > 2 for v in grid.values())  # so the cap is seen
+        assert tiny.sweeps[m] == {k: v[:2] for k, v in grid.items()}

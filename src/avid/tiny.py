@@ -10,7 +10,7 @@ its files, and only its sizes shrink (one home for all of them, here):
 - ``avid bench`` (``--blackbox`` too): 1 warm-up and 1 timed step (or round); ``avid loss``: at most
   8 windows; evaluations: at most 2 held-out trajectories (the fewest an FVD, a bootstrap interval or a
   covariance can use; each one is an I3D forward pass at 224x224); experiments: at most 2 seeds
-  (enough for a mean and an interval).
+  (enough for a mean and an interval) and the first 2 values of each sweep option (enough for a choice).
 
 Network sizes are untouched. ``tests/test_readme*.py`` run every command block of the README this
 way, in order within each group of sections (``GROUPS`` in tests/test_readme.py). Numbers made under
@@ -34,6 +34,7 @@ BENCH_STEPS = 1
 LOSS_WINDOWS = 8
 EVAL_TRAJECTORIES = 2
 SEEDS = 2
+SWEEP_VALUES = 2
 PREDICTABILITY = {"states": 2, "futures": 2, "shift_radius": 1}
 
 

@@ -71,6 +71,8 @@ def load_experiment(path: str | Path | None = None, overrides: list[str] | None 
     exp = load(ExperimentConfig, path, overrides, values, "experiment config")
     _check(exp)
     exp.seeds = exp.seeds[:tiny.count(len(exp.seeds), tiny.SEEDS)]  # AVID_TINY=1: smoke-test size
+    exp.sweeps = {m: {k: v[:tiny.count(len(v), tiny.SWEEP_VALUES)] for k, v in grid.items()}
+                  for m, grid in exp.sweeps.items()}  # AVID_TINY=1
     return exp
 
 
