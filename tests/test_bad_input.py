@@ -170,6 +170,7 @@ def test_the_sample_cache_key_covers_every_weight_of_a_controlnet(tmp_path, setu
     (["quickstart", "--budget-minutes", "0"], "--budget-minutes must be a positive number, got 0.0"),
     (["quickstart", "--budget-minutes", "-5"], "--budget-minutes must be a positive number, got -5.0"),
     (["quickstart", "--train-levels", "0"], "--train-levels must be at least 1, got 0"),
+    (["quickstart", "--domain", "robot", "--train-episodes", "0"], "--train-episodes must be at least 1, got 0"),
     (["bench-metrics", "--data", "d", "--threads", "0"], "--threads must be at least 1, got 0"),
     (["sample", "--checkpoint", "c", "--first-frames", "f.npy", "--actions", "a.npy", "--limit", "0"],
      "--limit must be at least 1, got 0"),

@@ -17,7 +17,7 @@ from avid.data.robot import RobotSpec, generate
 from avid.methods import REGISTRY
 from avid.metrics.action_classifier import load_classifier
 from avid.pipelines.classifier_train import (ClassifierRunConfig, classifier_training, evaluate_classifier,
-                                            train_classifier)
+                                            mean_action_mae, score_line, train_classifier)
 from avid.pipelines.evaluate import action_error_ratio
 from avid.rollout import Rollout, sample_videos
 from avid.train import load_method, train
@@ -106,3 +106,9 @@ def test_the_action_error_ratio_regressor_trains_on_normalised_actions_and_score
     assert math.isfinite(ratio) and ratio == pytest.approx(
         scores["noise"]["action_score_generated"] / scores["noise"]["action_score_real"])
     assert "MAE generated / real" in scores["noise"]["conventions"]["aer"]
+    # the regressor's chance level: the MAE of predicting the training mean (on its own training set,
+    # the mean absolute deviation of the normalised actions over the windows of one stride)
+    chance = mean_action_mae(reg, data)
+    a = (batch.actions - reg.action_mean) / reg.action_std
+    assert chance == pytest.approx(float(a.abs().mean()), rel=1e-5) and chance > 0
+    assert f"predicting the training mean action: {chance:.4f}" in score_line(folder, data, precision="fp32")

@@ -70,6 +70,49 @@ def test_a_latent_base_model_serves_its_codec_only_through_encode_and_decode(lat
     assert not hasattr(box, "parameters") and not hasattr(box.codec, "parameters")
 
 
+def test_an_exported_latent_base_model_ships_its_codec_and_serves_as_the_run(tmp_path, latent_base, capsys):
+    """`avid export` of a latent base model copies its codec subfolder in the same dtype; the copy
+    encodes, predicts and decodes as the run does up to the bf16 rounding; re-exporting replaces it."""
+    from avid.cli import main
+
+    data, _, base = latent_base
+    shipped = tmp_path / "shipped"
+    main(["export", "--run", str(base), "--out", str(shipped), "--dtype", "bf16"])
+    assert "with its codec in codec/" in capsys.readouterr().out
+    assert load_codec(shipped / "codec")[1]["stored_dtype"] == "bf16"
+    video = frames_of(data, 4)
+    run, copy = open_denoiser(base, precision="fp32"), open_denoiser(shipped, precision="fp32")
+    z = run.codec.encode(video)
+    assert torch.allclose(copy.codec.encode(video), z, atol=0.1) and not torch.equal(copy.codec.encode(video), z)
+    assert torch.allclose(copy.codec.decode(z), run.codec.decode(z), atol=0.1)
+    x_i = torch.randn(1, 4, 4, SIZE // 4, SIZE // 4)
+    assert torch.allclose(copy(x_i, torch.tensor([3]), z[:, :, :K]), run(x_i, torch.tensor([3]), z[:, :, :K]), atol=0.1)
+    main(["export", "--run", str(base), "--out", str(shipped), "--dtype", "fp32"])  # an earlier export: replaced
+    assert torch.equal(open_denoiser(shipped, precision="fp32").codec.encode(video), z)
+
+
+def test_the_robot_quickstart_plans_from_an_adapter_step_in_the_codec_latent_space(tmp_path, latent_base, monkeypatch):
+    """The quickstart's step plan times a training step on latents, as training sees them (pixels would
+    not even fit the adapter's input), and the robot domain has its own defaults."""
+    import avid.pipelines.quickstart as qs
+
+    data, _, base = latent_base
+    cfg = load_run_config(None, [
+        f"out={tmp_path / 'avid'}", f"base={base}", f"data.train={data}", f"data.frames={FRAMES}",
+        "method.name=avid", f"method.options={{unet: {TINY_UNET}}}", "train.max_steps=50", "train.batch_size=2",
+        "train.precision=32-true", "sample.steps=2"])
+    shapes, step = [], qs.train_step
+    monkeypatch.setattr(qs, "train_step", lambda m, batch, prec, lr: (shapes.append(tuple(batch.x0.shape)),
+                                                                      step(m, batch, prec, lr))[1])
+    opt = qs.QuickstartOptions(domain="robot", eval_size=2, min_steps=1)
+    assert (opt.runs_dir, opt.report_dir, opt.config) == ("runs/quickstart-robot", "reports/quickstart-robot",
+                                                          "configs/robot/quickstart.yaml")
+    plan = qs.plan_steps(cfg, data, opt, seconds_left=10**6)
+    assert shapes == [(2, 4, FRAMES - K, SIZE // 4, SIZE // 4)] and plan.steps == 50
+    with pytest.raises(ValueError, match="quickstart domain must be one of"):
+        qs.QuickstartOptions(domain="mars")
+
+
 @pytest.mark.parametrize("name, options", [("avid", {"unet": TINY_UNET}), ("scratch", {"unet": TINY_UNET}),
                                            ("controlnet-small", {"unet": {**TINY_UNET, "base_channels": 4}})])
 def test_methods_train_and_sample_in_the_latent_space_and_return_frames(tmp_path, latent_base, name, options):

@@ -3,13 +3,16 @@ session, in a clone of its own (``GROUPS["robot"]`` in tests/test_readme.py: its
 others' outputs, so the groups run side by side). On what it made, the robot domain's documented
 configs are checked: the codec, the latent base model (Table 9's v prediction, linear schedule, 16
 frames), the Action Error Ratio's regressor, a sample from the base model and the robot comparison
-(Tables 2 and 3) with two seeds."""
+(Tables 2 and 3) with two seeds; the robot quickstart's report, made with the shipped models."""
 
 from __future__ import annotations
 
 import pytest
 
+import csv
+
 from avid.blackbox import open_denoiser
+from avid.checkpoint import load_config
 from avid.cli import main
 from avid.metrics.action_classifier import load_classifier
 from tests.test_readme import group_blocks, run_blocks
@@ -24,7 +27,28 @@ def robot_clone(tmp_path_factory):
 
 def test_the_readme_robot_blocks_run_in_order_at_tiny_size(robot_clone):
     _, ran = robot_clone
-    assert {c[1] for c in ran if c[0] == "avid"} >= {"data", "codec", "pretrain", "classifier", "experiment"}
+    assert {c[1] for c in ran if c[0] == "avid"} >= {"quickstart", "data", "codec", "pretrain", "export", "classifier",
+                                                      "experiment"}
+
+
+def test_the_robot_quickstart_trains_avid_against_the_shipped_latent_base_and_reports_decoded_frames(robot_clone):
+    """``avid quickstart --domain robot``: an AVID adapter trained through the black box of the shipped
+    latent base model (in its codec's latent space), scored on decoded frames against the base alone
+    and copy-last-frame, with the Action Error Ratio of the shipped 7-D regressor (a number: MAE
+    generated / real, not "n/a")."""
+    clone, ran = robot_clone
+    assert ["avid", "quickstart", "--domain", "robot"] in ran
+    run = load_config(clone / "runs/quickstart-robot/avid")
+    assert (run["base"], run["method"], run["action_kind"], run["num_actions"]) == ("assets/base-robot", "avid",
+                                                                                    "continuous", 7)
+    assert run["channels"] == 4  # the codec's latent channels: the adapter never sees pixels
+    report = clone / "reports/quickstart-robot"
+    rows = {r["method"]: r for r in csv.DictReader((report / "metrics.csv").open())}
+    assert {"base", "avid", "copy last frame"} <= set(rows)
+    assert all(float(rows[m]["aer"]) > 0 for m in ("base", "avid"))
+    assert float(rows["avid"]["psnr"]) > 5  # decoded 64x64 frames against the ground truth
+    assert "robot-arm" in (report / "metrics.md").read_text()
+    assert "avid quickstart --domain robot" in (report / "README.md").read_text()
 
 
 def test_the_robot_configs_reproduce_a_codec_a_latent_base_model_and_a_regressor(robot_clone, monkeypatch, capsys):
@@ -37,7 +61,7 @@ def test_the_robot_configs_reproduce_a_codec_a_latent_base_model_and_a_regressor
     assert spec.diffusion.param == "v" and spec.diffusion.schedule == "linear" and spec.diffusion.num_steps == 1000
     regressor = load_classifier(clone / "runs/action-regressor-robot-cpu")
     assert not regressor.discrete and regressor.cfg.num_actions == 7 and regressor.cfg.frames == 16
-    main(["sample", "--checkpoint", "runs/base-robot-cpu", "--data", "data/robot-target-test", "--out", "samples"])
+    main(["sample", "--checkpoint", "runs/base-robot-cpu", "--data", "data/robot-target-test-cpu", "--out", "samples"])
     assert "2 videos" in capsys.readouterr().out and (clone / "samples/samples.gif").is_file()
     main(["experiment", "robot", "--methods", "avid,avid-no-mask,poe", "--seeds", "0,1", "--eval-size", "2",
           "--sweep-size", "2", "metrics.perceptual=false"])

@@ -93,18 +93,30 @@ STORED_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.fl
 
 def export_copy(run: str | Path, out: str | Path, dtype: str = "bf16") -> str:
     """``avid export``: a model folder copied to ``out`` for shipping, weights cast to ``dtype`` (a key
-    of ``STORED_DTYPES``), the config recording it as ``stored_dtype``. Returns what was done."""
+    of ``STORED_DTYPES``), the config recording it as ``stored_dtype``; a latent base model's codec
+    (its subfolder named by ``codec:``) is copied the same way. Returns what was done."""
     src = resolve(run)
     cfg = load_config(src)
+    sub = _codec_folder(cfg)
     with folder_lock(out):
-        _check_export_target(Path(out), src, cfg.get("kind"))
+        _check_export_target(Path(out), src, cfg.get("kind"), sub)
         save_model(out, load_file(str(src / WEIGHTS)), {**cfg, "stored_dtype": dtype}, dtype=STORED_DTYPES[dtype])
-    return f"{src} -> {out} ({dtype} weights, config kind {cfg.get('kind')!r})"
+        if sub:
+            save_model(Path(out) / sub, load_file(str(src / sub / WEIGHTS)),
+                       {**load_config(src / sub), "stored_dtype": dtype}, dtype=STORED_DTYPES[dtype])
+    codec = f", with its codec in {sub}/" if sub else ""
+    return f"{src} -> {out} ({dtype} weights{codec}, config kind {cfg.get('kind')!r})"
 
 
-def _check_export_target(out: Path, src: Path, kind: str | None) -> None:
-    """``out`` is new, empty, or an earlier ``avid export`` of a model of ``kind``: never the model
-    itself, another model, a training run or a dataset."""
+def _codec_folder(cfg: dict[str, Any]) -> str | None:
+    """The subfolder holding a latent base model's codec (its config's ``codec:`` names it; a codec's
+    own config holds its network settings there, a mapping), else None."""
+    return cfg["codec"] if isinstance(cfg.get("codec"), str) else None
+
+
+def _check_export_target(out: Path, src: Path, kind: str | None, sub: str | None = None) -> None:
+    """``out`` is new, empty, or an earlier ``avid export`` of a model of ``kind`` (with its codec
+    subfolder ``sub``, if any): never the model itself, another model, a training run or a dataset."""
     refuse = f"export would overwrite it: choose a new or empty --out folder (this export is of kind {kind!r})"
     if out.resolve() == src.resolve():
         raise ValueError(f"--out {out} is the model folder being exported; {refuse}")
@@ -112,10 +124,11 @@ def _check_export_target(out: Path, src: Path, kind: str | None) -> None:
     if not entries:
         return
     found = load_config(out) if (out / CONFIG).exists() else {}
-    if set(entries) <= {CONFIG, WEIGHTS} and "stored_dtype" in found and found.get("kind") == kind:
+    exported = {CONFIG, WEIGHTS} | ({sub} if sub else set())
+    if set(entries) <= exported and "stored_dtype" in found and found.get("kind") == kind:
         return  # an earlier export of the same kind of model: replaced
     if found:
-        made = "" if "stored_dtype" in found and set(entries) <= {CONFIG, WEIGHTS} else ", not an `avid export` folder"
+        made = "" if "stored_dtype" in found and set(entries) <= exported else ", not an `avid export` folder"
         raise ValueError(f"{out} holds a model of kind {found.get('kind')!r}{made}; {refuse}")
     raise ValueError(f"{out} holds files of its own ({', '.join(entries[:4])}{', ...' if len(entries) > 4 else ''}); "
                      f"{refuse}")

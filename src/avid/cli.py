@@ -74,7 +74,8 @@ def cmd_quickstart(args) -> None:
                                  budget_minutes=args.budget_minutes,
                                  eval_size=args.eval_size,
                                  train_levels=args.train_levels, report_dir=args.report, threads=args.threads,
-                                 data_dir=args.data_dir, runs_dir=args.runs_dir, precision=args.precision))
+                                 data_dir=args.data_dir, runs_dir=args.runs_dir, precision=args.precision,
+                                 domain=args.domain, train_episodes=args.train_episodes))
 
 
 def cmd_sample(args) -> None:
@@ -518,19 +519,27 @@ def build_parser() -> argparse.ArgumentParser:
         t.set_defaults(fn=cmd_train)
 
     q = sub.add_parser("quickstart", help="the embedded default end to end: data, AVID training, report")
-    q.add_argument("--config", default="configs/coinrun/quickstart.yaml", help="the adapter's run YAML")
-    q.add_argument("--base", default=None, help="base model folder (default: the shipped assets/base-procgen)")
+    q.add_argument("--domain", choices=["coinrun", "robot"], default="coinrun",
+                   help="coinrun (default), or robot: the simulated arm's held-out place task against the shipped "
+                   "latent base model assets/base-robot")
+    q.add_argument("--config", default=None, help="the adapter's run YAML (default: configs/coinrun/quickstart.yaml; "
+                   "robot: configs/robot/quickstart.yaml)")
+    q.add_argument("--base", default=None, help="base model folder (default: the config's, the shipped "
+                   "assets/base-procgen; robot: assets/base-robot)")
     add_train_steps(q, "adapter optimiser steps (default: planned from steps measured on this machine to fit "
                        "--budget-minutes, at most the config's train.max_steps)")
     q.add_argument("--budget-minutes", type=float, default=15.0,
                    help="wall time the whole quickstart aims at (default: 15); the step plan fits it")
-    q.add_argument("--eval-size", type=int, default=128, help="held-out trajectories to evaluate (default: 128)")
+    q.add_argument("--eval-size", type=int, default=None, help="held-out trajectories to evaluate (default: 128; "
+                   "robot: 64)")
     q.add_argument("--train-levels", type=int, default=200, help="Coinrun training levels (500 steps each)")
-    q.add_argument("--report", default="reports/quickstart", help="report folder to write")
-    q.add_argument("--data-dir", default="data/quickstart",
-                   help="where the generated Coinrun sets go (reused when already there)")
-    q.add_argument("--runs-dir", default="runs/quickstart",
-                   help="where the adapter's run folder goes (an existing run resumes)")
+    q.add_argument("--train-episodes", type=int, default=48, help="robot: place-task training episodes of 64 frames")
+    q.add_argument("--report", default=None, help="report folder to write (default: reports/quickstart; robot: "
+                   "reports/quickstart-robot)")
+    q.add_argument("--data-dir", default=None,
+                   help="where the generated sets go, reused when already there (default: data/quickstart)")
+    q.add_argument("--runs-dir", default=None, help="where the adapter's run folder goes, an existing run resumes "
+                   "(default: runs/quickstart; robot: runs/quickstart-robot)")
     q.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
     add_precision_option(q)
     q.set_defaults(fn=cmd_quickstart)

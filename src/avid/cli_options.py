@@ -94,7 +94,7 @@ def add_precision_option(parser, default: str | None = None) -> None:
 COUNTS = ("threads", "limit", "batch_size", "train_steps", "ddim_steps", "eval_size", "sweep_size", "val_size",
           "train_levels", "steps_per_level", "repeats", "max_batch", "episodes", "episode_len", "trajectory_len",
           "frame_size", "batch", "frames", "size", "width", "states", "horizon", "timesteps", "num_envs",
-          "eval_episodes", "chunk", "ladder")
+          "eval_episodes", "chunk", "ladder", "train_episodes")
 AMOUNTS = ("minutes", "budget_minutes", "minutes_per_method", "max_request_mb")
 
 

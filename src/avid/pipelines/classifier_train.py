@@ -98,6 +98,13 @@ def evaluate_classifier(classifier: ActionClassifier, data: str | Path, limit: i
     return score(classifier, first, x0, actions, batch_size)
 
 
+def mean_action_mae(regressor: ActionClassifier, data: str | Path, limit: int | None = None) -> float:
+    """A continuous regressor's chance level: the held-out MAE of always predicting the training
+    set's mean action (0 in its normalised units)."""
+    _, _, actions = heldout(data, regressor.cfg, limit)
+    return float(regressor.normalise(actions).abs().mean())
+
+
 def score_line(classifier: str | Path, data: str | Path, limit: int | None = None, classes: str | None = None,
                precision: str = "auto") -> str:
     """``avid classifier eval``: the held-out score of the classifier folder ``classifier`` on ``data``
@@ -113,7 +120,8 @@ def score_line(classifier: str | Path, data: str | Path, limit: int | None = Non
                     f"(chance and ceiling: {classes.rsplit('.', 1)[0]}.md) on {data}")
         score = evaluate_classifier(clf, data, limit)
     name = "accuracy" if clf.discrete else "MAE (normalised actions)"
-    chance = f" (chance {1 / clf.cfg.num_actions:.3f})" if clf.discrete else ""
+    chance = (f" (chance {1 / clf.cfg.num_actions:.3f})" if clf.discrete else
+              f" (predicting the training mean action: {mean_action_mae(clf, data, limit):.4f})")
     return f"held-out action {name}: {score:.4f}{chance} on {data}"
 
 
@@ -153,9 +161,11 @@ def finish(out: Path, run: ClassifierRunConfig, step: int) -> Path:
         name = "held_out_accuracy" if shipped.discrete else "held_out_mae"
         log.info("%s on %s: %.4f", name, run.eval_data, score)
         info.update({name: round(score, 4), "eval_data": run.eval_data, "eval_limit": run.eval_limit})
+        if not shipped.discrete:  # the chance level of a regressor: predicting the training mean action
+            info["held_out_mae_of_mean_action"] = round(mean_action_mae(shipped, run.eval_data, run.eval_limit), 4)
         save_classifier(dest, shipped, dtype=dtype, **info)
     return dest
 
 
 __all__ = ["ClassifierRunConfig", "classifier_run_config", "classifier_training", "evaluate_classifier",
-           "heldout", "score_line", "train_classifier"]
+           "heldout", "mean_action_mae", "score_line", "train_classifier"]

@@ -11,6 +11,9 @@ within a wall-time budget (15 minutes by default).
    actions and noise) and write a report: metrics table (with the copy-last-frame row), GIF/MP4 of
    ground truth | base | AVID | mask, the mean mask per diffusion step (paper Fig. 4d) and the mask
    averaged over the diffusion.
+
+``--domain robot`` runs the same steps on the simulated arm's held-out place task against the
+shipped latent base model (``avid.pipelines.quickstart_robot``: its data, regressor and defaults).
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ from avid.methods import build_method
 from avid.memory import give_back
 from avid.metrics.action_classifier import SHIPPED_CLASSIFIER
 from avid.metrics.perceptual import release_loaded
+from avid.methods.base import to_latent
+from avid.pipelines import quickstart_robot
 from avid.precision import describe_cpu, resolve_precision
 from avid.pipelines.report import report_files_markdown
 from avid.rollout import Rollout
@@ -48,19 +53,33 @@ CONFIG = "configs/coinrun/quickstart.yaml"
 
 @dataclass
 class QuickstartOptions:
-    config: str = CONFIG
+    config: str | None = None  # None: the domain's (CONFIG; robot: quickstart_robot.CONFIG)
     base: str | None = None  # the black-box base model folder (default: the config's, the shipped one)
     budget_minutes: float = 15.0  # the whole run's wall time the step plan aims at
     steps: int | None = None  # adapter optimiser steps (None: planned from the budget, at most the config's)
     min_steps: int = 150  # below this the adapter is not worth training: say so, and train this many anyway
     train_levels: int = 200  # Coinrun levels 0..train_levels-1 ...
     steps_per_level: int = 500  # ... each a stream of this many random-action steps
-    eval_size: int = 128  # held-out trajectories (levels 10000-11000)
-    data_dir: str = "data/quickstart"
-    runs_dir: str = "runs/quickstart"
-    report_dir: str = "reports/quickstart"
+    eval_size: int | None = None  # held-out trajectories (None: the domain's, 128 levels 10000-11000; robot: 64)
+    data_dir: str | None = None  # None: the domain's (data/quickstart)
+    runs_dir: str | None = None  # None: the domain's (runs/quickstart; robot: runs/quickstart-robot)
+    report_dir: str | None = None  # None: the domain's (reports/quickstart; robot: reports/quickstart-robot)
     threads: int | None = None
     precision: str | None = None  # None: the config's ("auto")
+    domain: str = "coinrun"  # or "robot": the simulated arm against the shipped latent base (quickstart_robot)
+    train_episodes: int = 48  # robot: place-task episodes of 64 frames to train on
+
+    def __post_init__(self) -> None:
+        if self.domain not in DOMAIN_DEFAULTS:
+            raise ValueError(f"quickstart domain must be one of {sorted(DOMAIN_DEFAULTS)}, got {self.domain!r}")
+        for key, value in DOMAIN_DEFAULTS[self.domain].items():
+            if getattr(self, key) is None:
+                setattr(self, key, value)
+
+
+DOMAIN_DEFAULTS = {"coinrun": {"config": CONFIG, "data_dir": "data/quickstart", "runs_dir": "runs/quickstart",
+                               "report_dir": "reports/quickstart", "eval_size": 128},
+                   "robot": quickstart_robot.DEFAULTS}
 
 
 @dataclass
@@ -83,6 +102,8 @@ class Plan:
 
 
 def prepare_data(opt: QuickstartOptions) -> tuple[Path, Path]:
+    if opt.domain == "robot":
+        return quickstart_robot.prepare_data(opt.data_dir, opt.train_episodes, opt.eval_size)
     train_dir, eval_dir = Path(opt.data_dir) / "coinrun", Path(opt.data_dir) / f"coinrun-eval-{opt.eval_size}"
     spec = dataclasses.replace(PRESETS["coinrun100k"], num_levels=opt.train_levels,
                                steps_per_level=opt.steps_per_level)
@@ -119,14 +140,16 @@ def plan_steps(cfg: RunConfig, train_dir: Path, opt: QuickstartOptions, seconds_
     ctx = build_context(cfg, store.meta, precision.name)
     method = build_method(cfg.method.name, ctx, cfg.method.options)
     data = WindowDataset(store, cfg.data.frames, cfg.data.cond_frames, limit=cfg.train.batch_size)  # first shard
-    batch = collate([data[j] for j in range(cfg.train.batch_size)])
+    batch = pixel_batch = collate([data[j] for j in range(cfg.train.batch_size)])
+    if ctx.codec is not None:  # a latent base model: the adapter trains and samples in its codec's space
+        batch = to_latent(ctx.codec, batch)
     base = build_method("base", ctx)
     s = cfg.sample
     bs = min(s.batch_size, opt.eval_size)
     first = batch.first[:1].expand(bs, -1, -1, -1, -1)
     x = torch.randn(bs, *batch.x0.shape[1:])
     i = torch.full((bs,), ctx.diffusion.num_steps - 1)
-    actions = batch.actions[:1].expand(bs, -1)
+    actions = batch.actions[:1].expand(bs, *batch.actions.shape[1:])  # (bs, T') discrete, (bs, T', A) continuous
 
     def sample_step() -> None:
         with torch.no_grad(), precision.autocast():
@@ -134,7 +157,7 @@ def plan_steps(cfg: RunConfig, train_dir: Path, opt: QuickstartOptions, seconds_
             base.predict(x, i, first, actions)
 
     train_s, sample_s = _seconds(train_step(method, batch, precision, lr=0.0)), _seconds(sample_step, 1)
-    metric_s = metric_seconds(batch, list(metrics)) if metrics else 0.0
+    metric_s = metric_seconds(pixel_batch, list(metrics)) if metrics else 0.0
     denoising_steps = s.steps if s.sampler == "ddim" and s.steps else ctx.diffusion.num_steps
     rows = 3  # base, AVID and copy-last-frame are scored
     eval_s = math.ceil(opt.eval_size / bs) * denoising_steps * sample_s * 1.1 + rows * opt.eval_size * metric_s + 20
@@ -145,23 +168,25 @@ def plan_steps(cfg: RunConfig, train_dir: Path, opt: QuickstartOptions, seconds_
     return Plan(train_s, sample_s, metric_s, eval_s, train_s_left, max(steps, opt.min_steps), too_slow)
 
 
-def report_metrics(device: str) -> list:
+def report_metrics(device: str, classifier: str = SHIPPED_CLASSIFIER) -> list:
     """The report's metric functions (their networks load on first use)."""
-    return [action_error_ratio(SHIPPED_CLASSIFIER, device), perceptual()]
+    return [action_error_ratio(classifier, device), perceptual()]
 
 
-def run_evaluation(cfg: RunConfig, run_dir: Path, eval_dir: Path, report: Path, metrics: list) -> dict:
+def run_evaluation(cfg: RunConfig, run_dir: Path, eval_dir: Path, report: Path, metrics: list,
+                   held_out: str | None = None, title: str = "Coinrun") -> dict:
     batch = load_eval_batch(eval_dir, cfg.data.frames, cfg.data.cond_frames)
     avid, _ = load_method(run_dir, cfg.train.precision)
     base = build_method("base", build_context(cfg, EpisodeStore(eval_dir).meta, cfg.train.precision))
     s = dataclasses.replace(cfg.sample, precision=cfg.train.precision)
-    note = (f"{len(batch)} held-out Coinrun trajectories (levels 10000-11000, random actions), "
-            f"{cfg.data.cond_frames} conditioning + {cfg.data.frames - cfg.data.cond_frames} predicted frames; "
+    held_out = held_out or f"{len(batch)} held-out Coinrun trajectories (levels 10000-11000, random actions)"
+    note = (f"{held_out}, {cfg.data.cond_frames} conditioning + {cfg.data.frames - cfg.data.cond_frames} "
+            "predicted frames; "
             f"metrics over predicted frames only. Sampler: {s.describe()}, seed {s.seed}. "
             "Base = the shipped pretrained model alone (black box, no actions).")
     res = evaluate({"base": base, "avid": avid}, batch, s, report,
                    extra_metrics=metrics,
-                   title="Quickstart: base model vs AVID on held-out Coinrun", note=note)
+                   title=f"Quickstart: base model vs AVID on held-out {title}", note=note)
     print((report / "metrics.md").read_text())
     return res.metrics
 
@@ -171,6 +196,7 @@ def quickstart(opt: QuickstartOptions) -> Path:
     if opt.threads:
         torch.set_num_threads(opt.threads)
     budget = opt.budget_minutes * 60
+    classifier = quickstart_robot.REGRESSOR if opt.domain == "robot" else SHIPPED_CLASSIFIER
     train_dir, eval_dir = prepare_data(opt)
     cfg = load_run_config(opt.config, values={"data.train": str(train_dir), "out": str(Path(opt.runs_dir) / "avid"),
                                               "base": opt.base, "train.precision": opt.precision})
@@ -181,7 +207,8 @@ def quickstart(opt: QuickstartOptions) -> Path:
     if opt.steps:
         steps, plan = opt.steps, None
     else:
-        plan = plan_steps(cfg, train_dir, opt, budget - (time.time() - t0), report_metrics(cfg.sample.device))
+        plan = plan_steps(cfg, train_dir, opt, budget - (time.time() - t0),
+                          report_metrics(cfg.sample.device, classifier))
         steps = plan.steps
         print(plan.describe())
         if plan.too_slow:
@@ -200,7 +227,9 @@ def quickstart(opt: QuickstartOptions) -> Path:
         print(f"training stopped by its time cap at step {reached} of {steps}; rerun the same command with "
               f"--train-steps {steps} to continue it")
     report = Path(opt.report_dir)
-    run_evaluation(cfg, run_dir, eval_dir, report, report_metrics(cfg.sample.device))
+    run_evaluation(cfg, run_dir, eval_dir, report, report_metrics(cfg.sample.device, classifier),
+                   *((quickstart_robot.held_out(opt.eval_size), quickstart_robot.TITLE)
+                     if opt.domain == "robot" else ()))
     seconds = time.time() - t0
     atomic_write_text(report / "README.md", _readme(opt, cfg, seconds, reached, precision.describe(), plan))
     print(f"\nquickstart finished in {seconds / 60:.1f} min (peak memory "
@@ -211,7 +240,8 @@ def quickstart(opt: QuickstartOptions) -> Path:
 def _readme(opt: QuickstartOptions, cfg: RunConfig, seconds: float, steps: int, precision: str,
             plan: Plan | None) -> str:
     planned = plan.describe() if plan else f"steps given with --train-steps {opt.steps}"
-    return (f"# avid quickstart report\n\nMade by `avid quickstart --budget-minutes {opt.budget_minutes:g} "
+    domain = " --domain robot" if opt.domain == "robot" else ""
+    return (f"# avid quickstart report\n\nMade by `avid quickstart{domain} --budget-minutes {opt.budget_minutes:g} "
             f"--eval-size {opt.eval_size}` in {seconds / 60:.1f} min ({torch.get_num_threads()} CPU threads; "
             f"peak memory {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GB).\n\n"
             f"- CPU: {describe_cpu()}\n- precision: {precision}\n- plan: {planned}\n"
