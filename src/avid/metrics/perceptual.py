@@ -158,8 +158,9 @@ def release_loaded() -> None:
 
 
 def _files_read(weights_dir: str | os.PathLike | None) -> tuple:
-    """What ``Perceptual.load`` reads: (path, size, mtime_ns) of each file of the weights folder and
-    of each packaged file, and the names of the packaged files that are missing."""
+    """What ``Perceptual.load`` reads: the weights folder (its "n/a" messages name it, so two empty
+    folders are not the same load), (path, size, mtime_ns) of each of its files and of each packaged
+    file, and the names of the packaged files that are missing."""
     folder = resolve_dir(weights_dir).resolve()
     files = sorted(p for p in folder.iterdir() if p.is_file()) if folder.is_dir() else []
     missing = []
@@ -173,7 +174,7 @@ def _files_read(weights_dir: str | os.PathLike | None) -> tuple:
         with contextlib.suppress(OSError):  # gone meanwhile: then it is not read either
             st = f.stat()
             stats.append((str(f), st.st_size, st.st_mtime_ns))
-    return tuple(stats), tuple(missing)
+    return str(folder), tuple(stats), tuple(missing)
 
 
 def perceptual_metrics(real: torch.Tensor, fake: torch.Tensor, first: torch.Tensor | None = None,
