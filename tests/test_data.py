@@ -138,7 +138,9 @@ def test_validation_splits_share_no_level_with_test_or_training_sets():
     assert (PRESETS["coinrun-val"].trajectories, PRESETS["procgen15-val"].trajectories) == (256, 16)
     assert len({PRESETS[n].seed for n in ("coinrun-eval", "coinrun-val", "procgen15-val", "procgen15-test")}) == 4
     coinrun = [n for n in PRESETS if PRESETS[n].games == ["coinrun"] and n != "coinrun-val"]
-    assert len(coinrun) == 7 and all(shared_levels(meta["coinrun-val"], meta[n]) is None for n in coinrun)
+    assert len(coinrun) == 8 and all(shared_levels(meta["coinrun-val"], meta[n]) is None for n in coinrun)
+    for n in ("coinrun-classifier", "coinrun-classifier-cpu", "coinrun-classifier-test"):  # the classifier's choices
+        assert shared_levels(meta["coinrun-classifier-val"], meta[n]) is None
     for split in ("procgen15-val", "procgen15-test"):
         assert shared_levels(meta[split], meta["procgen15-cpu"]) is None
         assert shared_levels(meta[split], meta["coinrun-eval"]) is None  # other games
