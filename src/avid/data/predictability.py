@@ -15,15 +15,12 @@ not a prediction).
 
 from __future__ import annotations
 
-import contextlib
-import io
-import warnings
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from avid import tiny
-from avid.data.procgen import NUM_ACTIONS
+from avid.data.procgen import NUM_ACTIONS, _make_env
 
 
 @dataclass
@@ -71,12 +68,7 @@ def measure(spec: PredictabilitySpec) -> dict:
     if spec.futures < 2 or spec.states < 1 or spec.horizon < 1:
         raise ValueError(f"need futures >= 2, states >= 1, horizon >= 1; got {spec.futures}, {spec.states}, "
                          f"{spec.horizon}")
-    from procgen import ProcgenGym3Env
-
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
-        env = ProcgenGym3Env(num=1, env_name=spec.game, start_level=spec.start_level, num_levels=spec.num_levels,
-                             distribution_mode=spec.distribution_mode, rand_seed=spec.seed)
+    env = _make_env(spec.game, 1, spec.start_level, spec.num_levels, spec.distribution_mode, spec.seed)
     rng = np.random.default_rng(spec.seed)
     copy, mean, shift, skipped = [], [], [], 0
     while len(copy) < spec.states:

@@ -106,8 +106,12 @@ class WindowDataset(Dataset):
     def __getitem__(self, idx: int) -> dict[str, torch.Tensor]:
         s = int(self.starts[idx])
         video = to_video(self.frames[s:s + self.T])
-        acts = torch.as_tensor(self.actions[s + self.k - 1:s + self.T - 1])
-        return {"first": video[:, :self.k], "x0": video[:, self.k:], "actions": acts}
+        return {"first": video[:, :self.k], "x0": video[:, self.k:], "actions": self.window_actions(idx)}
+
+    def window_actions(self, idx: int) -> torch.Tensor:
+        """The actions of window ``idx`` alone (its frames are not read)."""
+        s = int(self.starts[idx])
+        return torch.as_tensor(self.actions[s + self.k - 1:s + self.T - 1])
 
 
 def _window_starts(firsts: np.ndarray, frames: int, stride: int) -> np.ndarray:

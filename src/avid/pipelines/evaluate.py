@@ -84,8 +84,8 @@ def held_out_loss(method: Method, data: str | Path, frames: int, cond_frames: in
             i = None if level is None else torch.full((len(part),), level)
             batch = collate([ds[int(j)] for j in part])
             if shuffled_actions:
-                other = collate([ds[int(j)] for j in actions_of[s:s + batch_size]])
-                batch = Batch(batch.first, batch.x0, other.actions)
+                other = torch.stack([ds.window_actions(int(j)) for j in actions_of[s:s + batch_size]])
+                batch = Batch(batch.first, batch.x0, other)
             if method.ctx.codec is not None:  # a latent base model: the loss is in its codec's space
                 batch = to_latent(method.ctx.codec, batch)
             with amp.autocast():
