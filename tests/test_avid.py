@@ -167,6 +167,104 @@ def test_warp_frame_moves_pixels_by_the_flow():
         warp_frame(frame, torch.zeros(1, 3, 2, 8, 8))
 
 
+def test_shift_frame_moves_the_whole_frame_by_a_distribution_over_integer_shifts():
+    from avid.nn import shift_frame
+
+    g = torch.Generator().manual_seed(0)
+    frame = torch.rand(2, 3, 8, 8, generator=g)
+    p_y, p_x = torch.zeros(2, 3, 5), torch.zeros(2, 3, 5)  # radius 2: index 2 is "no move"
+    p_y[:, 0, 2] = p_x[:, 0, 2] = 1  # frame 0: still
+    p_y[:, 1, 3], p_x[:, 1, 0] = 1, 1  # frame 1: 1 px down, 2 px left
+    p_y[:, 2, 2], p_x[:, 2, 2], p_x[:, 2, 4] = 1, 0.25, 0.75  # frame 2: a quarter still, three quarters 2 px right
+    out = shift_frame(frame, p_y, p_x)
+    assert out.shape == (2, 3, 3, 8, 8)
+    assert torch.allclose(out[:, :, 0], frame, atol=1e-6)
+    rows, cols = (torch.arange(8) - 1).clamp(0, 7), (torch.arange(8) + 2).clamp(0, 7)  # borders repeated
+    assert torch.allclose(out[:, :, 1], frame[:, :, rows][..., cols], atol=1e-6)
+    right = frame[..., (torch.arange(8) - 2).clamp(0, 7)]
+    assert torch.allclose(out[:, :, 2], 0.25 * frame + 0.75 * right, atol=1e-6)
+    with pytest.raises(ValueError, match="must both be"):
+        shift_frame(frame, torch.zeros(2, 3, 4), torch.zeros(2, 3, 4))
+
+
+def test_the_shift_motion_path_starts_near_still_and_learns_a_camera_move(tiny_denoiser):
+    """``motion="shift"``: logits averaged over the adapter's pixels pick a whole-frame shift per
+    frame; at the start the prior keeps most mass on "no move", and the shift logits get gradients
+    that prefer the shift the target shows, even where a bilinear flow's gradient would be zero."""
+    from avid.methods.avid import SHIFT_PRIOR
+
+    avid = build_method("avid", ctx_for(tiny_denoiser), {"unet": TINY_UNET, "residual": True, "motion": "shift",
+                                                         "shift_radius": 3})
+    x_i, i, first, a = inputs()
+    with torch.no_grad():
+        avid.mask_head.bias.fill_(-30.0)  # m = 0: the adapter's own prediction alone
+    final, _ = avid.predict(x_i, i, first, a)
+    p0 = 1 / (1 + 6 * torch.exp(torch.tensor(-SHIFT_PRIOR)))  # "no move" on one axis at the start
+    moved_start = final  # x0-parameterised: the adapter's prediction is the moved last frame
+    last = first[:, :, -1:].expand_as(final)
+    assert (moved_start - last).abs().mean() < (1 - p0 ** 2) * 2  # mostly the last frame
+    # a target that is the last frame moved 3 px down: the loss pulls the "3 down" logit up
+    target = torch.cat([first[:, :, -1:, :1].expand(-1, -1, 1, 3, -1), first[:, :, -1:, :-3]], dim=3).expand_as(final)
+    (final - target).pow(2).mean().backward()
+    d, p2 = 7, avid.adapter.cfg.patch_size ** 2
+    bias_grad = avid.adapter.head[-1].bias.grad.view(-1, p2).sum(1)  # per output channel
+    y_grad = bias_grad[3:3 + d]  # the y logits, shifts -3 .. 3
+    assert y_grad.argmin().item() == 6  # gradient descent raises the logit of the true shift most
+    with pytest.raises(ValueError, match="motion must be"):
+        build_method("avid", ctx_for(tiny_denoiser), {"unet": TINY_UNET, "residual": True, "motion": "twist"})
+    wide = build_method("avid", ctx_for(tiny_denoiser), {"unet": TINY_UNET, "residual": True, "motion": "shift",
+                                                         "shift_radius": [3, 1]})  # rows up to 3 px, columns 1
+    final, extras = wide.predict(x_i, i, first, a)
+    assert final.shape == x_i.shape and extras["shift_logits"].shape == (2, 4, 7 + 3)
+    with pytest.raises(ValueError, match="shift_radius must be"):
+        build_method("avid", ctx_for(tiny_denoiser), {"unet": TINY_UNET, "residual": True, "motion": "shift",
+                                                      "shift_radius": [3, 0]})
+
+
+def test_best_shifts_finds_the_whole_frame_move_of_each_frame():
+    from avid.nn import best_shifts, shift_frame
+
+    g = torch.Generator().manual_seed(1)
+    frame = torch.rand(3, 3, 12, 12, generator=g)
+    ty, tx = torch.randint(0, 7, (3, 4), generator=g), torch.randint(0, 7, (3, 4), generator=g)
+    p_y = torch.nn.functional.one_hot(ty, 7).float()
+    p_x = torch.nn.functional.one_hot(tx, 7).float()
+    video = shift_frame(frame, p_y, p_x) + 0.01 * torch.randn(3, 3, 4, 12, 12, generator=g)
+    assert torch.equal(best_shifts(frame, video, 3), torch.stack([ty, tx], dim=-1))
+    ty = torch.randint(0, 9, (3, 4), generator=g)  # rows up to 4 px, columns up to 1
+    tx = torch.randint(0, 3, (3, 4), generator=g)
+    p_y, p_x = torch.nn.functional.one_hot(ty, 9).float(), torch.nn.functional.one_hot(tx, 3).float()
+    assert torch.equal(best_shifts(frame, shift_frame(frame, p_y, p_x), (4, 1)), torch.stack([ty, tx], dim=-1))
+
+
+def test_the_shift_target_trains_the_shift_path_toward_the_videos_own_camera_move(tiny_denoiser):
+    """``shift_target``: a cross-entropy of the shift distributions against ``best_shifts`` of the
+    clean frames, added in training only (held-out losses leave it out)."""
+    opts = {"unet": TINY_UNET, "residual": True, "motion": "shift", "shift_radius": 2}
+    torch.manual_seed(0)
+    plain = build_method("avid", ctx_for(tiny_denoiser), opts)
+    torch.manual_seed(0)
+    aux = build_method("avid", ctx_for(tiny_denoiser), {**opts, "shift_target": 0.5})
+    x_i, i, first, a = inputs()
+    x0 = first[:, :, -1:].roll(1, dims=-2).expand_as(x_i).clone()  # the last frame moved 1 px down (wrapped)
+    batch = Batch(first=first, x0=x0, actions=a)
+    torch.manual_seed(1)
+    loss_plain, logs_plain = plain.loss(batch, i)
+    torch.manual_seed(1)
+    loss_aux, logs_aux = aux.loss(batch, i)
+    assert "auxiliary" not in logs_plain and logs_aux["loss"] == pytest.approx(logs_plain["loss"], rel=1e-5)
+    assert float(loss_aux.detach()) == pytest.approx(logs_aux["loss"] + logs_aux["auxiliary"], rel=1e-5)
+    torch.manual_seed(1)
+    held_out, logs = aux.loss(batch, i, auxiliary=False)
+    assert "auxiliary" not in logs and float(held_out.detach()) == pytest.approx(float(loss_plain.detach()), rel=1e-5)
+    loss_aux.backward()  # descending the cross-entropy raises the logit of the shift the frames show
+    p2 = aux.adapter.cfg.patch_size ** 2
+    y_grad = aux.adapter.head[-1].bias.grad.view(-1, p2).sum(1)[3:3 + 5]
+    assert y_grad.argmin().item() == 3  # shifts -2 .. 2: index 3 is 1 px down
+    with pytest.raises(ValueError, match="needs motion='shift'"):
+        build_method("avid", ctx_for(tiny_denoiser), {"unet": TINY_UNET, "residual": True, "shift_target": 0.1})
+
+
 def test_a_residual_adapters_mask_can_learn_where_and_when_to_trust_the_base(tiny_denoiser):
     # Two zero-initialised layers in series (the mask logit channel, then the mask head) would give
     # each other zero gradients: the mask could only learn its bias, one constant for every pixel,

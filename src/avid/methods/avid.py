@@ -5,10 +5,13 @@ prediction; ``final = out_pre * m + out_adapt * (1 - m)`` (eq. 5), trained with 
 ``residual=True`` (a CPU-scale choice, not the paper's): the adapter's own prediction is the change
 from the last conditioning frame (``out_adapt = hold_last + adapter output``, the output starting
 at zero), so at initialisation ``final`` mixes the base prediction with "nothing moves".
-``motion=True`` (with ``residual``; also not the paper's): the adapter also outputs a flow field per
-frame and its own prediction is the last conditioning frame *moved* by that flow plus the change
-(``avid.nn.warp``), the flow starting at zero: a camera that follows the agent is a few numbers per
-region instead of a redrawn frame.
+``motion`` (with ``residual``; also not the paper's): the adapter's own prediction is the last
+conditioning frame *moved*, plus the change (``avid.nn.warp``), starting at "no move": a camera that
+follows the agent is a few numbers per frame instead of a redrawn frame. ``"flow"`` (or ``True``): a
+dense flow field per frame, bilinear. ``"shift"``: the whole frame moved by a distribution over
+integer shifts of up to ``shift_radius`` pixels per axis, one per predicted frame (logits averaged
+over the adapter's output pixels; a prior puts most mass on "no move" at the start) — every candidate
+shift meets the target in the loss, where a bilinear flow's gradient sees only neighbouring pixels.
 
 Ablations (Table 3): ``mask=False`` ("no mask": ``final = out_pre + zero_conv(out_adapt)``) and
 ``condition_on_base=False`` ("no conditioning": the adapter does not see ``out_pre``).
@@ -21,9 +24,12 @@ from torch import nn
 
 from avid.methods._unet import build_unet
 from avid.methods.base import Context, Method
-from avid.nn import warp_frame, with_first_frames, zero_module
+from avid.nn import best_shifts, shift_frame, warp_frame, with_first_frames, zero_module
 
 FLOW_SCALE = 8.0  # pixels per unit of the flow channels: the view moves up to ~10 px per frame in Coinrun
+SHIFT_LOGIT_SCALE = 4.0  # logits per unit of the shift channels, so a few units make a confident choice
+SHIFT_PRIOR = 5.0  # logit lead of "no move" on each axis at the start (p = 0.85 each at radius 12)
+MOTIONS = {False: None, None: None, True: "flow", "flow": "flow", "shift": "shift"}
 
 
 class AVID(Method):
@@ -31,9 +37,21 @@ class AVID(Method):
     size_entry = "avid"
 
     def __init__(self, ctx: Context, unet: dict | None = None, mask: bool = True,
-                 condition_on_base: bool = True, residual: bool = False, motion: bool = False) -> None:
+                 condition_on_base: bool = True, residual: bool = False, motion: bool | str = False,
+                 shift_radius: int | list[int] = 12, shift_scale: float = SHIFT_LOGIT_SCALE,
+                 shift_prior: float = SHIFT_PRIOR, shift_target: float = 0.0) -> None:
         super().__init__(ctx)
         c, k = ctx.channels, ctx.cond_frames
+        if motion not in MOTIONS:
+            raise ValueError(f"motion must be false, 'flow' (or true) or 'shift', got {motion!r}")
+        radii = [shift_radius] * 2 if isinstance(shift_radius, int) else list(shift_radius)
+        if len(radii) != 2 or min(radii) < 1:
+            raise ValueError(f"shift_radius must be a number of pixels >= 1, or [rows, columns], got {shift_radius}")
+        self.radii = tuple(int(r) for r in radii)
+        motion, self.shift_scale, self.shift_prior = MOTIONS[motion], shift_scale, shift_prior
+        if shift_target and motion != "shift":
+            raise ValueError(f"shift_target trains the shift path's distributions: it needs motion='shift', got {motion!r}")
+        self.shift_target = shift_target
         self.unet_options, self.use_mask, self.condition_on_base = dict(unet or {}), mask, condition_on_base
         if residual and not mask:
             raise ValueError("residual=True changes the adapter's own prediction in eq. 5; the no-mask "
@@ -48,7 +66,8 @@ class AVID(Method):
         # residual: the adapter's own prediction starts at zero; its mask logit channel does not, or the
         # mask head (zero-initialised below) and that channel would both stay at zero (each one's
         # gradient is the other's value) and the mask could learn only a constant.
-        flow = 2 if motion else 0  # channels: the change (c), the flow (2), the mask logit (1)
+        # channels: the change (c), the motion (a flow: 2; shifts: 2 x (2R + 1) logits), the mask logit (1)
+        flow = {None: 0, "flow": 2, "shift": 2 * self.radii[0] + 1 + 2 * self.radii[1] + 1}[motion]
         self.adapter = build_unet(ctx, self.unet_options, in_ch, c + flow + int(mask), actions=True,
                                   zero_output=c + flow if residual else False)
         if mask:
@@ -64,13 +83,39 @@ class AVID(Method):
         if not self.use_mask:
             return out_pre + self.out_head(out), {}
         out_adapt, m = out[:, :c], torch.sigmoid(self.mask_head(out[:, -1:]).float())
+        extras = {}
         if self.motion:
-            moved = warp_frame(first[:, :, -1], out[:, c:c + 2].float() * FLOW_SCALE)
+            moved = self._moved(first[:, :, -1], out[:, c:], extras)
             out_adapt = out_adapt + self.diffusion.from_x0(moved.to(x_i.dtype), x_i, i)
         elif self.residual:
             out_adapt = out_adapt + self.diffusion.hold_last(first, x_i, i)
         final = out_pre * m + out_adapt * (1 - m)  # eq. 5, mask broadcast over channels
-        return final, {"mask": m}
+        return final, {"mask": m, **extras}
+
+    def auxiliary_loss(self, extras: dict, batch) -> torch.Tensor | None:
+        """``shift_target > 0``: cross-entropy of the shift distributions against the whole-frame shift
+        of the last conditioning frame that best matches each clean target frame (``best_shifts``,
+        computed from the training video itself: no labels), times ``shift_target``."""
+        if not self.shift_target or "shift_logits" not in extras:
+            return None
+        target = best_shifts(batch.first[:, :, -1], batch.x0, self.radii)  # (B, T, 2)
+        d = 2 * self.radii[0] + 1
+        logits = extras["shift_logits"]  # (B, T, Dy + Dx)
+        ce = (nn.functional.cross_entropy(logits[..., :d].flatten(0, 1), target[..., 0].flatten())
+              + nn.functional.cross_entropy(logits[..., d:].flatten(0, 1), target[..., 1].flatten()))
+        return self.shift_target * ce
+
+    def _moved(self, last: torch.Tensor, motion: torch.Tensor, extras: dict) -> torch.Tensor:
+        """The last conditioning frame ``(B, C, H, W)`` moved by the adapter's motion channels."""
+        if self.motion == "flow":
+            return warp_frame(last, motion[:, :2].float() * FLOW_SCALE)
+        (ry, rx), d = self.radii, 2 * self.radii[0] + 1
+        logits = motion[:, :d + 2 * rx + 1].float().mean(dim=(-2, -1)).transpose(1, 2) * self.shift_scale  # (B, T, Dy+Dx)
+        prior = torch.full((d + 2 * rx + 1,), -self.shift_prior, device=logits.device)
+        prior[ry], prior[d + rx] = 0.0, 0.0  # "no move" on each axis
+        logits = logits + prior
+        extras["shift_logits"] = logits
+        return shift_frame(last, logits[..., :d].softmax(-1), logits[..., d:].softmax(-1))
 
 
 class AVIDNoMask(AVID):
@@ -91,5 +136,8 @@ class AVIDNoCond(AVID):
     ablation_of = "avid"
 
     def __init__(self, ctx: Context, unet: dict | None = None, mask: bool = True,
-                 condition_on_base: bool = False, residual: bool = False, motion: bool = False) -> None:
-        super().__init__(ctx, unet, mask, condition_on_base, residual, motion)
+                 condition_on_base: bool = False, residual: bool = False, motion: bool | str = False,
+                 shift_radius: int | list[int] = 12, shift_scale: float = SHIFT_LOGIT_SCALE,
+                 shift_prior: float = SHIFT_PRIOR, shift_target: float = 0.0) -> None:
+        super().__init__(ctx, unet, mask, condition_on_base, residual, motion, shift_radius, shift_scale, shift_prior,
+                         shift_target)

@@ -85,8 +85,10 @@ class Method(nn.Module):
         """The prediction used by the training loss (methods with training-only tricks override)."""
         return self.predict(x_i, i, batch.first, batch.actions)
 
-    def loss(self, batch: Batch, i: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
-        """Plain denoising loss of the final prediction (eq. 6), at random diffusion steps or at ``i`` ``(B,)``."""
+    def loss(self, batch: Batch, i: torch.Tensor | None = None,
+             auxiliary: bool = True) -> tuple[torch.Tensor, dict[str, float]]:
+        """Plain denoising loss of the final prediction (eq. 6), at random diffusion steps or at ``i``
+        ``(B,)``, plus the method's ``auxiliary_loss`` unless ``auxiliary`` is false (held-out scores)."""
         x0 = batch.x0
         i = self.diffusion.sample_steps(len(batch), x0.device) if i is None else i
         eps = torch.randn_like(x0)
@@ -94,9 +96,18 @@ class Method(nn.Module):
         pred, extras = self.train_predict(x_i, i, batch)
         loss = self.diffusion.loss(pred, x0, eps, i)
         logs = {"loss": float(loss.detach())}
+        extra = self.auxiliary_loss(extras, batch) if auxiliary else None
+        if extra is not None:
+            logs["auxiliary"] = float(extra.detach())
+            loss = loss + extra
         if "mask" in extras:
             logs["mask_mean"] = float(extras["mask"].detach().float().mean())
         return loss, logs
+
+    def auxiliary_loss(self, extras: dict, batch: Batch) -> torch.Tensor | None:
+        """A term a method adds to the denoising loss during training (none by default), from its
+        ``predict`` extras and the batch."""
+        return None
 
     @property
     def trainable(self) -> bool:

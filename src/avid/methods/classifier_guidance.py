@@ -81,8 +81,10 @@ class ClassifierGuidance(Method):
         self.hidden, self.bins, self.action_range = hidden, bins, [float(v) for v in action_range]
         self.classifier = NoisyActionClassifier(ctx, self.unet_options, hidden, bins, tuple(self.action_range))
 
-    def loss(self, batch: Batch, i: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
-        """Cross-entropy of the classifier on noisy videos ``x_i`` (per frame and dimension)."""
+    def loss(self, batch: Batch, i: torch.Tensor | None = None,
+             auxiliary: bool = True) -> tuple[torch.Tensor, dict[str, float]]:
+        """Cross-entropy of the classifier on noisy videos ``x_i`` (per frame and dimension); it has no
+        auxiliary term."""
         x0 = batch.x0
         i = self.diffusion.sample_steps(len(batch), x0.device) if i is None else i
         x_i = self.diffusion.q_sample(x0, i, torch.randn_like(x0))

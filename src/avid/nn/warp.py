@@ -30,3 +30,51 @@ def warp_frame(frame: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     frames = frame.float()[:, None].expand(b, t, c, h, w).reshape(b * t, c, h, w)
     out = F.grid_sample(frames, grid, mode="bilinear", padding_mode="border", align_corners=False)
     return out.reshape(b, t, c, h, w).transpose(1, 2).to(frame.dtype)
+
+
+def shift_frame(frame: torch.Tensor, p_y: torch.Tensor, p_x: torch.Tensor) -> torch.Tensor:
+    """``frame`` ``(B, C, H, W)`` moved as a whole by integer shifts, averaged over a distribution of
+    them: output ``t`` is ``sum_{dy, dx} p_y[b, t, dy] p_x[b, t, dx] * frame shifted by (dy, dx)``,
+    where a shift by ``(dy, dx)`` reads pixel ``(y - dy, x - dx)`` (borders repeated). ``p_y``
+    ``(B, T, 2Ry + 1)`` and ``p_x`` ``(B, T, 2Rx + 1)`` are probabilities over shifts ``-R .. R`` on
+    each axis (index ``R`` is "no move").
+
+    Unlike a bilinear warp, whose gradient sees only a pixel's neighbours, every candidate shift is
+    compared with the target directly, so a camera that moves 8 pixels in one frame is learnable
+    from a start of "no move"; a confident distribution gives an exact, sharp copy. Returns
+    ``(B, C, T, H, W)``."""
+    b, c, h, w = frame.shape
+    if (p_y.ndim != 3 or p_x.ndim != 3 or p_y.shape[:2] != p_x.shape[:2] or p_y.shape[0] != b
+            or p_y.shape[2] % 2 != 1 or p_x.shape[2] % 2 != 1):
+        raise ValueError(f"p_y and p_x must both be (B={b}, T, 2R+1), got {tuple(p_y.shape)} and {tuple(p_x.shape)}")
+    ry, rx, t = p_y.shape[2] // 2, p_x.shape[2] // 2, p_y.shape[1]
+    # one channel per (video, frame, colour); a shift by d reads pixel y - d: a correlation with the
+    # flipped distribution over the replicate-padded frame, separable in y and x
+    f = F.pad(frame.float(), (rx, rx, ry, ry), mode="replicate")[:, None].expand(b, t, c, h + 2 * ry, w + 2 * rx)
+    f = f.reshape(1, b * t * c, h + 2 * ry, w + 2 * rx)
+    ky = p_y.float().flip(-1)[:, :, None].expand(b, t, c, 2 * ry + 1).reshape(b * t * c, 1, 2 * ry + 1, 1)
+    kx = p_x.float().flip(-1)[:, :, None].expand(b, t, c, 2 * rx + 1).reshape(b * t * c, 1, 1, 2 * rx + 1)
+    out = F.conv2d(F.conv2d(f, ky, groups=b * t * c), kx, groups=b * t * c)  # (1, B*T*C, H, W)
+    return out.reshape(b, t, c, h, w).transpose(1, 2).to(frame.dtype)
+
+
+@torch.no_grad()
+def best_shifts(frame: torch.Tensor, video: torch.Tensor, radius: int | tuple[int, int]) -> torch.Tensor:
+    """The whole-frame integer shift of ``frame`` ``(B, C, H, W)`` (borders repeated, as
+    ``shift_frame``) closest in squared error to each frame of ``video`` ``(B, C, T, H, W)``, searched
+    over ``-radius .. radius`` on each axis (one radius, or ``(rows, columns)``). Returns ``(B, T, 2)``
+    indices into ``0 .. 2 * radius`` (``radius`` is "no move"), rows first: the targets of the shift
+    path's distributions."""
+    b, c, h, w = frame.shape
+    ry, rx = (radius, radius) if isinstance(radius, int) else radius
+    d = 2 * rx + 1
+    f = F.pad(frame.float(), (rx, rx, ry, ry), mode="replicate")
+    x = video.float()
+    cost = []
+    for dy in range(-ry, ry + 1):
+        rows = f[:, :, ry - dy:ry - dy + h]  # (B, C, H, W + 2Rx)
+        cands = torch.stack([rows[..., rx - dx:rx - dx + w] for dx in range(-rx, rx + 1)], dim=2)  # (B, C, D, H, W)
+        # |cand - x|^2 = |cand|^2 - 2 cand.x (+ |x|^2, the same for every candidate)
+        cost.append(cands.pow(2).sum(dim=(1, 3, 4))[:, None] - 2 * torch.einsum("bcdhw,bcthw->btd", cands, x))
+    flat = torch.stack(cost, dim=2).flatten(2).argmin(dim=2)  # (B, T) over Dy * Dx, rows first
+    return torch.stack([flat // d, flat % d], dim=-1)

@@ -89,7 +89,7 @@ def held_out_loss(method: Method, data: str | Path, frames: int, cond_frames: in
             if method.ctx.codec is not None:  # a latent base model: the loss is in its codec's space
                 batch = to_latent(method.ctx.codec, batch)
             with amp.autocast():
-                total += float(method.loss(batch, i)[0]) * len(part)
+                total += float(method.loss(batch, i, auxiliary=False)[0]) * len(part)
     return total / len(idx), len(idx)
 
 
