@@ -98,8 +98,10 @@ def test_held_out_loss_weights_every_window_once_and_leaves_the_global_rng_alone
 
     class MeanPixel(Method):  # a "loss" with a known value per window: its mean ground-truth pixel
         uses_base = False
+        asked = []
 
-        def loss(self, batch, i=None):
+        def loss(self, batch, i=None, auxiliary=True):
+            self.asked.append(auxiliary)  # a held-out loss leaves training-only terms out
             return batch.x0.flatten(1).mean(1).mean(), {}
 
     method, _ = load_method(tmp / "run", precision="fp32")
@@ -109,6 +111,7 @@ def test_held_out_loss_weights_every_window_once_and_leaves_the_global_rng_alone
     want = np.mean([float(ds[int(j)]["x0"].mean()) for j in idx])
     got, n = held_out_loss(probe, data, 6, 2, limit=5, batch_size=2, seed=3)  # batches of 2, 2 and 1
     assert n == 5 and got == pytest.approx(want, rel=1e-5)
+    assert probe.asked == [False, False, False]
     torch.manual_seed(123)
     before = torch.rand(1)
     torch.manual_seed(123)
@@ -134,7 +137,7 @@ def test_shuffled_actions_give_each_window_another_windows_actions(trained, caps
     class ActionProbe(Method):
         uses_base = False
 
-        def loss(self, batch, i=None):
+        def loss(self, batch, i=None, auxiliary=True):
             seen.append((batch.x0.flatten(1).mean(1), batch.actions.float().mean(1)))
             return batch.actions.float().mean(), {}
 
