@@ -18,9 +18,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
+import torch
 
 from avid import tiny
 from avid.data.procgen import NUM_ACTIONS, _make_env
+from avid.nn import best_shifts, shift_frame
 
 
 @dataclass
@@ -51,13 +53,13 @@ def shifted(frame: np.ndarray, dy: int, dx: int) -> np.ndarray:
 
 def best_shift_mse(last: np.ndarray, truth: np.ndarray, radius: int) -> np.ndarray:
     """Per frame of ``truth`` ``(T, H, W, C)``: the lowest MSE of ``last`` moved by any whole-pixel shift
-    within ``radius``."""
-    best = ((truth - last) ** 2).mean(axis=(1, 2, 3))
-    for dy in range(-radius, radius + 1):
-        for dx in range(-radius, radius + 1):
-            if dy or dx:
-                best = np.minimum(best, ((truth - shifted(last, dy, dx)) ** 2).mean(axis=(1, 2, 3)))
-    return best
+    within ``radius`` (the search of the shift path's targets, ``avid.nn.best_shifts``)."""
+    frame = torch.from_numpy(np.ascontiguousarray(last)).float().permute(2, 0, 1)[None]  # (1, C, H, W)
+    video = torch.from_numpy(np.ascontiguousarray(truth)).float().permute(3, 0, 1, 2)[None]  # (1, C, T, H, W)
+    best = best_shifts(frame, video, radius)  # (1, T, 2)
+    one_hot = torch.nn.functional.one_hot(best, 2 * radius + 1).float()
+    moved = shift_frame(frame, one_hot[..., 0, :], one_hot[..., 1, :])
+    return (moved - video).pow(2).mean(dim=(1, 3, 4))[0].double().numpy()
 
 
 def measure(spec: PredictabilitySpec) -> dict:
