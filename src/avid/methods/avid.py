@@ -48,7 +48,8 @@ class AVID(Method):
         if len(radii) != 2 or min(radii) < 1:
             raise ValueError(f"shift_radius must be a number of pixels >= 1, or [rows, columns], got {shift_radius}")
         self.radii = tuple(int(r) for r in radii)
-        motion, self.shift_scale, self.shift_prior = MOTIONS[motion], shift_scale, shift_prior
+        self.shift_sizes = tuple(2 * r + 1 for r in self.radii)  # candidate shifts per axis (rows, columns)
+        motion, self.shift_scale = MOTIONS[motion], shift_scale
         if shift_target and motion != "shift":
             raise ValueError(f"shift_target trains the shift path's distributions: it needs motion='shift', got {motion!r}")
         self.shift_target = shift_target
@@ -67,9 +68,13 @@ class AVID(Method):
         # mask head (zero-initialised below) and that channel would both stay at zero (each one's
         # gradient is the other's value) and the mask could learn only a constant.
         # channels: the change (c), the motion (a flow: 2; shifts: 2 x (2R + 1) logits), the mask logit (1)
-        flow = {None: 0, "flow": 2, "shift": 2 * self.radii[0] + 1 + 2 * self.radii[1] + 1}[motion]
+        flow = {None: 0, "flow": 2, "shift": sum(self.shift_sizes)}[motion]
         self.adapter = build_unet(ctx, self.unet_options, in_ch, c + flow + int(mask), actions=True,
                                   zero_output=c + flow if residual else False)
+        if motion == "shift":  # logit lead of "no move" on each axis (not saved: derived from the options)
+            prior = torch.full((sum(self.shift_sizes),), -float(shift_prior))
+            prior[self.radii[0]] = prior[self.shift_sizes[0] + self.radii[1]] = 0.0
+            self.register_buffer("shift_logit_prior", prior, persistent=False)
         if mask:
             self.mask_head = zero_module(nn.Conv3d(1, 1, 1))  # mask logit starts at 0: m = 0.5
         else:
@@ -99,7 +104,7 @@ class AVID(Method):
         if not self.shift_target or "shift_logits" not in extras:
             return None
         target = best_shifts(batch.first[:, :, -1], batch.x0, self.radii)  # (B, T, 2)
-        d = 2 * self.radii[0] + 1
+        d = self.shift_sizes[0]
         logits = extras["shift_logits"]  # (B, T, Dy + Dx)
         ce = (nn.functional.cross_entropy(logits[..., :d].flatten(0, 1), target[..., 0].flatten())
               + nn.functional.cross_entropy(logits[..., d:].flatten(0, 1), target[..., 1].flatten()))
@@ -109,11 +114,9 @@ class AVID(Method):
         """The last conditioning frame ``(B, C, H, W)`` moved by the adapter's motion channels."""
         if self.motion == "flow":
             return warp_frame(last, motion[:, :2].float() * FLOW_SCALE)
-        (ry, rx), d = self.radii, 2 * self.radii[0] + 1
-        logits = motion[:, :d + 2 * rx + 1].float().mean(dim=(-2, -1)).transpose(1, 2) * self.shift_scale  # (B, T, Dy+Dx)
-        prior = torch.full((d + 2 * rx + 1,), -self.shift_prior, device=logits.device)
-        prior[ry], prior[d + rx] = 0.0, 0.0  # "no move" on each axis
-        logits = logits + prior
+        d = self.shift_sizes[0]
+        logits = motion[:, :sum(self.shift_sizes)].float().mean(dim=(-2, -1)).transpose(1, 2)  # (B, T, Dy + Dx)
+        logits = logits * self.shift_scale + self.shift_logit_prior.float()
         extras["shift_logits"] = logits
         return shift_frame(last, logits[..., :d].softmax(-1), logits[..., d:].softmax(-1))
 
