@@ -277,3 +277,33 @@ def test_a_residual_adapters_mask_can_learn_where_and_when_to_trust_the_base(tin
     assert avid.mask_head.weight.grad.abs().item() > 0
     out = avid.adapter(with_first_frames(x_i, tiny_denoiser(x_i, i, first), first=first), i, a)
     assert torch.all(out[:, :3] == 0) and out[:, 3].abs().max() > 0
+
+
+def test_a_saturated_gate_and_a_confident_no_move_reproduce_the_last_frame_exactly():
+    """``avid.nn.ResidualOutput`` with a shift path and a gate: the change is scaled by the gate's
+    sigmoid and added to the moved last frame, so a closed gate and a confident "no move" give the
+    last conditioning frame to the grey level, whatever the change channels say."""
+    from avid.diffusion import DiffusionConfig
+    from avid.nn import ResidualOutput, ShiftPath
+
+    d = Diffusion(DiffusionConfig(num_steps=20, schedule="sigmoid", param="x0"))
+    head = ResidualOutput(3, ShiftPath(2, scale=1.0), gate=True)
+    assert head.out_channels == 3 + 5 + 5 + 1
+    g = torch.Generator().manual_seed(0)
+    first = torch.rand(2, 3, K, SIZE, SIZE, generator=g) * 2 - 1
+    x_i, i = torch.randn(2, 3, 4, SIZE, SIZE, generator=g), torch.tensor([3, 17])
+    out = torch.zeros(2, head.out_channels, 4, SIZE, SIZE)
+    out[:, :3] = torch.randn(2, 3, 4, SIZE, SIZE, generator=g)  # a change of about one unit everywhere
+    out[:, 3 + 2] = out[:, 8 + 2] = 40.0  # "no move" on both axes, far ahead of the prior
+    out[:, -1] = -40.0  # the gate closed
+    pred, extras = head(out, first, x_i, i, d.from_x0)  # x0-parameterised: the prediction is the video
+    assert (pred - first[:, :, -1:]).abs().max() < 0.5 / 255
+    out[:, -1] = 40.0  # the gate open: the change passes whole
+    pred, _ = head(out, first, x_i, i, d.from_x0)
+    assert torch.allclose(pred, first[:, :, -1:] + out[:, :3], atol=1e-5)
+    out[:, 3 + 2], out[:, 3 + 4] = 0.0, 40.0  # rows: 2 px down
+    pred, _ = head(out, first, x_i, i, d.from_x0)
+    assert torch.allclose(pred[..., 2:, :] - out[:, :3, :, 2:], first[:, :, -1:, :-2].expand(-1, -1, 4, -1, -1),
+                          atol=1e-5)
+    with pytest.raises(ValueError, match="a residual output with 14 channels"):
+        head(out[:, :-1], first, x_i, i, d.from_x0)

@@ -184,6 +184,46 @@ def test_a_residual_base_model_starts_as_copy_last_frame_behind_the_black_box(tm
     assert torch.allclose(videos, still, atol=1e-5)
 
 
+def test_a_base_model_with_a_shift_path_and_a_gate_answers_through_the_door_as_it_trained(tmp_path, tiny_store):
+    """`motion: shift` and `gate` (configs/procgen/base-shift-cpu.yaml): the exported config records the
+    output path, and the black box, the trained method and a white-box copy of the base network
+    (fine-tuning, ControlNet) all turn the network's output into the same prediction."""
+    cfg = load_run_config(None, [
+        f"out={tmp_path / 'base'}", "base=null", f"data.train={tiny_store.root}", "data.frames=6",
+        "method.name=pretrain", f"method.options={{unet: {TINY_UNET}, residual: true, motion: shift, "
+        "shift_radius: [3, 2], shift_scale: 8, shift_target: 0.1, gate: true}",
+        "diffusion={num_steps: 20, schedule: sigmoid, param: x0}", "train.lr=1e-2",
+        "train.max_steps=3", "train.batch_size=4", "train.progress=false", "train.precision=fp32"])
+    out = train(cfg)
+    recorded = yaml.safe_load((out / "config.yaml").read_text())
+    assert recorded["residual_output"] == {"shift": {"radius": [3, 2], "scale": 8.0, "prior": 5.0}, "gate": True}
+    from avid.blackbox import open_denoiser
+    from avid.methods import build_method
+    from avid.train import build_context
+
+    from avid.checkpoint import load_weights
+
+    den = open_denoiser(out, precision="fp32")
+    method = build_method("pretrain", build_context(cfg, tiny_store.meta, "fp32"), cfg.method.options)
+    load_weights(out, method)  # the trained network, in this process
+    method.eval()
+    g = torch.Generator().manual_seed(0)
+    first = torch.rand(2, 3, 2, 16, 16, generator=g) * 2 - 1
+    x_i, i = torch.randn(2, 3, 4, 16, 16, generator=g), torch.tensor([3, 17])
+    with torch.no_grad():
+        trained, extras = method.predict(x_i, i, first, None)
+    assert extras["shift_logits"].shape == (2, 4, 7 + 5)
+    served = den(x_i, i, first)
+    assert torch.allclose(served, trained, atol=1e-5)
+    assert (served - first[:, :, -1:]).abs().mean() > 1e-3  # trained: not the plain "nothing moves"
+    fcfg = load_run_config(None, [f"out={tmp_path / 'ft'}", f"base={out}", f"data.train={tiny_store.root}",
+                                  "data.frames=6", "method.name=finetune", "train.precision=fp32"])
+    finetune = build_method("finetune", build_context(fcfg, tiny_store.meta, "fp32"))
+    with torch.no_grad():  # its action embedding starts at zero: the copy starts as the base exactly
+        copied, _ = finetune.predict(x_i, i, first, torch.zeros(2, 4, dtype=torch.long))
+    assert torch.allclose(copied, served, atol=1e-5)
+
+
 def test_the_learning_rate_warms_up_then_follows_a_cosine_to_its_floor():
     from avid.train.module import lr_factor
 

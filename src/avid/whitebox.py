@@ -25,7 +25,7 @@ def load_base_model(path: str | Path) -> tuple[UNet3D, dict]:
     """The base network (eval mode, ``requires_grad=False``) and its config.
 
     When ``cfg["residual"]`` is true the network predicts the change from the last conditioning
-    frame: its prediction is ``Diffusion.hold_last(first, x_i, i) + network output``."""
+    frame: ``avid.nn.ResidualOutput.from_config(cfg, channels)`` turns its output into the prediction."""
     folder = resolve(path)
     cfg = load_config(folder)
     if cfg.get("kind") != BASE_KIND:

@@ -20,7 +20,7 @@ import torch
 from avid.blackbox.denoiser import DenoiserSpec, check_denoise_inputs
 from avid.checkpoint import WEIGHTS, resolve, sha256
 from avid.diffusion import Diffusion, DiffusionConfig
-from avid.nn import with_first_frames
+from avid.nn import ResidualOutput, with_first_frames
 from avid.options import build
 from avid.precision import resolve_precision
 from avid.whitebox import load_base_model, load_codec
@@ -46,7 +46,8 @@ def spec_from_config(cfg: dict, fingerprint: str) -> DenoiserSpec:
 class BaseModelProvider:
     """The project's own base model (pixel-space, or latent with its codec in ``codec/``). ``precision``: "auto" (``avid.precision``: bf16 where this
     machine runs it natively, else fp32), "fp32", "bf16" or "fp16" (GPUs). A residual base model (``residual: true`` in its config) predicts
-    ``Diffusion.hold_last(first, x_i, i) + network output``."""
+    the change from the last conditioning frame (``avid.nn.ResidualOutput``: that frame, moved by its
+    shift path if it has one, plus the network's change)."""
 
     def __init__(self, path: str | Path, precision: str = "auto", device: str = "cpu") -> None:
         self.precision = resolve_precision(precision, device)
@@ -60,7 +61,10 @@ class BaseModelProvider:
             self.codec = load_codec(folder / cfg["codec"])[0].to(device)
             fingerprint = hashlib.sha256((fingerprint + sha256(folder / cfg["codec"] / WEIGHTS)).encode()).hexdigest()
         self.spec = spec_from_config(cfg, fingerprint)
-        self.hold_last = Diffusion(self.spec.diffusion).hold_last if cfg.get("residual") else None
+        self.output = ResidualOutput.from_config(cfg, self.spec.channels)
+        if self.output is not None:
+            self.output.to(device)
+        self.from_x0 = Diffusion(self.spec.diffusion).from_x0
 
     @torch.no_grad()
     def denoise(self, x_i: torch.Tensor, i: torch.Tensor, first: torch.Tensor) -> torch.Tensor:
@@ -69,7 +73,7 @@ class BaseModelProvider:
         with self.precision.autocast():
             out = self.model(with_first_frames(x_i, first), i)
         out = out.float()
-        return out + self.hold_last(first, x_i, i) if self.hold_last else out
+        return self.output(out, first, x_i, i, self.from_x0)[0] if self.output else out
 
     def _codec(self, kind: str, x: torch.Tensor) -> torch.Tensor:
         if self.codec is None:

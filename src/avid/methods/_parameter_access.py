@@ -7,18 +7,18 @@ from __future__ import annotations
 import torch
 
 from avid.methods.base import Context
-from avid.nn import UNet3D, UNetConfig
+from avid.nn import ResidualOutput, UNet3D, UNetConfig
 from avid.whitebox import load_base_model
 
 
-def load_frozen_base(ctx: Context, method: str) -> tuple[UNet3D, bool]:
-    """The base network from ``ctx.base_path``, in eval mode with ``requires_grad=False``, and whether
-    it is residual (its prediction is ``ctx.diffusion.hold_last(...)`` plus the network's output)."""
+def load_frozen_base(ctx: Context, method: str) -> tuple[UNet3D, ResidualOutput | None]:
+    """The base network from ``ctx.base_path``, in eval mode with ``requires_grad=False``, and how its
+    output becomes a prediction if it is residual (``ResidualOutput``; ``None``: the output is the prediction)."""
     if ctx.base_path is None:
         raise ValueError(f"method {method!r} requires the base model's parameters: set `base:` to a base "
                          "model folder (a remote black box cannot be used)")
     net, cfg = load_base_model(ctx.base_path)
-    return net.eval().requires_grad_(False), bool(cfg.get("residual"))
+    return net.eval().requires_grad_(False), ResidualOutput.from_config(cfg, ctx.channels)
 
 
 def action_conditioned_copy(base_net: UNet3D, ctx: Context) -> UNet3D:

@@ -24,11 +24,9 @@ from torch import nn
 
 from avid.methods._unet import build_unet
 from avid.methods.base import Context, Method
-from avid.nn import best_shifts, shift_frame, warp_frame, with_first_frames, zero_module
+from avid.nn import SHIFT_LOGIT_SCALE, SHIFT_PRIOR, ShiftPath, warp_frame, with_first_frames, zero_module
 
 FLOW_SCALE = 8.0  # pixels per unit of the flow channels: the view moves up to ~10 px per frame in Coinrun
-SHIFT_LOGIT_SCALE = 4.0  # logits per unit of the shift channels, so a few units make a confident choice
-SHIFT_PRIOR = 5.0  # logit lead of "no move" on each axis at the start (p = 0.85 each at radius 12)
 MOTIONS = {False: None, None: None, True: "flow", "flow": "flow", "shift": "shift"}
 
 
@@ -44,15 +42,10 @@ class AVID(Method):
         c, k = ctx.channels, ctx.cond_frames
         if motion not in MOTIONS:
             raise ValueError(f"motion must be false, 'flow' (or true) or 'shift', got {motion!r}")
-        radii = [shift_radius] * 2 if isinstance(shift_radius, int) else list(shift_radius)
-        if len(radii) != 2 or min(radii) < 1:
-            raise ValueError(f"shift_radius must be a number of pixels >= 1, or [rows, columns], got {shift_radius}")
-        self.radii = tuple(int(r) for r in radii)
-        self.shift_sizes = tuple(2 * r + 1 for r in self.radii)  # candidate shifts per axis (rows, columns)
-        motion, self.shift_scale = MOTIONS[motion], shift_scale
+        motion = MOTIONS[motion]
         if shift_target and motion != "shift":
             raise ValueError(f"shift_target trains the shift path's distributions: it needs motion='shift', got {motion!r}")
-        self.shift_target = shift_target
+        self.shifts = ShiftPath(shift_radius, shift_scale, shift_prior, shift_target) if motion == "shift" else None
         self.unet_options, self.use_mask, self.condition_on_base = dict(unet or {}), mask, condition_on_base
         if residual and not mask:
             raise ValueError("residual=True changes the adapter's own prediction in eq. 5; the no-mask "
@@ -68,13 +61,9 @@ class AVID(Method):
         # mask head (zero-initialised below) and that channel would both stay at zero (each one's
         # gradient is the other's value) and the mask could learn only a constant.
         # channels: the change (c), the motion (a flow: 2; shifts: 2 x (2R + 1) logits), the mask logit (1)
-        flow = {None: 0, "flow": 2, "shift": sum(self.shift_sizes)}[motion]
+        flow = {None: 0, "flow": 2, "shift": self.shifts.channels if self.shifts else 0}[motion]
         self.adapter = build_unet(ctx, self.unet_options, in_ch, c + flow + int(mask), actions=True,
                                   zero_output=c + flow if residual else False)
-        if motion == "shift":  # logit lead of "no move" on each axis (not saved: derived from the options)
-            prior = torch.full((sum(self.shift_sizes),), -float(shift_prior))
-            prior[self.radii[0]] = prior[self.shift_sizes[0] + self.radii[1]] = 0.0
-            self.register_buffer("shift_logit_prior", prior, persistent=False)
         if mask:
             self.mask_head = zero_module(nn.Conv3d(1, 1, 1))  # mask logit starts at 0: m = 0.5
         else:
@@ -98,27 +87,14 @@ class AVID(Method):
         return final, {"mask": m, **extras}
 
     def auxiliary_loss(self, extras: dict, batch) -> torch.Tensor | None:
-        """``shift_target > 0``: cross-entropy of the shift distributions against the whole-frame shift
-        of the last conditioning frame that best matches each clean target frame (``best_shifts``,
-        computed from the training video itself: no labels), times ``shift_target``."""
-        if not self.shift_target or "shift_logits" not in extras:
-            return None
-        target = best_shifts(batch.first[:, :, -1], batch.x0, self.radii)  # (B, T, 2)
-        d = self.shift_sizes[0]
-        logits = extras["shift_logits"]  # (B, T, Dy + Dx)
-        ce = (nn.functional.cross_entropy(logits[..., :d].flatten(0, 1), target[..., 0].flatten())
-              + nn.functional.cross_entropy(logits[..., d:].flatten(0, 1), target[..., 1].flatten()))
-        return self.shift_target * ce
+        """``shift_target > 0``: the shift path's cross-entropy against the best whole-frame shifts."""
+        return self.shifts.loss(extras, batch) if self.shifts else None
 
     def _moved(self, last: torch.Tensor, motion: torch.Tensor, extras: dict) -> torch.Tensor:
         """The last conditioning frame ``(B, C, H, W)`` moved by the adapter's motion channels."""
         if self.motion == "flow":
             return warp_frame(last, motion[:, :2].float() * FLOW_SCALE)
-        d = self.shift_sizes[0]
-        logits = motion[:, :sum(self.shift_sizes)].float().mean(dim=(-2, -1)).transpose(1, 2)  # (B, T, Dy + Dx)
-        logits = logits * self.shift_scale + self.shift_logit_prior.float()
-        extras["shift_logits"] = logits
-        return shift_frame(last, logits[..., :d].softmax(-1), logits[..., d:].softmax(-1))
+        return self.shifts(last, motion[:, :self.shifts.channels], extras)
 
 
 class AVIDNoMask(AVID):

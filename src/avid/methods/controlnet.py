@@ -74,7 +74,7 @@ class ControlNet(Method):
         if unet is not None and not small:
             raise ValueError("controlnet copies the base encoder; `unet` sizes only controlnet-small")
         self.small = small
-        self.base_net, self.residual = load_frozen_base(ctx, self.name)
+        self.base_net, self.output = load_frozen_base(ctx, self.name)
         base_cfg = self.base_net.cfg
         if small:
             self.unet_options = dict(unet) if unet is not None else {"base_channels": base_cfg.base_channels // 2}
@@ -97,7 +97,7 @@ class ControlNet(Method):
             h, skips = base.encode(x, cond)
         d_mid, d_skips = self.control(x, i, actions)
         out = base.decode(h + d_mid, [s + d for s, d in zip(skips, d_skips)], cond)
-        return (out + self.diffusion.hold_last(first, x_i, i) if self.residual else out), {}
+        return self.output(out, first, x_i, i, self.diffusion.from_x0) if self.output else (out, {})
 
 
 class ControlNetSmall(ControlNet):

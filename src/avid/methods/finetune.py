@@ -21,9 +21,9 @@ class Finetune(Method):
 
     def __init__(self, ctx: Context) -> None:
         super().__init__(ctx)
-        base_net, self.residual = load_frozen_base(ctx, "finetune")
+        base_net, self.output = load_frozen_base(ctx, "finetune")
         self.net = action_conditioned_copy(base_net, ctx)
 
     def predict(self, x_i, i, first, actions):
         out = self.net(with_first_frames(x_i, first=first), i, actions)
-        return (out + self.diffusion.hold_last(first, x_i, i) if self.residual else out), {}
+        return self.output(out, first, x_i, i, self.diffusion.from_x0) if self.output else (out, {})

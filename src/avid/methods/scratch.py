@@ -5,6 +5,11 @@ model itself when ``use_actions=False`` (how ``avid pretrain`` trains the base m
 output is added to the "nothing moves" prediction (``Diffusion.hold_last``) and starts at zero, so
 an untrained model is the copy-last-frame baseline rather than noise.
 
+``motion="shift"`` and ``gate`` (with ``residual``; ``avid.nn.residual``): the change is added to the
+last conditioning frame moved as a whole by a distribution over integer shifts per predicted frame
+(``shift_target`` trains it against the best shift of each clean frame), and scaled per pixel by a
+sigmoid gate, so an unchanged pixel can be reproduced exactly by a saturated gate.
+
 ``action_dropout`` replaces a sample's actions by the learned "no action" embedding with that
 probability during training (classifier-free guidance training, Ho & Salimans 2021).
 """
@@ -15,7 +20,7 @@ import torch
 
 from avid.methods._unet import build_unet
 from avid.methods.base import Context, Method
-from avid.nn import with_first_frames
+from avid.nn import SHIFT_LOGIT_SCALE, SHIFT_PRIOR, ResidualOutput, ShiftPath, with_first_frames
 
 
 class Scratch(Method):
@@ -24,27 +29,46 @@ class Scratch(Method):
     uses_base = False
 
     def __init__(self, ctx: Context, unet: dict | None = None, use_actions: bool = True,
-                 action_dropout: float = 0.0, residual: bool = False) -> None:
+                 action_dropout: float = 0.0, residual: bool = False, motion: bool | str = False,
+                 shift_radius: int | list[int] = 12, shift_scale: float = SHIFT_LOGIT_SCALE,
+                 shift_prior: float = SHIFT_PRIOR, shift_target: float = 0.0, gate: bool = False) -> None:
         super().__init__(ctx)
         if not 0 <= action_dropout < 1:
             raise ValueError(f"action_dropout must be in [0, 1), got {action_dropout}")
+        if motion not in (False, None, "shift"):
+            raise ValueError(f"motion must be false or 'shift', got {motion!r}")
+        if (motion or gate) and not residual:
+            raise ValueError("motion='shift' and gate act on the change from the last conditioning frame: they "
+                             "need residual=True")
+        if motion and ctx.codec is not None:
+            raise ValueError("motion='shift' moves pixels; this model works in a codec's latent space")
+        if shift_target and not motion:
+            raise ValueError("shift_target trains the shift path's distributions: it needs motion='shift'")
         self.unet_options, self.use_actions, self.action_dropout = dict(unet or {}), use_actions, action_dropout
         self.residual = residual
+        shifts = ShiftPath(shift_radius, shift_scale, shift_prior, shift_target) if motion else None
         c, k = ctx.channels, ctx.cond_frames
-        self.net = build_unet(ctx, self.unet_options, c * (1 + k), c, actions=use_actions, zero_output=residual)
+        self.output = ResidualOutput(c, shifts, gate) if residual else None
+        self.net = build_unet(ctx, self.unet_options, c * (1 + k), self.output.out_channels if residual else c,
+                              actions=use_actions, zero_output=residual)
 
     def _predict(self, x_i, i, first, actions, drop=None):
         out = self.net(with_first_frames(x_i, first=first), i, actions if self.use_actions else None, drop)
-        return out + self.diffusion.hold_last(first, x_i, i) if self.residual else out
+        return self.output(out, first, x_i, i, self.diffusion.from_x0) if self.output else (out, {})
 
     def predict(self, x_i, i, first, actions):
-        return self._predict(x_i, i, first, actions), {}
+        return self._predict(x_i, i, first, actions)
 
     def train_predict(self, x_i, i, batch):
         drop = None
         if self.use_actions and self.action_dropout > 0:
             drop = torch.rand(len(batch), device=x_i.device) < self.action_dropout
-        return self._predict(x_i, i, batch.first, batch.actions, drop), {}
+        return self._predict(x_i, i, batch.first, batch.actions, drop)
+
+    def auxiliary_loss(self, extras: dict, batch) -> torch.Tensor | None:
+        """``shift_target > 0``: the shift path's cross-entropy against the best whole-frame shifts."""
+        shifts = self.output.shifts if self.output else None
+        return shifts.loss(extras, batch) if shifts else None
 
 
 class Pretrain(Scratch):
@@ -55,8 +79,11 @@ class Pretrain(Scratch):
     size_entry = None
     pretrains_base = True
 
-    def __init__(self, ctx: Context, unet: dict | None = None, residual: bool = False) -> None:
-        super().__init__(ctx, unet, use_actions=False, residual=residual)
+    def __init__(self, ctx: Context, unet: dict | None = None, residual: bool = False, motion: bool | str = False,
+                 shift_radius: int | list[int] = 12, shift_scale: float = SHIFT_LOGIT_SCALE,
+                 shift_prior: float = SHIFT_PRIOR, shift_target: float = 0.0, gate: bool = False) -> None:
+        super().__init__(ctx, unet, use_actions=False, residual=residual, motion=motion, shift_radius=shift_radius,
+                         shift_scale=shift_scale, shift_prior=shift_prior, shift_target=shift_target, gate=gate)
 
 
 class CopyLast(Method):

@@ -88,7 +88,8 @@ def export_config(cfg: RunConfig, method: Method, meta: dict[str, Any], step: in
     if run_kind(cfg) == BASE_KIND:
         latent = ({"codec": CODEC_FOLDER, "frame_size": ctx.frame_size, "pixel_size": common["frame_size"]}
                   if cfg.codec else {})
-        return {"kind": BASE_KIND, "unet": method.net.cfg.to_dict(), "residual": method.residual, **common,
+        output = {"residual_output": method.output.options()} if method.output else {}
+        return {"kind": BASE_KIND, "unet": method.net.cfg.to_dict(), "residual": method.residual, **output, **common,
                 **latent, "run": cfg.to_dict()}
     return {"kind": METHOD_KIND, "method": cfg.method.name, "options": method.options(),
             "needs_parameters": method.needs_parameters,

@@ -1,0 +1,108 @@
+"""How a residual network's raw output becomes its prediction: the change from the last conditioning
+frame (``residual``), optionally added to that frame moved as a whole (``ShiftPath``) and scaled by a
+per-pixel gate. One home for the scratch and base models (``avid.methods.scratch``), the black box's
+provider and the methods that run a copy of the base network (fine-tuning, ControlNet); AVID's
+adapter uses ``ShiftPath`` in its own eq. 5.
+
+``ShiftPath``: the last conditioning frame moved by a distribution over integer shifts per predicted
+frame (``avid.nn.shift_frame``), its logits the mean of ``channels`` output channels over the pixels.
+A prior puts most mass on "no move", so a zero-initialised output starts as "nothing moves";
+``target`` adds a cross-entropy against the best whole-frame shift of each clean training frame
+(``avid.nn.best_shifts``: no labels). The gate (one more output channel) scales the change by a
+sigmoid, so a pixel that does not change can be reproduced exactly (to the 8-bit grey level videos
+are scored at) by a saturated gate rather than by a change output of exactly zero.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from avid.nn.warp import best_shifts, shift_frame
+
+SHIFT_LOGIT_SCALE = 4.0  # logits per unit of the shift channels, so a few units make a confident choice
+SHIFT_PRIOR = 5.0  # logit lead of "no move" on each axis at the start (p = 0.85 each at radius 12)
+
+FromX0 = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (x0, x_i, i) -> prediction
+
+
+def shift_radii(radius: int | list[int]) -> tuple[int, int]:
+    """``radius`` (pixels, one for both axes or ``[rows, columns]``) checked, as ``(rows, columns)``."""
+    radii = [radius] * 2 if isinstance(radius, (int, float)) else list(radius)
+    if len(radii) != 2 or any(r != int(r) or r < 1 for r in radii):
+        raise ValueError(f"shift_radius must be a number of pixels >= 1, or [rows, columns], got {radius}")
+    return int(radii[0]), int(radii[1])
+
+
+class ShiftPath(nn.Module):
+    def __init__(self, radius: int | list[int] = 12, scale: float = SHIFT_LOGIT_SCALE, prior: float = SHIFT_PRIOR,
+                 target: float = 0.0) -> None:
+        super().__init__()
+        self.radii = shift_radii(radius)
+        self.sizes = tuple(2 * r + 1 for r in self.radii)  # candidate shifts per axis (rows, columns)
+        self.channels = sum(self.sizes)  # output channels the network gives this path
+        self.scale, self.prior, self.target = float(scale), float(prior), target
+        logit_prior = torch.full((self.channels,), -self.prior)  # not saved: derived from the options
+        logit_prior[self.radii[0]] = logit_prior[self.sizes[0] + self.radii[1]] = 0.0
+        self.register_buffer("logit_prior", logit_prior, persistent=False)
+
+    def options(self) -> dict[str, Any]:
+        """What rebuilds this path (its training target aside)."""
+        return {"radius": list(self.radii), "scale": self.scale, "prior": self.prior}
+
+    def forward(self, last: torch.Tensor, channels: torch.Tensor, extras: dict) -> torch.Tensor:
+        """``last`` ``(B, C, H, W)`` moved by the distributions that ``channels`` ``(B, self.channels, T,
+        H', W')`` give: ``(B, C, T, H, W)``; the logits ``(B, T, Dy + Dx)`` go to ``extras["shift_logits"]``."""
+        d = self.sizes[0]
+        logits = channels.float().mean(dim=(-2, -1)).transpose(1, 2) * self.scale + self.logit_prior.float()
+        extras["shift_logits"] = logits
+        return shift_frame(last, logits[..., :d].softmax(-1), logits[..., d:].softmax(-1))
+
+    def loss(self, extras: dict, batch) -> torch.Tensor | None:
+        """``target > 0``: its weight times the cross-entropy of the distributions against the whole-frame
+        shift of the last conditioning frame that best matches each clean target frame."""
+        if not self.target or "shift_logits" not in extras:
+            return None
+        best = best_shifts(batch.first[:, :, -1], batch.x0, self.radii)  # (B, T, 2)
+        d, logits = self.sizes[0], extras["shift_logits"]
+        ce = (nn.functional.cross_entropy(logits[..., :d].flatten(0, 1), best[..., 0].flatten())
+              + nn.functional.cross_entropy(logits[..., d:].flatten(0, 1), best[..., 1].flatten()))
+        return self.target * ce
+
+
+class ResidualOutput(nn.Module):
+    """A residual network's output ``(B, out_channels, T, H, W)``: the change (``channels``), the shift
+    logits (``shifts.channels``, if any) and the gate logit (one, with ``gate``), in that order."""
+
+    def __init__(self, channels: int, shifts: ShiftPath | None = None, gate: bool = False) -> None:
+        super().__init__()
+        self.c, self.shifts, self.gate = channels, shifts, gate
+        self.out_channels = channels + (shifts.channels if shifts else 0) + int(gate)
+
+    def forward(self, out: torch.Tensor, first: torch.Tensor, x_i: torch.Tensor, i: torch.Tensor,
+                from_x0: FromX0) -> tuple[torch.Tensor, dict]:
+        """The prediction, in the parameterisation ``from_x0`` expresses an x0 estimate in, and extras."""
+        if out.shape[1] != self.out_channels:
+            raise ValueError(f"a residual output with {self.out_channels} channels, got {out.shape[1]}")
+        c, extras = self.c, {}
+        change = out[:, :c] * torch.sigmoid(out[:, -1:]) if self.gate else out[:, :c]
+        last = first[:, :, -1]
+        held = (self.shifts(last, out[:, c:c + self.shifts.channels], extras) if self.shifts
+                else last[:, :, None].expand_as(x_i))
+        return change + from_x0(held.to(x_i.dtype), x_i, i), extras
+
+    def options(self) -> dict[str, Any]:
+        """What a base model's config records to rebuild this output (``from_config``)."""
+        return {"shift": self.shifts.options() if self.shifts else None, "gate": self.gate}
+
+    @classmethod
+    def from_config(cls, cfg: dict, channels: int) -> "ResidualOutput | None":
+        """The output of a base model's config: ``None`` unless ``residual``; ``residual_output`` (absent in
+        bases exported before it existed: the plain change) gives the shift path and the gate."""
+        if not cfg.get("residual"):
+            return None
+        extra = cfg.get("residual_output") or {}
+        shift = extra.get("shift")
+        return cls(channels, ShiftPath(**shift) if shift else None, bool(extra.get("gate", False)))
