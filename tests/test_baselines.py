@@ -226,3 +226,24 @@ def test_what_differs_between_methods_is_a_class_attribute():
     assert REGISTRY["controlnet"].size_entry is None and REGISTRY["finetune"].size_entry is None
     assert not REGISTRY["base"].trains and REGISTRY["pretrain"].pretrains_base
     assert all(REGISTRY[m].size_entry == m for m in MATCHED)
+
+
+def test_a_product_of_experts_with_the_shift_path_mixes_scratchs_shift_prediction_with_the_base(bases):
+    """``poe`` with Scratch's output path (``residual``, ``motion="shift"``): the small model it trains is
+    the shift-path scratch model, combined with the black box at sampling time, so it can be sized
+    against a shift-path AVID."""
+    ctx = ctx_for(bases["x0"])
+    opts = {"unet": TINY_UNET, "residual": True, "motion": "shift", "shift_radius": 2, "gate": True}
+    scratch = build_method("scratch", ctx, opts)
+    with torch.no_grad():
+        for p in scratch.parameters():
+            p.add_(0.05 * torch.randn_like(p))  # away from the zero-initialised start
+    poe = build("poe", ctx, lambda_p=0.4, **opts)
+    poe.load_state_dict(scratch.state_dict())
+    x_i, i, first, a = inputs()
+    with torch.no_grad():
+        own, extras = scratch.predict(x_i, i, first, a)
+        mixed = poe.predict(x_i, i, first, a)[0]
+    assert extras["shift_logits"].shape[-1] == 10
+    assert torch.allclose(mixed, 0.4 * own + 0.6 * ctx.base(x_i, i, first), atol=1e-5)
+    assert poe.options()["motion"] == "shift" and poe.options()["gate"] is True
