@@ -221,3 +221,27 @@ def test_avid_tiny_keeps_two_seeds_and_the_first_two_values_of_each_sweep(monkey
     for m, grid in full.sweeps.items():
         assert all(len(v) > 2 for v in grid.values())  # so the cap is seen
         assert tiny.sweeps[m] == {k: v[:2] for k, v in grid.items()}
+
+
+def test_a_stopped_training_segment_still_counts_in_the_runs_budget(tmp_path, monkeypatch):
+    """A run stopped by SIGTERM / Ctrl-C resumes where it stopped; the wall and CPU time it spent must
+    stay in its budget record, or a resumed rung of a scaling ladder under-reports its CPU-minutes."""
+    import time as _time
+
+    from avid.pipelines import budget
+
+    def stopped(cfg):
+        (tmp_path / "run").mkdir(exist_ok=True)
+        t = _time.process_time()
+        while _time.process_time() - t < 0.05:  # some CPU time before the signal
+            pass
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(budget, "train", stopped)
+    cfg = type("Cfg", (), {"out": str(tmp_path / "run")})()
+    with pytest.raises(KeyboardInterrupt):
+        budget.timed_train(cfg)
+    record = budget.budget_record(tmp_path / "run")
+    assert record["segments"] == 1 and record["cpu_seconds"] >= 0.05 and record["train_seconds"] >= 0.05
+    monkeypatch.setattr(budget, "train", lambda cfg: None)
+    assert budget.timed_train(cfg)["segments"] == 2  # the next segment adds to it

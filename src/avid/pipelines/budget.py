@@ -49,12 +49,16 @@ def budget_record(folder: Path) -> dict[str, Any]:
 
 
 def timed_train(cfg: RunConfig) -> dict[str, Any]:
-    """``train(cfg)``, adding its wall and CPU seconds to the run folder's record (``budget_record``)."""
+    """``train(cfg)``, adding its wall and CPU seconds to the run folder's record (``budget_record``),
+    also when the segment is stopped (Ctrl-C, SIGTERM: the run resumes, and its budget counts the time)."""
     folder = Path(cfg.out)
     record = budget_record(folder)
     t0, c0 = time.time(), time.process_time()
-    train(cfg)
-    record = {"train_seconds": record["train_seconds"] + time.time() - t0,
-              "cpu_seconds": record["cpu_seconds"] + time.process_time() - c0, "segments": record["segments"] + 1}
-    atomic_write_text(folder / "experiment.json", json.dumps(record, indent=1))
+    try:
+        train(cfg)
+    finally:
+        record = {"train_seconds": record["train_seconds"] + time.time() - t0,
+                  "cpu_seconds": record["cpu_seconds"] + time.process_time() - c0, "segments": record["segments"] + 1}
+        if folder.is_dir():
+            atomic_write_text(folder / "experiment.json", json.dumps(record, indent=1))
     return record
