@@ -247,3 +247,19 @@ def test_a_product_of_experts_with_the_shift_path_mixes_scratchs_shift_predictio
     assert extras["shift_logits"].shape[-1] == 10
     assert torch.allclose(mixed, 0.4 * own + 0.6 * ctx.base(x_i, i, first), atol=1e-5)
     assert poe.options()["motion"] == "shift" and poe.options()["gate"] is True
+
+
+def test_action_cfg_with_the_shift_path_guides_by_the_difference_of_two_shift_predictions(bases):
+    ctx = ctx_for(bases["x0"])
+    opts = {"unet": TINY_UNET, "residual": True, "motion": "shift", "shift_radius": 2}
+    cfg = build("action-cfg", ctx, lambda_a=3.0, **opts)
+    with torch.no_grad():
+        for p in cfg.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    x_i, i, first, a = inputs()
+    with torch.no_grad():
+        own, extras = cfg._predict(x_i, i, first, a)
+        null, _ = cfg._predict(x_i, i, first, None)
+        guided = cfg.predict(x_i, i, first, a)[0]
+    assert extras["shift_logits"].shape[-1] == 10 and (own - null).abs().max() > 1e-4  # the actions matter
+    assert torch.allclose(guided, ctx.base(x_i, i, first) + 3.0 * (own - null), atol=1e-5)

@@ -162,8 +162,22 @@ def test_the_cpu_config_gives_every_method_the_same_steps_and_matched_sizes(tmp_
     assert all(c.train.max_steps == 7 and c.data.train == str(tmp_path) for c in cfgs.values())
     # finetune's own rate, below the adapters' as in the paper; every other method has the common rate
     assert cfgs["finetune"].train.lr == exp.per_method["finetune"]["train.lr"] == 2e-4 < exp.run.train.lr
-    assert cfgs["avid"].train.lr == exp.run.train.lr == 2e-3
-    assert cfgs["avid-no-mask"].method.options == cfgs["avid"].method.options == preset.options("avid")
+    assert cfgs["avid"].train.lr == exp.run.train.lr == 5e-4
+    assert cfgs["avid-no-mask"].method.options == preset.options("avid")
+    # the quickstart's shift path for every method whose output can carry it (test of the sizes below)
+    shift = {"residual": True, "motion": "shift", "shift_radius": [32, 8], "shift_scale": 16, "shift_target": 0.02}
+    for m in ("avid", "avid-no-cond", "scratch", "poe", "action-cfg"):
+        assert cfgs[m].method.options == {**preset.options(m), **shift}, m
+    # ... and the parameter-matched methods stay within 10% of each other with it (the paper's rule)
+    from avid.diffusion import Diffusion, DiffusionConfig
+    from avid.methods import Context
+    from avid.methods.sizes import MATCHED, trainable_parameter_counts
+
+    held = type("Held", (), {"spec": type("Spec", (), {"latent": False})()})()  # a base that is only held
+    ctx = Context(diffusion=Diffusion(DiffusionConfig(num_steps=200)), channels=3, cond_frames=2,
+                  action_kind="discrete", num_actions=15, base=held)
+    counts = trainable_parameter_counts(preset, ctx, options={m: cfgs[m].method.options for m in MATCHED})
+    assert max(counts.values()) <= 1.10 * min(counts.values()) and counts["avid"] > 3.5e6, counts
     assert cfgs["controlnet"].method.options == {} and cfgs["finetune"].method.options == {}
     assert str(cfgs["poe"].out).endswith("coinrun-cpu/poe")
     paper = load_experiment("configs/experiments/coinrun-paper.yaml")

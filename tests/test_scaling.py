@@ -90,7 +90,8 @@ def test_the_cpu_config_and_the_command_line(monkeypatch):
     from avid.cli import main
 
     cfg = load_scaling("configs/experiments/scaling-cpu.yaml")
-    assert cfg.ladder == [250, 500, 1000, 2000, 4000, 8000] and cfg.data.val_preset == "coinrun-val"
+    assert cfg.ladder == [250, 500, 1000, 2000, 4000] and cfg.data.val_preset == "coinrun-val"
+    assert cfg.options["motion"] == "shift" and cfg.run.train.loss_weighting == "truncated_snr"  # the quickstart's
     assert cfg.run.train.lr_schedule == "constant" and cfg.method == "avid"
     seen = {}
     monkeypatch.setattr(scaling, "run_scaling", lambda cfg, command: seen.update(cfg=cfg, command=command))

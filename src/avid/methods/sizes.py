@@ -88,21 +88,23 @@ def load_size_preset(name_or_path: str | Path) -> SizePreset:
                       {m: _mapping(e) for m, e in raw["methods"].items()})
 
 
-def trainable_parameter_counts(preset: SizePreset, ctx: Context,
-                               methods: tuple[str, ...] = MATCHED) -> dict[str, int]:
-    """Trainable parameters of each method at the preset's sizes, built on the meta device (no
-    memory, no weights). ``ctx`` gives the data layout and action space (its black-box base is
-    only held); ControlNet-Small is counted against the preset's ``base_unet``."""
+def trainable_parameter_counts(preset: SizePreset, ctx: Context, methods: tuple[str, ...] = MATCHED,
+                               options: dict[str, dict[str, Any]] | None = None) -> dict[str, int]:
+    """Trainable parameters of each method at the preset's sizes (or with its constructor ``options``
+    when given, e.g. an experiment's), built on the meta device (no memory, no weights). ``ctx`` gives
+    the data layout and action space (its black-box base is only held); ControlNet-Small is counted
+    against the preset's ``base_unet``."""
     counts = {}
     with torch.device("meta"):
         for name in methods:
+            opts = (options or {}).get(name, preset.options(name))
             if name == "controlnet-small":
                 base_cfg = UNetConfig(**{**preset.base_unet, "in_channels": ctx.channels * (1 + ctx.cond_frames),
                                          "out_channels": ctx.channels, "num_steps": ctx.diffusion.num_steps})
-                module = small_control_branch(ctx, base_cfg, preset.options(name)["unet"])
+                module = small_control_branch(ctx, base_cfg, opts["unet"])
             elif method_class(name).needs_parameters:
                 raise ValueError(f"cannot count {name!r} without its base model's weights")
             else:
-                module = build_method(name, ctx, preset.options(name))
+                module = build_method(name, ctx, opts)
             counts[name] = count_parameters(module)
     return counts
