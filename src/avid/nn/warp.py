@@ -67,14 +67,16 @@ def best_shifts(frame: torch.Tensor, video: torch.Tensor, radius: int | tuple[in
     path's distributions."""
     b, c, h, w = frame.shape
     ry, rx = (radius, radius) if isinstance(radius, int) else radius
+    t = video.shape[2]
+    with torch.autocast(frame.device.type, enabled=False):  # exact float32 costs, whatever the caller's autocast
+        f = F.pad(frame.float(), (rx, rx, ry, ry), mode="replicate")  # (B, C, H + 2Ry, W + 2Rx)
+        # |cand - x|^2 = |cand|^2 - 2 cand.x (+ |x|^2, the same for every candidate). The candidate moved by
+        # (dy, dx) is the padded frame's window at offset (Ry - dy, Rx - dx), so both terms are correlations
+        # over every offset at once: with each video's frames as kernels, and with a box of ones.
+        kernels = video.float().transpose(1, 2).reshape(b * t, c, h, w)
+        cross = F.conv2d(f.reshape(1, b * c, h + 2 * ry, w + 2 * rx), kernels, groups=b).view(b, t, 2 * ry + 1, 2 * rx + 1)
+        energy = F.conv2d(f.pow(2).sum(1, keepdim=True), f.new_ones(1, 1, h, w))  # (B, 1, 2Ry + 1, 2Rx + 1)
+        cost = (energy - 2 * cross).flip(-2, -1)  # offset order -> shifts -R .. R on each axis
+    flat = cost.flatten(2).argmin(dim=2)  # (B, T) over Dy * Dx, rows first
     d = 2 * rx + 1
-    f = F.pad(frame.float(), (rx, rx, ry, ry), mode="replicate")
-    x = video.float()
-    cost = []
-    for dy in range(-ry, ry + 1):
-        rows = f[:, :, ry - dy:ry - dy + h]  # (B, C, H, W + 2Rx)
-        cands = torch.stack([rows[..., rx - dx:rx - dx + w] for dx in range(-rx, rx + 1)], dim=2)  # (B, C, D, H, W)
-        # |cand - x|^2 = |cand|^2 - 2 cand.x (+ |x|^2, the same for every candidate)
-        cost.append(cands.pow(2).sum(dim=(1, 3, 4))[:, None] - 2 * torch.einsum("bcdhw,bcthw->btd", cands, x))
-    flat = torch.stack(cost, dim=2).flatten(2).argmin(dim=2)  # (B, T) over Dy * Dx, rows first
     return torch.stack([flat // d, flat % d], dim=-1)
