@@ -313,3 +313,30 @@ def test_a_saturated_gate_and_a_confident_no_move_reproduce_the_last_frame_exact
                           atol=1e-5)
     with pytest.raises(ValueError, match="a residual output with 14 channels"):
         head(out[:, :-1], first, x_i, i, d.from_x0)
+
+
+def test_snap_drops_changes_below_it_at_inference_only():
+    """``snap``: at inference a pixel whose change is below it on every channel gets none (the
+    background of a still frame comes out exactly); training keeps every change, or a zero-initialised
+    output would get no gradient."""
+    from avid.diffusion import DiffusionConfig
+    from avid.nn import ResidualOutput
+
+    d = Diffusion(DiffusionConfig(num_steps=20, schedule="sigmoid", param="x0"))
+    head = ResidualOutput(3, snap=0.02)
+    g = torch.Generator().manual_seed(0)
+    first = torch.rand(1, 3, K, SIZE, SIZE, generator=g) * 2 - 1
+    x_i, i = torch.randn(1, 3, 2, SIZE, SIZE, generator=g), torch.tensor([3])
+    change = 0.015 * torch.randn(1, 3, 2, SIZE, SIZE, generator=g).clamp(-1, 1)  # a grey level or two of noise
+    change[..., :4, :4] = 0.5  # and one patch that really changes
+    trained, _ = head(change, first, x_i, i, d.from_x0)
+    assert torch.allclose(trained, first[:, :, -1:] + change)  # training mode: every change kept
+    head.eval()
+    snapped, _ = head(change, first, x_i, i, d.from_x0)
+    still = first[:, :, -1:].expand_as(x_i)
+    assert torch.equal(snapped[..., 4:, :], still[..., 4:, :])  # exactly the last frame where nothing moved
+    assert torch.allclose(snapped[..., :4, :4], still[..., :4, :4] + 0.5)
+    cfg = {"residual": True, "residual_output": {"snap": 0.02}, "diffusion": {"param": "eps"}}
+    with pytest.raises(ValueError, match="needs the x0"):
+        ResidualOutput.from_config(cfg, 3)
+    assert not ResidualOutput.from_config({**cfg, "diffusion": {"param": "x0"}}, 3).training  # served for inference

@@ -8,7 +8,8 @@ an untrained model is the copy-last-frame baseline rather than noise.
 ``motion="shift"`` and ``gate`` (with ``residual``; ``avid.nn.residual``): the change is added to the
 last conditioning frame moved as a whole by a distribution over integer shifts per predicted frame
 (``shift_target`` trains it against the best shift of each clean frame), and scaled per pixel by a
-sigmoid gate, so an unchanged pixel can be reproduced exactly by a saturated gate.
+sigmoid gate, so an unchanged pixel can be reproduced exactly by a saturated gate; ``snap`` (x0, at
+inference) drops changes smaller than it, so a background that does not move comes out exactly.
 
 ``action_dropout`` replaces a sample's actions by the learned "no action" embedding with that
 probability during training (classifier-free guidance training, Ho & Salimans 2021).
@@ -31,7 +32,8 @@ class Scratch(Method):
     def __init__(self, ctx: Context, unet: dict | None = None, use_actions: bool = True,
                  action_dropout: float = 0.0, residual: bool = False, motion: bool | str = False,
                  shift_radius: int | list[int] = 12, shift_scale: float = SHIFT_LOGIT_SCALE,
-                 shift_prior: float = SHIFT_PRIOR, shift_target: float = 0.0, gate: bool = False) -> None:
+                 shift_prior: float = SHIFT_PRIOR, shift_target: float = 0.0, gate: bool = False,
+                 snap: float = 0.0) -> None:
         super().__init__(ctx)
         if not 0 <= action_dropout < 1:
             raise ValueError(f"action_dropout must be in [0, 1), got {action_dropout}")
@@ -44,11 +46,14 @@ class Scratch(Method):
             raise ValueError("motion='shift' moves pixels; this model works in a codec's latent space")
         if shift_target and not motion:
             raise ValueError("shift_target trains the shift path's distributions: it needs motion='shift'")
+        if snap and (not residual or ctx.diffusion.param != "x0"):
+            raise ValueError("snap drops changes smaller than it from the clean video: it needs residual=True and "
+                             f"the x0 parameterisation, got residual={residual}, {ctx.diffusion.param!r}")
         self.unet_options, self.use_actions, self.action_dropout = dict(unet or {}), use_actions, action_dropout
         self.residual = residual
         shifts = ShiftPath(shift_radius, shift_scale, shift_prior, shift_target) if motion else None
         c, k = ctx.channels, ctx.cond_frames
-        self.output = ResidualOutput(c, shifts, gate) if residual else None
+        self.output = ResidualOutput(c, shifts, gate, snap) if residual else None
         self.net = build_unet(ctx, self.unet_options, c * (1 + k), self.output.out_channels if residual else c,
                               actions=use_actions, zero_output=residual)
 
@@ -81,9 +86,11 @@ class Pretrain(Scratch):
 
     def __init__(self, ctx: Context, unet: dict | None = None, residual: bool = False, motion: bool | str = False,
                  shift_radius: int | list[int] = 12, shift_scale: float = SHIFT_LOGIT_SCALE,
-                 shift_prior: float = SHIFT_PRIOR, shift_target: float = 0.0, gate: bool = False) -> None:
+                 shift_prior: float = SHIFT_PRIOR, shift_target: float = 0.0, gate: bool = False,
+                 snap: float = 0.0) -> None:
         super().__init__(ctx, unet, use_actions=False, residual=residual, motion=motion, shift_radius=shift_radius,
-                         shift_scale=shift_scale, shift_prior=shift_prior, shift_target=shift_target, gate=gate)
+                         shift_scale=shift_scale, shift_prior=shift_prior, shift_target=shift_target, gate=gate,
+                         snap=snap)
 
 
 class CopyLast(Method):

@@ -10,7 +10,10 @@ A prior puts most mass on "no move", so a zero-initialised output starts as "not
 ``target`` adds a cross-entropy against the best whole-frame shift of each clean training frame
 (``avid.nn.best_shifts``: no labels). The gate (one more output channel) scales the change by a
 sigmoid, so a pixel that does not change can be reproduced exactly (to the 8-bit grey level videos
-are scored at) by a saturated gate rather than by a change output of exactly zero.
+are scored at) by a saturated gate rather than by a change output of exactly zero. ``snap`` (x0
+parameterisation, inference only): a pixel whose change is below it on every channel gets none, so
+the background of a frame in which nothing moves comes out exactly, not within a grey level or two
+(training keeps every change: a dead zone would give a zero-initialised output no gradient).
 """
 
 from __future__ import annotations
@@ -76,9 +79,11 @@ class ResidualOutput(nn.Module):
     """A residual network's output ``(B, out_channels, T, H, W)``: the change (``channels``), the shift
     logits (``shifts.channels``, if any) and the gate logit (one, with ``gate``), in that order."""
 
-    def __init__(self, channels: int, shifts: ShiftPath | None = None, gate: bool = False) -> None:
+    def __init__(self, channels: int, shifts: ShiftPath | None = None, gate: bool = False, snap: float = 0.0) -> None:
         super().__init__()
-        self.c, self.shifts, self.gate = channels, shifts, gate
+        if snap < 0:
+            raise ValueError(f"snap is a size of change (>= 0), got {snap}")
+        self.c, self.shifts, self.gate, self.snap = channels, shifts, gate, float(snap)
         self.out_channels = channels + (shifts.channels if shifts else 0) + int(gate)
 
     def forward(self, out: torch.Tensor, first: torch.Tensor, x_i: torch.Tensor, i: torch.Tensor,
@@ -88,6 +93,8 @@ class ResidualOutput(nn.Module):
             raise ValueError(f"a residual output with {self.out_channels} channels, got {out.shape[1]}")
         c, extras = self.c, {}
         change = out[:, :c] * torch.sigmoid(out[:, -1:]) if self.gate else out[:, :c]
+        if self.snap and not self.training:
+            change = change * (change.abs().amax(dim=1, keepdim=True) > self.snap)
         last = first[:, :, -1]
         held = (self.shifts(last, out[:, c:c + self.shifts.channels], extras) if self.shifts
                 else last[:, :, None].expand_as(x_i))
@@ -95,14 +102,17 @@ class ResidualOutput(nn.Module):
 
     def options(self) -> dict[str, Any]:
         """What a base model's config records to rebuild this output (``from_config``)."""
-        return {"shift": self.shifts.options() if self.shifts else None, "gate": self.gate}
+        return {"shift": self.shifts.options() if self.shifts else None, "gate": self.gate, "snap": self.snap}
 
     @classmethod
     def from_config(cls, cfg: dict, channels: int) -> "ResidualOutput | None":
         """The output of a base model's config: ``None`` unless ``residual``; ``residual_output`` (absent in
-        bases exported before it existed: the plain change) gives the shift path and the gate."""
+        bases exported before it existed: the plain change) gives the shift path, the gate and the snap."""
         if not cfg.get("residual"):
             return None
         extra = cfg.get("residual_output") or {}
-        shift = extra.get("shift")
-        return cls(channels, ShiftPath(**shift) if shift else None, bool(extra.get("gate", False)))
+        shift, snap = extra.get("shift"), float(extra.get("snap", 0.0))
+        if snap and (cfg.get("diffusion") or {}).get("param") != "x0":
+            raise ValueError("residual_output.snap is a size of change in the clean video: it needs the x0 "
+                             f"parameterisation, got {(cfg.get('diffusion') or {}).get('param')!r}")
+        return cls(channels, ShiftPath(**shift) if shift else None, bool(extra.get("gate", False)), snap).eval()
