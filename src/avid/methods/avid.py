@@ -61,7 +61,7 @@ class AVID(Method):
         # mask head (zero-initialised below) and that channel would both stay at zero (each one's
         # gradient is the other's value) and the mask could learn only a constant.
         # channels: the change (c), the motion (a flow: 2; shifts: 2 x (2R + 1) logits), the mask logit (1)
-        flow = {None: 0, "flow": 2, "shift": self.shifts.channels if self.shifts else 0}[motion]
+        flow = self.shifts.channels if self.shifts else {None: 0, "flow": 2}[motion]
         self.adapter = build_unet(ctx, self.unet_options, in_ch, c + flow + int(mask), actions=True,
                                   zero_output=c + flow if residual else False)
         if mask:
