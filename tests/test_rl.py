@@ -4,6 +4,7 @@ game through one VecEnv contract, and the real-game evaluation counts whole epis
 from dataclasses import replace
 
 import numpy as np
+import pytest
 
 from avid.blackbox import open_denoiser
 from avid.envs import WorldModelVecEnv
@@ -65,3 +66,53 @@ def test_ppo_trains_inside_a_world_model_and_is_judged_in_the_real_game(tmp_path
     assert (tmp_path / "rl" / "policy.zip").exists() and (tmp_path / "rl" / "results.json").exists()
     assert results["agent_in_real_game"]["episodes"] == results["random_policy_in_real_game"]["episodes"] == 2
     assert results["trained_in"] == str(tmp_path / "base64")
+
+
+def test_the_difference_from_random_combines_both_standard_errors():
+    from avid.pipelines.rl import difference
+
+    a = {"mean_return": 5.0, "ci95": [4.0, 6.0]}  # standard error 1/1.96
+    b = {"mean_return": 2.0, "ci95": [1.0, 3.0]}
+    d = difference(a, b)
+    assert d["mean"] == 3.0 and np.allclose(d["ci95"], [3 - 2 ** 0.5, 3 + 2 ** 0.5]) and d["significant"]
+    assert not difference({"mean_return": 2.5, "ci95": [1.5, 3.5]}, b)["significant"]
+
+
+def test_the_equal_data_arm_counts_the_frames_the_world_model_learnt_from(tmp_path, tiny_store):
+    import yaml
+
+    from avid.pipelines.rl import world_model_frames
+
+    run = tmp_path / "run"
+    run.mkdir()
+    data = {"train": str(tiny_store.root), "frames": 6, "cond_frames": 2, "train_limit": None}
+    (run / "config.yaml").write_text(yaml.safe_dump({"run": {"data": data}}))
+    assert world_model_frames(str(run)) == 120  # make_store's frames
+    (run / "config.yaml").write_text(yaml.safe_dump({"run": {"data": {**data, "train_limit": 3}}}))
+    assert world_model_frames(str(run)) == 8  # three overlapping windows of 6 frames at 0, 1, 2
+    (run / "config.yaml").write_text(yaml.safe_dump({"kind": "base"}))
+    assert world_model_frames(str(run)) is None
+
+
+def test_the_comparison_trains_three_arms_once_and_tables_them_against_random(tmp_path):
+    from avid.pipelines.rl import run_rl_comparison
+
+    base = make_base(tmp_path / "base64", size=64)
+    ppo = PPOConfig(timesteps=16, n_steps=8, batch_size=16, n_epochs=1)
+    logs: list[str] = []
+    args = dict(out=str(tmp_path / "cmp"), world=str(base), starts="procgen:coinrun:3-4", reward_model=None, ppo=ppo,
+                num_envs=2, horizon=3, denoising_steps=1, train_levels=(0, 2), eval_episodes=2, eval_levels=(9, 1),
+                base=str(base), real_frames=32, log=logs.append)
+    out = run_rl_comparison(**args)
+    assert set(out["arms"]) == {"world", "base", "real"}
+    assert out["arms"]["real"]["timesteps_done"] == 32 and out["arms"]["world"]["timesteps_done"] == 16
+    table = (tmp_path / "cmp" / "comparison.md").read_text()
+    assert "| random policy |" in table and "32 real frames" in table and table.count("\n| in the ") == 3
+    assert any("PPO: 16/16 timesteps" in line for line in logs)  # progress lines while training
+    stamp = (tmp_path / "cmp" / "real" / "policy.zip").stat().st_mtime_ns
+    logs.clear()
+    run_rl_comparison(**{**args, "real_frames": 48})  # the real arm's settings changed: only it trains again
+    assert sum("reusing" in line for line in logs) == 2
+    assert (tmp_path / "cmp" / "real" / "policy.zip").stat().st_mtime_ns != stamp
+    with pytest.raises(ValueError, match="names no base"):
+        run_rl_comparison(**{**args, "base": None})

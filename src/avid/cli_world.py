@@ -82,14 +82,23 @@ def cmd_env_speed(args) -> None:
 def cmd_rl(args) -> None:
     import json
 
-    from avid.pipelines.rl import PPOConfig, run_rl
+    from avid.pipelines.rl import PPOConfig, run_rl, run_rl_comparison
 
     if bool(args.checkpoint) == bool(args.real):
         raise ValueError("give --checkpoint WORLD_MODEL (train in imagination) or --real (train in the real game)")
+    if args.compare and not args.checkpoint:
+        raise ValueError("--compare compares a world model with its base and the real game: give --checkpoint")
+    if (args.base or args.real_frames) and not args.compare:
+        raise ValueError("--base and --real-frames set arms of --compare")
     reward = args.reward_model or None
-    results = run_rl(args.out, None if args.real else args.checkpoint, args.starts, reward,
-                     PPOConfig(timesteps=args.timesteps, seed=args.seed), args.num_envs, args.horizon, args.ddim_steps,
-                     args.train_levels, args.eval_episodes, args.eval_levels)
+    ppo = PPOConfig(timesteps=args.timesteps, seed=args.seed)
+    common = (args.num_envs, args.horizon, args.ddim_steps, args.train_levels, args.eval_episodes, args.eval_levels)
+    if args.compare:
+        out = run_rl_comparison(args.out, args.checkpoint, args.starts, reward, ppo, *common, base=args.base,
+                                real_frames=args.real_frames)
+        print(out["table"] + f"comparison.md, comparison.json and each arm's policy.zip in {args.out}")
+        return
+    results = run_rl(args.out, None if args.real else args.checkpoint, args.starts, reward, ppo, *common)
     print(json.dumps(results, indent=1))
 
 
@@ -108,6 +117,12 @@ def add_world_model_commands(sub) -> None:
     r.add_argument("--eval-levels", type=level_range, default="100000:200000", help="unseen real levels START:STOP")
     r.add_argument("--eval-episodes", type=int, default=500, help="real episodes for the agent and the random policy")
     r.add_argument("--seed", type=int, default=0, help="PPO's seed and the evaluation games'")
+    r.add_argument("--compare", action="store_true", help="also train the same agent in the world model's base "
+                   "alone and in the real game on as many real frames as the world model learnt from: one table "
+                   "(OUT/comparison.md; OUT/world, OUT/base, OUT/real; a finished arm is reused)")
+    r.add_argument("--base", default=None, help="with --compare: the base model arm (default: the run's own base)")
+    r.add_argument("--real-frames", type=int, default=None, help="with --compare: real frames of the real-game "
+                   "arm (default: the frames of the world model's training data)")
     r.add_argument("--out", required=True, help="folder for policy.zip and results.json")
     r.set_defaults(fn=cmd_rl)
 

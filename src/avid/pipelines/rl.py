@@ -154,6 +154,32 @@ class PPOConfig:
     seed: int = 0
 
 
+def _progress_callback(total: int, log: Callable[[str], None]):
+    """A stable-baselines3 callback that logs, about every tenth of the run, the timesteps done, the
+    wall time and the mean return of the episodes that finished since the last line."""
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    class Progress(BaseCallback):
+        def _on_training_start(self) -> None:
+            self.t0, self.next_at, self.returns = time.time(), total / 10, []
+            self.running = np.zeros(self.training_env.num_envs)
+
+        def _on_step(self) -> bool:
+            self.running += self.locals["rewards"]
+            for i in np.flatnonzero(self.locals["dones"]):
+                self.returns.append(float(self.running[i]))
+                self.running[i] = 0.0
+            if self.num_timesteps >= self.next_at:
+                mean = f"{np.mean(self.returns):.2f} over {len(self.returns)} episodes" if self.returns else "none yet"
+                log(f"PPO: {self.num_timesteps}/{total} timesteps, {time.time() - self.t0:.0f} s; "
+                    f"mean training-episode return {mean}")
+                self.next_at += total / 10
+                self.returns = []
+            return True
+
+    return Progress()
+
+
 def train_ppo(envs: VectorEnv, cfg: PPOConfig, log: Callable[[str], None] = print):
     """PPO (stable-baselines3, its CNN policy on the 64x64 frames) on ``envs``; returns the model."""
     from stable_baselines3 import PPO
@@ -161,9 +187,17 @@ def train_ppo(envs: VectorEnv, cfg: PPOConfig, log: Callable[[str], None] = prin
     model = PPO("CnnPolicy", SB3VecEnv(envs), n_steps=cfg.n_steps, batch_size=cfg.batch_size, n_epochs=cfg.n_epochs,
                 learning_rate=cfg.lr, gamma=cfg.gamma, ent_coef=cfg.ent_coef, seed=cfg.seed, device="cpu", verbose=0)
     t0 = time.time()
-    model.learn(total_timesteps=cfg.timesteps)
-    log(f"PPO: {cfg.timesteps} timesteps in {time.time() - t0:.0f} s ({asdict(cfg)})")
+    model.learn(total_timesteps=cfg.timesteps, callback=_progress_callback(cfg.timesteps, log))
+    log(f"PPO: {model.num_timesteps} timesteps in {time.time() - t0:.0f} s ({asdict(cfg)})")
     return model
+
+
+def difference(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """Mean return of ``a`` minus that of ``b`` (two ``evaluate_real`` results, independent games)
+    with its 95% interval (normal approximation, the two standard errors combined)."""
+    se = [(r["ci95"][1] - r["mean_return"]) / 1.96 for r in (a, b)]
+    d, half = a["mean_return"] - b["mean_return"], 1.96 * math.hypot(*se)
+    return {"mean": d, "ci95": [d - half, d + half], "significant": bool(d - half > 0 or d + half < 0)}
 
 
 def run_rl(out: str, world: str | None, starts: str, reward_model: str | None, ppo: PPOConfig, num_envs: int = 8,
@@ -191,6 +225,7 @@ def run_rl(out: str, world: str | None, starts: str, reward_model: str | None, p
                                 steps=denoising_steps)
     model = train_ppo(envs, ppo, log)
     train_cpu = time.process_time() - t0
+    timesteps = int(model.num_timesteps)
     model.save(str(Path(out) / "policy.zip"))
     agent = evaluate_real(sb3_policy(model), eval_episodes, *eval_levels, seed=ppo.seed)
     rand = evaluate_real(random_policy(ppo.seed), eval_episodes, *eval_levels, seed=ppo.seed)
@@ -198,8 +233,114 @@ def run_rl(out: str, world: str | None, starts: str, reward_model: str | None, p
                "starts": starts if world else None, "reward_model": reward_model if world else None,
                "ppo": asdict(ppo), "num_envs": num_envs, "horizon": horizon if world else 1000,
                "denoising_steps": denoising_steps if world else None,
-               "train_cpu_hours": round(train_cpu / 3600, 4), "agent_in_real_game": agent,
-               "random_policy_in_real_game": rand,
-               "agent_beats_random_95": agent["ci95"][0] > rand["ci95"][1]}
+               "timesteps_done": timesteps, "train_cpu_hours": round(train_cpu / 3600, 4),
+               "agent_in_real_game": agent, "random_policy_in_real_game": rand,
+               "agent_minus_random": difference(agent, rand)}
+    results["agent_beats_random_95"] = results["agent_minus_random"]["ci95"][0] > 0
     atomic_write_text(Path(out) / "results.json", json.dumps(results, indent=1))
     return results
+
+
+def world_model_frames(world: str) -> int | None:
+    """The real, action-labelled frames a trained run's world model learnt from (its training data
+    set, or the part its ``train_limit`` used); None for a base model folder, which names none."""
+    import json
+    from pathlib import Path
+
+    from avid.checkpoint import load_config
+
+    data = ((load_config(world).get("run") or {}).get("data") or {})
+    if not data.get("train"):
+        return None
+    if data.get("train_limit"):
+        from avid.data import WindowDataset
+
+        windows = WindowDataset(data["train"], data["frames"], data["cond_frames"], limit=data["train_limit"])
+        return int(np.unique(windows.starts[:, None] + np.arange(windows.T)).size)  # frames in any window
+    index = Path(data["train"]) / "index.json"
+    if not index.exists():
+        raise FileNotFoundError(f"{world} was trained on {data['train']}, which is not here (no index.json): give "
+                                "the number of real frames to train the real-game agent on (--real-frames)")
+    return int(sum(s["frames"] for s in json.loads(index.read_text())["shards"]))
+
+
+COMPARISON_ARMS = ("world", "base", "real")
+
+
+def run_rl_comparison(out: str, world: str, starts: str, reward_model: str | None, ppo: PPOConfig,
+                      num_envs: int = 8, horizon: int = 200, denoising_steps: int = 4,
+                      train_levels: tuple[int, int] = (0, 200), eval_episodes: int = 500,
+                      eval_levels: tuple[int, int] = (100000, 100000), base: str | None = None,
+                      real_frames: int | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """The issue's comparison in one folder: the same PPO agent trained inside ``world``
+    (``out/world``), inside its base model alone (``out/base``; ``base`` or the run's own) and in the
+    real game on as many real frames as ``world`` learnt from (``out/real``), each judged with the
+    random policy in the real game. An arm whose ``results.json`` has the same settings is reused,
+    so a stopped comparison resumes arm by arm. Writes ``comparison.json`` and ``comparison.md``."""
+    import json
+    from dataclasses import replace
+    from pathlib import Path
+
+    from avid.checkpoint import load_config
+    from avid.data.storage import atomic_write_text
+
+    base = base or load_config(world).get("base")
+    if not base:
+        raise ValueError(f"{world} names no base model (a base model folder itself?): give --base")
+    real_frames = real_frames or world_model_frames(world)
+    if not real_frames:
+        raise ValueError(f"{world} names no training data: give --real-frames N (the real frames of the "
+                         "equal-data real-game agent)")
+    arms = {"world": (world, ppo), "base": (base, ppo), "real": (None, replace(ppo, timesteps=real_frames))}
+    results: dict[str, dict[str, Any]] = {}
+    for arm, (model, cfg) in arms.items():
+        folder = Path(out) / arm
+        game = f"the real game, levels {train_levels[0]}-{sum(train_levels) - 1}"
+        want = {"trained_in": model or game, "ppo": asdict(cfg), "num_envs": num_envs}
+        if model is not None:
+            want.update(starts=starts, reward_model=reward_model, horizon=horizon, denoising_steps=denoising_steps)
+        done = folder / "results.json"
+        if done.exists():
+            old = json.loads(done.read_text())
+            judged = old["agent_in_real_game"]
+            same = all(old.get(k) == v for k, v in want.items()) and judged["episodes"] >= eval_episodes and \
+                judged["levels"] == [eval_levels[0], sum(eval_levels) - 1]
+            if same:
+                log(f"{arm}: reusing {done}")
+                results[arm] = old
+                continue
+            log(f"{arm}: {done} has other settings; training again")
+        log(f"{arm}: PPO in {model or 'the real game'} for {cfg.timesteps} timesteps -> {folder}")
+        results[arm] = run_rl(str(folder), model, starts, reward_model, cfg, num_envs, horizon, denoising_steps,
+                              train_levels, eval_episodes, eval_levels, log)
+    summary = comparison_table(results, real_frames)
+    atomic_write_text(Path(out) / "comparison.json", json.dumps({"real_frames": real_frames, "arms": results},
+                                                                 indent=1))
+    atomic_write_text(Path(out) / "comparison.md", summary)
+    return {"real_frames": real_frames, "arms": results, "table": summary}
+
+
+def comparison_table(results: dict[str, dict[str, Any]], real_frames: int) -> str:
+    """The comparison's markdown: mean real-game return with 95% intervals, the difference from the
+    random policy (interval; ``*`` = the interval excludes zero) and each agent's training cost."""
+    def ci(r):
+        return f"{r['mean_return']:.2f} [{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}]"
+
+    rand = results["world"]["random_policy_in_real_game"]
+    lines = ["| agent (PPO, CnnPolicy) | trained on | real-game return [95%] | minus random [95%] | success "
+             "| train CPU-hours |", "|---|---|---|---|---|---|"]
+    names = {"world": "in the world model", "base": "in the base model alone", "real": "in the real game"}
+    for arm, r in results.items():
+        a = r["agent_in_real_game"]
+        d = difference(a, rand)
+        steps = r.get("timesteps_done", r["ppo"]["timesteps"])
+        what = f"{steps:,} imagined steps ({r['trained_in']})" if arm != "real" else f"{steps:,} real frames"
+        lines.append(f"| {names[arm]} | {what} | {ci(a)} | {d['mean']:+.2f} [{d['ci95'][0]:+.2f}, "
+                     f"{d['ci95'][1]:+.2f}]{'*' if d['significant'] else ''} | {a['success_rate']:.3f} | "
+                     f"{r['train_cpu_hours']:.3f} |")
+    lines.append(f"| random policy | – | {ci(rand)} | – | {rand['success_rate']:.3f} | 0 |")
+    levels = rand["levels"]
+    lines += ["", f"{rand['episodes']} real Coinrun episodes per row on unseen levels {levels[0]}–{levels[1]}; the "
+              f"world model learnt from {real_frames:,} real frames, the real-game agent got as many. Intervals: "
+              "normal approximation; the difference's combines both rows' standard errors; * = excludes zero."]
+    return "\n".join(lines) + "\n"
