@@ -46,14 +46,13 @@ class Scratch(Method):
             raise ValueError("motion='shift' moves pixels; this model works in a codec's latent space")
         if shift_target and not motion:
             raise ValueError("shift_target trains the shift path's distributions: it needs motion='shift'")
-        if snap and (not residual or ctx.diffusion.param != "x0"):
-            raise ValueError("snap drops changes smaller than it from the clean video: it needs residual=True and "
-                             f"the x0 parameterisation, got residual={residual}, {ctx.diffusion.param!r}")
+        if snap and not residual:
+            raise ValueError("snap drops small changes from the last conditioning frame: it needs residual=True")
         self.unet_options, self.use_actions, self.action_dropout = dict(unet or {}), use_actions, action_dropout
         self.residual = residual
         shifts = ShiftPath(shift_radius, shift_scale, shift_prior, shift_target) if motion else None
         c, k = ctx.channels, ctx.cond_frames
-        self.output = ResidualOutput(c, shifts, gate, snap) if residual else None
+        self.output = ResidualOutput(c, shifts, gate, snap, ctx.diffusion.param) if residual else None
         self.net = build_unet(ctx, self.unet_options, c * (1 + k), self.output.out_channels if residual else c,
                               actions=use_actions, zero_output=residual)
 

@@ -79,10 +79,14 @@ class ResidualOutput(nn.Module):
     """A residual network's output ``(B, out_channels, T, H, W)``: the change (``channels``), the shift
     logits (``shifts.channels``, if any) and the gate logit (one, with ``gate``), in that order."""
 
-    def __init__(self, channels: int, shifts: ShiftPath | None = None, gate: bool = False, snap: float = 0.0) -> None:
+    def __init__(self, channels: int, shifts: ShiftPath | None = None, gate: bool = False, snap: float = 0.0,
+                 param: str = "x0") -> None:
         super().__init__()
         if snap < 0:
             raise ValueError(f"snap is a size of change (>= 0), got {snap}")
+        if snap and param != "x0":
+            raise ValueError(f"snap drops changes smaller than it from the clean video: it needs the x0 "
+                             f"parameterisation, got {param!r}")
         self.c, self.shifts, self.gate, self.snap = channels, shifts, gate, float(snap)
         self.out_channels = channels + (shifts.channels if shifts else 0) + int(gate)
 
@@ -112,7 +116,5 @@ class ResidualOutput(nn.Module):
             return None
         extra = cfg.get("residual_output") or {}
         shift, snap = extra.get("shift"), float(extra.get("snap", 0.0))
-        if snap and (cfg.get("diffusion") or {}).get("param") != "x0":
-            raise ValueError("residual_output.snap is a size of change in the clean video: it needs the x0 "
-                             f"parameterisation, got {(cfg.get('diffusion') or {}).get('param')!r}")
-        return cls(channels, ShiftPath(**shift) if shift else None, bool(extra.get("gate", False)), snap).eval()
+        return cls(channels, ShiftPath(**shift) if shift else None, bool(extra.get("gate", False)), snap,
+                   (cfg.get("diffusion") or {}).get("param", "x0")).eval()
