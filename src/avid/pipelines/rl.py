@@ -333,7 +333,8 @@ def comparison_table(results: dict[str, dict[str, Any]], real_frames: int) -> st
     for arm, r in results.items():
         a = r["agent_in_real_game"]
         d = difference(a, rand)
-        steps = r.get("timesteps_done", r["ppo"]["timesteps"])
+        rollout = r["ppo"]["n_steps"] * r["num_envs"]  # PPO learns in whole rollouts (results before timesteps_done)
+        steps = r.get("timesteps_done", math.ceil(r["ppo"]["timesteps"] / rollout) * rollout)
         what = f"{steps:,} imagined steps ({r['trained_in']})" if arm != "real" else f"{steps:,} real frames"
         lines.append(f"| {names[arm]} | {what} | {ci(a)} | {d['mean']:+.2f} [{d['ci95'][0]:+.2f}, "
                      f"{d['ci95'][1]:+.2f}]{'*' if d['significant'] else ''} | {a['success_rate']:.3f} | "
