@@ -13,6 +13,7 @@ from typing import Any
 
 from avid.checkpoint import load_config
 from avid.config import RunConfig, load
+from avid.cputime import cpu_seconds
 from avid.data.storage import atomic_write_text
 from avid.methods.sizes import SizePreset
 from avid.train import train, with_method_defaults
@@ -42,7 +43,8 @@ def trained_step(folder: Path) -> int | None:
 
 
 def budget_record(folder: Path) -> dict[str, Any]:
-    """The training a run folder has had: wall and CPU (this process, all threads) seconds, segments."""
+    """The training a run folder has had: wall and CPU seconds (this process, all threads, and the
+    black-box worker it started: ``avid.cputime``), segments."""
     path = folder / "experiment.json"
     return {"train_seconds": 0.0, "cpu_seconds": 0.0, "segments": 0, **(json.loads(path.read_text()) if path.exists()
                                                                         else {})}
@@ -53,12 +55,12 @@ def timed_train(cfg: RunConfig) -> dict[str, Any]:
     also when the segment is stopped (Ctrl-C, SIGTERM: the run resumes, and its budget counts the time)."""
     folder = Path(cfg.out)
     record = budget_record(folder)
-    t0, c0 = time.time(), time.process_time()
+    t0, c0 = time.time(), cpu_seconds()
     try:
         train(cfg)
     finally:
         record = {"train_seconds": record["train_seconds"] + time.time() - t0,
-                  "cpu_seconds": record["cpu_seconds"] + time.process_time() - c0, "segments": record["segments"] + 1}
+                  "cpu_seconds": record["cpu_seconds"] + cpu_seconds() - c0, "segments": record["segments"] + 1}
         if folder.is_dir():
             atomic_write_text(folder / "experiment.json", json.dumps(record, indent=1))
     return record

@@ -21,6 +21,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv
 
+from avid.cputime import cpu_seconds
 from avid.data.procgen import NUM_ACTIONS, _make_env
 
 
@@ -217,14 +218,14 @@ def run_rl(out: str, world: str | None, starts: str, reward_model: str | None, p
 
     torch.set_num_threads(1)
     Path(out).mkdir(parents=True, exist_ok=True)
-    t0 = time.process_time()
+    t0, w0 = cpu_seconds(), time.time()
     if world is None:
         envs = ProcgenVecEnv("coinrun", num_envs, *train_levels, seed=ppo.seed)
     else:
         envs = WorldModelVecEnv(world, starts, num_envs=num_envs, reward_model=reward_model, max_episode_steps=horizon,
                                 steps=denoising_steps)
     model = train_ppo(envs, ppo, log)
-    train_cpu = time.process_time() - t0
+    train_cpu, train_wall = cpu_seconds() - t0, time.time() - w0  # the world model's black-box worker included
     timesteps = int(model.num_timesteps)
     model.save(str(Path(out) / "policy.zip"))
     agent = evaluate_real(sb3_policy(model), eval_episodes, *eval_levels, seed=ppo.seed)
@@ -234,6 +235,7 @@ def run_rl(out: str, world: str | None, starts: str, reward_model: str | None, p
                "ppo": asdict(ppo), "num_envs": num_envs, "horizon": horizon if world else 1000,
                "denoising_steps": denoising_steps if world else None,
                "timesteps_done": timesteps, "train_cpu_hours": round(train_cpu / 3600, 4),
+               "train_wall_hours": round(train_wall / 3600, 4),
                "agent_in_real_game": agent, "random_policy_in_real_game": rand,
                "agent_minus_random": difference(agent, rand)}
     results["agent_beats_random_95"] = results["agent_minus_random"]["ci95"][0] > 0
