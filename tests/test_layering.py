@@ -15,7 +15,8 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 
 # Lowest first. A package prefix places every module under it; a new package must be placed here.
 LAYERS: list[tuple[str, ...]] = [
-    ("avid", "avid.options", "avid.locks", "avid.precision", "avid.tiny", "avid.errors", "avid.memory"),  # no avid imports
+    ("avid", "avid.options", "avid.locks", "avid.precision", "avid.tiny", "avid.errors", "avid.memory",
+     "avid.cputime"),  # no avid imports
     ("avid.data", "avid.nn", "avid.diffusion", "avid.checkpoint", "avid.config"),
     ("avid.blackbox", "avid.whitebox"),
     ("avid.methods",),

@@ -104,7 +104,7 @@ def test_the_comparison_trains_three_arms_once_and_tables_them_against_random(tm
                 num_envs=2, horizon=3, denoising_steps=1, train_levels=(0, 2), eval_episodes=2, eval_levels=(9, 1),
                 base=str(base), real_frames=32, log=logs.append)
     out = run_rl_comparison(**args)
-    assert set(out["arms"]) == {"world", "base", "real"}
+    assert set(out["arms"]) == {"world", "base-alone", "real"}
     assert out["arms"]["real"]["timesteps_done"] == 32 and out["arms"]["world"]["timesteps_done"] == 16
     table = (tmp_path / "cmp" / "comparison.md").read_text()
     assert "| random policy |" in table and "32 real frames" in table and table.count("\n| in the ") == 3

@@ -119,7 +119,7 @@ def add_world_model_commands(sub) -> None:
     r.add_argument("--seed", type=int, default=0, help="PPO's seed and the evaluation games'")
     r.add_argument("--compare", action="store_true", help="also train the same agent in the world model's base "
                    "alone and in the real game on as many real frames as the world model learnt from: one table "
-                   "(OUT/comparison.md; OUT/world, OUT/base, OUT/real; a finished arm is reused)")
+                   "(OUT/comparison.md; OUT/world, OUT/base-alone, OUT/real; a finished arm is reused)")
     r.add_argument("--base", default=None, help="with --compare: the base model arm (default: the run's own base)")
     r.add_argument("--real-frames", type=int, default=None, help="with --compare: real frames of the real-game "
                    "arm (default: the frames of the world model's training data)")

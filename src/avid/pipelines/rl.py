@@ -266,7 +266,7 @@ def world_model_frames(world: str) -> int | None:
     return int(sum(s["frames"] for s in json.loads(index.read_text())["shards"]))
 
 
-COMPARISON_ARMS = ("world", "base", "real")
+ARMS = {"world": "in the world model", "base-alone": "in the base model alone", "real": "in the real game"}
 
 
 def run_rl_comparison(out: str, world: str, starts: str, reward_model: str | None, ppo: PPOConfig,
@@ -275,7 +275,7 @@ def run_rl_comparison(out: str, world: str, starts: str, reward_model: str | Non
                       eval_levels: tuple[int, int] = (100000, 100000), base: str | None = None,
                       real_frames: int | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
     """The issue's comparison in one folder: the same PPO agent trained inside ``world``
-    (``out/world``), inside its base model alone (``out/base``; ``base`` or the run's own) and in the
+    (``out/world``), inside its base model alone (``out/base-alone``; ``base`` or the run's own) and in the
     real game on as many real frames as ``world`` learnt from (``out/real``), each judged with the
     random policy in the real game. An arm whose ``results.json`` has the same settings is reused,
     so a stopped comparison resumes arm by arm. Writes ``comparison.json`` and ``comparison.md``."""
@@ -293,7 +293,7 @@ def run_rl_comparison(out: str, world: str, starts: str, reward_model: str | Non
     if not real_frames:
         raise ValueError(f"{world} names no training data: give --real-frames N (the real frames of the "
                          "equal-data real-game agent)")
-    arms = {"world": (world, ppo), "base": (base, ppo), "real": (None, replace(ppo, timesteps=real_frames))}
+    arms = {"world": (world, ppo), "base-alone": (base, ppo), "real": (None, replace(ppo, timesteps=real_frames))}
     results: dict[str, dict[str, Any]] = {}
     for arm, (model, cfg) in arms.items():
         folder = Path(out) / arm
@@ -331,14 +331,13 @@ def comparison_table(results: dict[str, dict[str, Any]], real_frames: int) -> st
     rand = results["world"]["random_policy_in_real_game"]
     lines = ["| agent (PPO, CnnPolicy) | trained on | real-game return [95%] | minus random [95%] | success "
              "| train CPU-hours |", "|---|---|---|---|---|---|"]
-    names = {"world": "in the world model", "base": "in the base model alone", "real": "in the real game"}
     for arm, r in results.items():
         a = r["agent_in_real_game"]
         d = difference(a, rand)
         rollout = r["ppo"]["n_steps"] * r["num_envs"]  # PPO learns in whole rollouts (results before timesteps_done)
         steps = r.get("timesteps_done", math.ceil(r["ppo"]["timesteps"] / rollout) * rollout)
         what = f"{steps:,} imagined steps ({r['trained_in']})" if arm != "real" else f"{steps:,} real frames"
-        lines.append(f"| {names[arm]} | {what} | {ci(a)} | {d['mean']:+.2f} [{d['ci95'][0]:+.2f}, "
+        lines.append(f"| {ARMS[arm]} | {what} | {ci(a)} | {d['mean']:+.2f} [{d['ci95'][0]:+.2f}, "
                      f"{d['ci95'][1]:+.2f}]{'*' if d['significant'] else ''} | {a['success_rate']:.3f} | "
                      f"{r['train_cpu_hours']:.3f} |")
     lines.append(f"| random policy | – | {ci(rand)} | – | {rand['success_rate']:.3f} | 0 |")
