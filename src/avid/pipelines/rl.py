@@ -201,6 +201,16 @@ def difference(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     return {"mean": d, "ci95": [d - half, d + half], "significant": bool(d - half > 0 or d + half < 0)}
 
 
+def rl_settings(world: str | None, starts: str, reward_model: str | None, ppo: PPOConfig, num_envs: int,
+                horizon: int, denoising_steps: int, train_levels: tuple[int, int]) -> dict[str, Any]:
+    """What an agent was trained on and how, as ``run_rl`` records it in ``results.json`` (the
+    comparison reuses an arm whose record matches)."""
+    return {"trained_in": world or f"the real game, levels {train_levels[0]}-{sum(train_levels) - 1}",
+            "starts": starts if world else None, "reward_model": reward_model if world else None,
+            "ppo": asdict(ppo), "num_envs": num_envs, "horizon": horizon if world else 1000,
+            "denoising_steps": denoising_steps if world else None}
+
+
 def run_rl(out: str, world: str | None, starts: str, reward_model: str | None, ppo: PPOConfig, num_envs: int = 8,
            horizon: int = 200, denoising_steps: int = 4, train_levels: tuple[int, int] = (0, 200),
            eval_episodes: int = 500, eval_levels: tuple[int, int] = (100000, 100000),
@@ -230,10 +240,7 @@ def run_rl(out: str, world: str | None, starts: str, reward_model: str | None, p
     model.save(str(Path(out) / "policy.zip"))
     agent = evaluate_real(sb3_policy(model), eval_episodes, *eval_levels, seed=ppo.seed)
     rand = evaluate_real(random_policy(ppo.seed), eval_episodes, *eval_levels, seed=ppo.seed)
-    results = {"trained_in": world or f"the real game, levels {train_levels[0]}-{sum(train_levels) - 1}",
-               "starts": starts if world else None, "reward_model": reward_model if world else None,
-               "ppo": asdict(ppo), "num_envs": num_envs, "horizon": horizon if world else 1000,
-               "denoising_steps": denoising_steps if world else None,
+    results = {**rl_settings(world, starts, reward_model, ppo, num_envs, horizon, denoising_steps, train_levels),
                "timesteps_done": timesteps, "train_cpu_hours": round(train_cpu / 3600, 4),
                "train_wall_hours": round(train_wall / 3600, 4),
                "agent_in_real_game": agent, "random_policy_in_real_game": rand,
@@ -297,10 +304,7 @@ def run_rl_comparison(out: str, world: str, starts: str, reward_model: str | Non
     results: dict[str, dict[str, Any]] = {}
     for arm, (model, cfg) in arms.items():
         folder = Path(out) / arm
-        game = f"the real game, levels {train_levels[0]}-{sum(train_levels) - 1}"
-        want = {"trained_in": model or game, "ppo": asdict(cfg), "num_envs": num_envs}
-        if model is not None:
-            want.update(starts=starts, reward_model=reward_model, horizon=horizon, denoising_steps=denoising_steps)
+        want = rl_settings(model, starts, reward_model, cfg, num_envs, horizon, denoising_steps, train_levels)
         done = folder / "results.json"
         if done.exists():
             old = json.loads(done.read_text())
