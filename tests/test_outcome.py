@@ -129,3 +129,44 @@ def test_avid_outcome_train_collects_trains_with_the_harness_and_writes_scores(t
     main(args)
     assert sorted((p.name, p.stat().st_mtime_ns) for p in (tmp_path / "d").iterdir()) == collected
     assert "reward/termination model" in capsys.readouterr().out
+
+
+def test_collected_steps_can_carry_the_frames_and_actions_before_them():
+    from avid.data.procgen import collect_outcomes
+
+    plain = collect_outcomes("coinrun", 52000, 20, 40, keep_negatives=0.1, num_envs=8, progress=False)
+    more = collect_outcomes("coinrun", 52000, 20, 40, keep_negatives=0.1, num_envs=8, progress=False, history=3)
+    for k in plain:  # the same steps, kept and labelled the same
+        assert np.array_equal(plain[k], more[k]), k
+    assert more["before"].shape == (len(plain["actions"]), 3, 64, 64, 3) and more["actions_before"].shape[1] == 3
+    assert more["actions_before"].min() >= 0 and more["actions_before"].max() < 15
+
+
+def test_an_outcome_model_also_learns_from_a_world_models_imagined_contexts(tmp_path):
+    """--imagined-by: every split's steps imagined by the world model (cached, reused on a rerun), the
+    thresholds chosen on imagined validation steps, real and imagined scores stated."""
+    from avid.checkpoint import load_config
+    from avid.cli import main
+    from tests.conftest import make_base
+
+    world = make_base(tmp_path / "world", size=64)
+    args = ["outcome", "train", "--imagined-by", str(world), "--data", str(tmp_path / "d"), "--run",
+            str(tmp_path / "run"), "--out", str(tmp_path / "model"), "--train-steps", "10", "--threads", "1",
+            "--precision", "fp32", "--set", "keep_negatives=0.05", "train_split.steps=150", "val_split.steps=60",
+            "test_split.steps=60", "train.batch_size=16", "train.progress=false", "width=8", "imagined_frames=[1,2]",
+            "imagined_ddim_steps=2"]
+    main(args)
+    cfg = load_config(tmp_path / "model")
+    assert set(cfg["scores"]) == {"val", "test", "val_imagined", "test_imagined"}
+    assert "val imagined" in cfg["note"]
+    with np.load(tmp_path / "d" / "train.npz") as real, np.load(tmp_path / "d" / "imagined-train.npz") as im:
+        assert set(np.unique(im["imagined"])) <= {1, 2} and len(im["imagined"]) == len(real["actions"])
+        two = im["imagined"] == 2
+        one = im["imagined"] == 1
+        assert one.any() and two.any()
+        # one imagined frame: the first context frame is the real one, the last is generated
+        assert np.array_equal(im["context"][one, 0], real["context"][one, 0])
+        assert not np.array_equal(im["context"][one, 1], real["context"][one, 1])
+    cached = sorted((p.name, p.stat().st_mtime_ns) for p in (tmp_path / "d").iterdir())
+    main(args)
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in (tmp_path / "d").iterdir()) == cached

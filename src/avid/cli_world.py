@@ -6,16 +6,34 @@ from __future__ import annotations
 from avid.cli_options import Renamed, add_precision_option, add_sampler_options, int_list, level_range
 
 
+def _world_models(args, base_key: str | None = None) -> dict:
+    """The models ``--checkpoint`` and ``--base`` name, by folder name (the base under ``base_key``)."""
+    from pathlib import Path
+
+    from avid.train import load_method
+
+    models = {base_key or Path(args.base).name: load_method(args.base, args.precision)[0]} if args.base else {}
+    for folder in args.checkpoint:
+        models[Path(folder).name] = load_method(folder, args.precision)[0]
+    return models
+
+
+def _add_world_models(p, levels: str, levels_help: str) -> None:
+    """``--checkpoint``, ``--base``, ``--game`` and ``--levels`` of the commands that put world models
+    against the real game."""
+    p.add_argument("--checkpoint", nargs="*", default=[], help="trained run folders (default: none)")
+    p.add_argument("--base", default="assets/base-procgen", help="also the base model alone ('' for none)")
+    p.add_argument("--game", default="coinrun", help="the Procgen game")
+    p.add_argument("--levels", type=level_range, default=levels, help=levels_help)
+
+
 def cmd_drift(args) -> None:
     from pathlib import Path
 
     from avid.config import SampleConfig
     from avid.pipelines.drift import DriftSpec, measure_drift
-    from avid.train import load_method
 
-    models = {"base": load_method(args.base, args.precision)[0]} if args.base else {}
-    for folder in args.checkpoint:
-        models[Path(folder).name] = load_method(folder, args.precision)[0]
+    models = _world_models(args, "base")
     if not models:
         raise ValueError("give at least one model: --checkpoint RUN and/or --base BASE_FOLDER")
     if any(k < 0 for k in args.reground):
@@ -36,10 +54,34 @@ def cmd_outcome_train(args) -> None:
 
     cfg = outcome_run_config(args.config, args.set, {
         "game": args.game, "data": args.data, "run": args.run, "out": args.out, "train.max_steps": args.train_steps,
-        "train.seed": args.seed, "train.threads": args.threads, "train.precision": args.precision})
+        "train.seed": args.seed, "train.threads": args.threads, "train.precision": args.precision,
+        "imagined_by": args.imagined_by})
     info = make_outcome_model(cfg, command="avid " + " ".join(sys.argv[1:]))
     print(json.dumps(info["scores"], indent=1))
     print(f"reward/termination model -> {cfg.out} (use it with WorldModelEnv(reward_model=...))")
+
+
+def cmd_outcome_check(args) -> None:
+    from pathlib import Path
+
+    from avid.config import SampleConfig
+    from avid.envs.outcome import load_outcome
+    from avid.pipelines.imagined_events import EventCheckSpec, check_events
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    models = _world_models(args)
+    if any(h < 1 for h in args.horizons):
+        raise ValueError(f"--horizons takes steps >= 1 (1: the real frames), got {args.horizons}")
+    spec = EventCheckSpec(args.game, args.levels[0], args.levels[1], args.events, args.negatives,
+                          tuple(sorted(set(args.horizons))), args.chunk, args.seed)
+    cfg = SampleConfig(sampler=args.sampler, steps=args.ddim_steps, eta=args.eta, batch_size=args.batch_size,
+                       seed=args.seed, precision=args.precision)
+    check_events(models, load_outcome(args.reward_model), spec, args.out, cfg)
+    print((Path(args.out) / "events.md").read_text())
+    print(f"events.json in {Path(args.out).resolve()}")
 
 
 def cmd_play(args) -> None:
@@ -165,19 +207,33 @@ def add_world_model_commands(sub) -> None:
     ot.add_argument("--run", default=None, help="the training run's folder; rerunning resumes it "
                     "(default: runs/outcome-coinrun)")
     ot.add_argument("--out", default=None, help="the model folder to write (default: assets/outcome-coinrun)")
+    ot.add_argument("--imagined-by", default=None, help="a world model (run or base folder): also learn from the "
+                    "contexts it imagines before each real step, labelled with the real outcome, and choose the "
+                    "thresholds on imagined validation steps (default: real frames only)")
     ot.add_argument("--train-steps", type=int, default=None, help="optimiser steps (default: 2000, batch 64, half events)")
     ot.add_argument("--seed", type=int, default=None, help="initialisation and batch order (default: 0)")
     ot.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
     add_precision_option(ot)
     ot.set_defaults(fn=cmd_outcome_train)
+    oc = osub.add_parser("check", help="do world models still show the events before real ones? the outcome "
+                         "model's recall on frames each imagines before real rewards and ends")
+    _add_world_models(oc, "52000:52500", "levels START:STOP of the real play (default: the outcome model's test "
+                      "levels)")
+    oc.add_argument("--reward-model", default="assets/outcome-coinrun", help="the reward/termination model")
+    oc.add_argument("--events", type=int, default=256, help="real steps that gave a reward or ended an episode")
+    oc.add_argument("--negatives", type=int, default=512, help="real steps with neither")
+    oc.add_argument("--horizons", type=int_list, default=[1, 2, 4, 8], help="comma-separated steps h: the last "
+                    "h - 1 frames before the event are imagined (1: real frames)")
+    oc.add_argument("--chunk", type=int, default=1, help="frames generated per model call (1: as the env steps)")
+    oc.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
+    add_sampler_options(oc, batch_size=64)
+    add_precision_option(oc, "auto")
+    oc.add_argument("--out", default="reports/imagined-events", help="report folder")
+    oc.set_defaults(fn=cmd_outcome_check)
 
     d = sub.add_parser("drift", help="long rollouts of world models against the real game under the same actions: "
                        "PSNR/SSIM/LPIPS against the horizon, with and without re-grounding")
-    d.add_argument("--checkpoint", nargs="*", default=[], help="trained run folders (default: none)")
-    d.add_argument("--base", default="assets/base-procgen", help="also the base model alone ('' for none)")
-    d.add_argument("--game", default="coinrun", help="the Procgen game")
-    d.add_argument("--levels", type=level_range, default="10000:11000", help="levels START:STOP the starts are "
-                   "drawn from (STOP excluded)")
+    _add_world_models(d, "10000:11000", "levels START:STOP the starts are drawn from (STOP excluded)")
     d.add_argument("--trajectories", type=int, default=8, help="real rollouts (each from its own level draw)")
     d.add_argument("--horizon", type=int, default=100, help="steps after the conditioning frames")
     d.add_argument("--reground", type=int_list, default=[0], help="comma-separated intervals K: the conditioning "

@@ -161,7 +161,7 @@ def play_level(game: str, level: int, actions: np.ndarray, mode: str = "hard", s
 
 def collect_outcomes(game: str, start_level: int, num_levels: int, steps: int, cond_frames: int = 2,
                      keep_negatives: float = 0.02, num_envs: int = 64, timeout: int = 1000, seed: int = 0,
-                     progress: bool = True) -> dict[str, np.ndarray]:
+                     progress: bool = True, history: int = 0) -> dict[str, np.ndarray]:
     """What each random action led to, for reward and termination models: ``steps`` steps of
     ``num_envs`` games. Every step that ended an episode or gave a reward is kept; other steps are
     kept with probability ``keep_negatives`` and weighted by its inverse, so weighted counts are
@@ -170,12 +170,18 @@ def collect_outcomes(game: str, start_level: int, num_levels: int, steps: int, c
 
     Returns ``context`` ``(M, k, 64, 64, 3)`` uint8 (the last ``k`` frames before the action, the
     episode's first frame repeated at its start), ``actions`` ``(M,)``, ``reward`` ``(M,)``,
-    ``end`` ``(M,)`` bool and ``weight`` ``(M,)``."""
+    ``end`` ``(M,)`` bool and ``weight`` ``(M,)``; with ``history`` H > 0 also ``before`` ``(M, H, 64,
+    64, 3)``, the H frames before the context, and ``actions_before`` ``(M, H)``, the actions taken on
+    the H frames before the step's own (padded likewise, with no-ops), for imagining the context."""
     env = _make_env(game, num_envs, start_level, num_levels, "hard", seed)
     rng = np.random.default_rng(seed)
-    history = np.repeat(env.observe()[1]["rgb"][:, None], cond_frames, axis=1)
+    frames = cond_frames + history
+    history_ = np.repeat(env.observe()[1]["rgb"][:, None], frames, axis=1)
+    acts_hist = np.full((num_envs, history), NOOP, np.int64)
     length = np.zeros(num_envs, np.int64)
     out: dict[str, list] = {k: [] for k in ("context", "actions", "reward", "end", "weight")}
+    if history:
+        out.update(before=[], actions_before=[])
     for _ in tqdm(range(steps), desc=f"{game} outcomes", disable=not progress):
         acts = rng.integers(0, NUM_ACTIONS, num_envs)
         env.act(acts.astype(np.int32))
@@ -184,17 +190,81 @@ def collect_outcomes(game: str, start_level: int, num_levels: int, steps: int, c
         event = (first & (length < timeout)) | (rew > 0)
         keep = event | (~first & (rng.random(num_envs) < keep_negatives))
         for e in np.flatnonzero(keep):
-            out["context"].append(history[e].copy())
+            out["context"].append(history_[e, history:].copy())
             out["actions"].append(acts[e])
             out["reward"].append(rew[e])
             out["end"].append(bool(event[e]) and bool(first[e]))
             out["weight"].append(1.0 if event[e] else 1.0 / keep_negatives)
-        history = np.concatenate([history[:, 1:], obs["rgb"][:, None]], axis=1)
-        history[first] = np.repeat(obs["rgb"][first][:, None], cond_frames, axis=1)
+            if history:
+                out["before"].append(history_[e, :history].copy())
+                out["actions_before"].append(acts_hist[e].copy())
+        history_ = np.concatenate([history_[:, 1:], obs["rgb"][:, None]], axis=1)
+        history_[first] = np.repeat(obs["rgb"][first][:, None], frames, axis=1)
+        if history:
+            acts_hist = np.concatenate([acts_hist[:, 1:], acts[:, None]], axis=1)
+            acts_hist[first] = NOOP
         length[first] = 0
-    return {"context": np.stack(out["context"]), "actions": np.asarray(out["actions"], np.int64),
+    result = {"context": np.stack(out["context"]), "actions": np.asarray(out["actions"], np.int64),
+              "reward": np.asarray(out["reward"], np.float32), "end": np.asarray(out["end"], bool),
+              "weight": np.asarray(out["weight"], np.float32)}
+    if history:
+        result.update(before=np.stack(out["before"]), actions_before=np.stack(out["actions_before"]))
+    return result
+
+
+def event_windows(game: str, start_level: int, num_levels: int, events: int, frames: int, negatives: int,
+                  keep_negatives: float = 0.01, num_envs: int = 64, timeout: int = 1000, max_steps: int = 20000,
+                  seed: int = 0, progress: bool = True) -> dict[str, np.ndarray]:
+    """Real random play leading up to events, for checking reward and termination models on what a
+    world model imagines before them: the first ``events`` steps that gave a reward or ended an
+    episode (not by ``timeout``), and ``negatives`` steps that did neither (each kept with probability
+    ``keep_negatives``, which spreads them over the play), each with the ``frames`` frames of its episode up to
+    and including the frame the action was taken on, and the ``frames - 1`` actions before it and its own.
+    Steps with fewer than ``frames`` frames of their episode behind them are left out.
+
+    Returns ``frames`` ``(M, frames, 64, 64, 3)`` uint8, ``actions`` ``(M, frames)`` (the last is the
+    step's own), ``reward`` ``(M,)``, ``end`` ``(M,)`` bool, and ``event_rate`` (events per step of play,
+    eligible steps only)."""
+    env = _make_env(game, num_envs, start_level, num_levels, "hard", seed)
+    rng = np.random.default_rng(seed)
+    history = np.zeros((num_envs, frames, 64, 64, 3), np.uint8)
+    history[:, -1] = env.observe()[1]["rgb"]
+    acts_hist = np.zeros((num_envs, frames), np.int64)
+    length = np.zeros(num_envs, np.int64)  # frames of the current episode seen so far
+    out: dict[str, list] = {k: [] for k in ("frames", "actions", "reward", "end")}
+    found, seen, eligible = [0, 0], 0, 0
+    bar = tqdm(total=events, desc=f"{game} events", disable=not progress)
+    for _ in range(max_steps):
+        acts = rng.integers(0, NUM_ACTIONS, num_envs)
+        acts_hist = np.concatenate([acts_hist[:, 1:], acts[:, None]], axis=1)
+        env.act(acts.astype(np.int32))
+        rew, obs, first = env.observe()
+        length += 1  # frames of the episode up to the one the action was taken on
+        event = (first & (length < timeout)) | (rew > 0)
+        ok = length >= frames
+        eligible, seen = eligible + int(ok.sum()), seen + int((ok & event).sum())
+        for e in np.flatnonzero(ok):
+            kind = 0 if event[e] else 1
+            want = (events, negatives)[kind]
+            if found[kind] >= want or (kind == 1 and rng.random() >= keep_negatives):
+                continue
+            found[kind] += 1
+            bar.update(kind == 0)
+            out["frames"].append(history[e].copy())
+            out["actions"].append(acts_hist[e].copy())
+            out["reward"].append(float(rew[e]))
+            out["end"].append(bool(first[e] and event[e]))
+        history = np.concatenate([history[:, 1:], obs["rgb"][:, None]], axis=1)
+        length[first] = 0
+        if found[0] >= events and found[1] >= negatives:
+            break
+    bar.close()
+    if found[0] < events or found[1] < negatives:
+        raise RuntimeError(f"found {found[0]} events and {found[1]} other steps of {events} and {negatives} in "
+                           f"{max_steps} steps of {num_envs} games; ask for fewer, or shorter windows")
+    return {"frames": np.stack(out["frames"]), "actions": np.stack(out["actions"]),
             "reward": np.asarray(out["reward"], np.float32), "end": np.asarray(out["end"], bool),
-            "weight": np.asarray(out["weight"], np.float32)}
+            "event_rate": np.float64(seen / max(eligible, 1))}
 
 
 def random_trajectories(game: str, n: int, length: int, start_level: int, num_levels: int,
