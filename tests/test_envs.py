@@ -135,3 +135,28 @@ def test_env_speed_measures_every_batch_size_and_denoising_step_count(avid_metho
     rows = env_speed(avid_method, str(tiny_store.root), num_envs=[1, 2], steps=[1, 3], repeats=1)
     assert [(r["steps"], r["num_envs"]) for r in rows] == [(1, 1), (1, 2), (3, 1), (3, 2)]
     assert all(r["env_steps_per_s"] > 0 and r["frames_per_step"] == 1 for r in rows)
+
+
+def test_near_end_starts_come_from_the_last_frames_before_an_episode_ended(tmp_path):
+    """Frames carry their index; episodes start at 0, 40, 80 of shard a and 0 of shard b: episodes
+    end at frames 39 and 79 (frame 119 is where shard a's stream was cut, not an ending)."""
+    from avid.data.storage import EpisodeStore
+    from avid.envs.starts import DatasetStarts
+
+    store = EpisodeStore(tmp_path / "d", meta={"source": "synthetic", "action_kind": "discrete", "num_actions": 5,
+                                               "frame_size": 16})
+    for name, offset in (("a", 0), ("b", 120)):
+        frames = np.zeros((120, 16, 16, 3), np.uint8)
+        frames[:, 0, 0, 0] = (np.arange(120) + offset) % 256
+        frames[:, 0, 0, 1] = (np.arange(120) + offset) // 256
+        firsts = np.zeros(120, bool)
+        firsts[[0, 40, 80] if name == "a" else [0]] = True
+        store.write_shard(name, frames, np.zeros(120, np.int64), firsts)
+    starts = DatasetStarts(tmp_path / "d", 2, near_end=3, near_end_share=1.0)
+    rng = np.random.default_rng(0)
+    lasts = {int(f[-1, 0, 0, 0]) + 256 * int(f[-1, 0, 0, 1]) for f in (starts(rng) for _ in range(200))}
+    assert lasts == {37, 38, 77, 78}  # within 3 frames of an ending, with one frame of the episode after it
+    uniform = DatasetStarts(tmp_path / "d", 2)
+    assert len({int(uniform(rng)[-1, 0, 0, 0]) for _ in range(200)}) > 50
+    with pytest.raises(ValueError, match="near_end"):
+        DatasetStarts(tmp_path / "d", 2, near_end=-1)

@@ -137,10 +137,13 @@ def cmd_rl(args) -> None:
     common = (args.num_envs, args.horizon, args.ddim_steps, args.train_levels, args.eval_episodes, args.eval_levels)
     if args.compare:
         out = run_rl_comparison(args.out, args.checkpoint, args.starts, reward, ppo, *common, base=args.base,
-                                real_frames=args.real_frames)
+                                real_frames=args.real_frames, near_end=args.near_end)
         print(out["table"] + f"comparison.md, comparison.json and each arm's policy.zip in {args.out}")
         return
-    results = run_rl(args.out, None if args.real else args.checkpoint, args.starts, reward, ppo, *common)
+    if args.near_end and args.real:
+        raise ValueError("--near-end sets where imagined episodes start: it needs --checkpoint, not --real")
+    results = run_rl(args.out, None if args.real else args.checkpoint, args.starts, reward, ppo, *common,
+                     near_end=args.near_end)
     print(json.dumps(results, indent=1))
 
 
@@ -153,6 +156,8 @@ def add_world_model_commands(sub) -> None:
     r.add_argument("--timesteps", type=int, default=20000, help="PPO environment steps (all envs together)")
     r.add_argument("--num-envs", type=int, default=8, help="parallel episodes")
     r.add_argument("--horizon", type=int, default=200, help="imagined episodes are truncated after this many steps")
+    r.add_argument("--near-end", type=int, default=0, help="with a dataset folder as --starts: half the imagined "
+                   "episodes start within N frames of where a real episode of it ended (0: uniformly)")
     r.add_argument("--steps", action=Renamed, new="--ddim-steps (DDIM sampling steps)")
     r.add_argument("--ddim-steps", type=int, default=4, help="DDIM steps per imagined frame")
     r.add_argument("--train-levels", type=level_range, default="0:200", help="with --real: levels START:STOP")

@@ -111,7 +111,7 @@ class Imagination:
 
 
 def _open(env, num_envs: int, model, starts, chunk, window, reward_model, max_episode_steps, sampler, steps,
-          precision, device, render_mode) -> None:
+          precision, device, render_mode, near_end) -> None:
     """Give ``env`` its imagination of ``num_envs`` episodes (``WorldModelEnv``'s arguments)."""
     if render_mode not in (None, "rgb_array"):
         raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
@@ -124,8 +124,8 @@ def _open(env, num_envs: int, model, starts, chunk, window, reward_model, max_ep
     method, window = open_model(model, precision, window)
     sample = SampleConfig(sampler=sampler, steps=steps, batch_size=num_envs, device=device, precision=precision)
     env.render_mode = render_mode
-    env.imagination = Imagination(method, open_starts(starts, method.ctx.cond_frames), num_envs, window, chunk,
-                                  sample, reward_model, max_episode_steps)
+    env.imagination = Imagination(method, open_starts(starts, method.ctx.cond_frames, near_end), num_envs, window,
+                                  chunk, sample, reward_model, max_episode_steps)
 
 
 class WorldModelEnv(gym.Env):
@@ -145,6 +145,8 @@ class WorldModelEnv(gym.Env):
     sampler, steps: ``"ddim"`` with ``steps`` denoising steps (default 4), or ``"ddpm"`` (all).
     precision, device: of the model's forward passes (see ``avid sample``).
     render_mode: None or ``"rgb_array"`` (the current frame).
+    near_end: with a dataset folder as ``starts``, half the episodes start within this many frames of
+        where a real episode of it ended (where Coinrun's coin is); 0 (default): uniformly.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 15}
@@ -152,9 +154,10 @@ class WorldModelEnv(gym.Env):
     def __init__(self, model: str | Path | Method, starts: str | Starts, chunk: bool = False,
                  window: int | None = None, reward_model: str | Path | Outcome | None = None,
                  max_episode_steps: int = 1000, sampler: str = "ddim", steps: int | None = 4,
-                 precision: str = "auto", device: str = "cpu", render_mode: str | None = None) -> None:
+                 precision: str = "auto", device: str = "cpu", render_mode: str | None = None,
+                 near_end: int = 0) -> None:
         _open(self, 1, model, starts, chunk, window, reward_model, max_episode_steps, sampler, steps, precision,
-              device, render_mode)
+              device, render_mode, near_end)
         self.observation_space = self.imagination.observation_space()
         self.action_space = self.imagination.action_space()
 

@@ -202,19 +202,23 @@ def difference(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
 
 
 def rl_settings(world: str | None, starts: str, reward_model: str | None, ppo: PPOConfig, num_envs: int,
-                horizon: int, denoising_steps: int, train_levels: tuple[int, int]) -> dict[str, Any]:
+                horizon: int, denoising_steps: int, train_levels: tuple[int, int],
+                near_end: int = 0) -> dict[str, Any]:
     """What an agent was trained on and how, as ``run_rl`` records it in ``results.json`` (the
-    comparison reuses an arm whose record matches)."""
-    return {"trained_in": world or f"the real game, levels {train_levels[0]}-{sum(train_levels) - 1}",
-            "starts": starts if world else None, "reward_model": reward_model if world else None,
-            "ppo": asdict(ppo), "num_envs": num_envs, "horizon": horizon if world else 1000,
-            "denoising_steps": denoising_steps if world else None}
+    comparison reuses an arm whose record matches; ``near_end`` is recorded when used)."""
+    settings = {"trained_in": world or f"the real game, levels {train_levels[0]}-{sum(train_levels) - 1}",
+                "starts": starts if world else None, "reward_model": reward_model if world else None,
+                "ppo": asdict(ppo), "num_envs": num_envs, "horizon": horizon if world else 1000,
+                "denoising_steps": denoising_steps if world else None}
+    if world and near_end:
+        settings["near_end"] = near_end
+    return settings
 
 
 def run_rl(out: str, world: str | None, starts: str, reward_model: str | None, ppo: PPOConfig, num_envs: int = 8,
            horizon: int = 200, denoising_steps: int = 4, train_levels: tuple[int, int] = (0, 200),
            eval_episodes: int = 500, eval_levels: tuple[int, int] = (100000, 100000),
-           log: Callable[[str], None] = print) -> dict[str, Any]:
+           log: Callable[[str], None] = print, near_end: int = 0) -> dict[str, Any]:
     """Train in the world model ``world`` (a run or base model folder; None: the real game on
     ``train_levels``), then judge the agent and the random policy in the real game on ``eval_levels``
     ``(start, count)``. Writes ``policy.zip`` and ``results.json`` to ``out``."""
@@ -233,14 +237,15 @@ def run_rl(out: str, world: str | None, starts: str, reward_model: str | None, p
         envs = ProcgenVecEnv("coinrun", num_envs, *train_levels, seed=ppo.seed)
     else:
         envs = WorldModelVecEnv(world, starts, num_envs=num_envs, reward_model=reward_model, max_episode_steps=horizon,
-                                steps=denoising_steps)
+                                steps=denoising_steps, near_end=near_end)
     model = train_ppo(envs, ppo, log)
     train_cpu, train_wall = cpu_seconds() - t0, time.time() - w0  # the world model's black-box worker included
     timesteps = int(model.num_timesteps)
     model.save(str(Path(out) / "policy.zip"))
     agent = evaluate_real(sb3_policy(model), eval_episodes, *eval_levels, seed=ppo.seed)
     rand = evaluate_real(random_policy(ppo.seed), eval_episodes, *eval_levels, seed=ppo.seed)
-    results = {**rl_settings(world, starts, reward_model, ppo, num_envs, horizon, denoising_steps, train_levels),
+    results = {**rl_settings(world, starts, reward_model, ppo, num_envs, horizon, denoising_steps, train_levels,
+                             near_end),
                "timesteps_done": timesteps, "train_cpu_hours": round(train_cpu / 3600, 4),
                "train_wall_hours": round(train_wall / 3600, 4),
                "agent_in_real_game": agent, "random_policy_in_real_game": rand,
@@ -280,7 +285,8 @@ def run_rl_comparison(out: str, world: str, starts: str, reward_model: str | Non
                       num_envs: int = 8, horizon: int = 200, denoising_steps: int = 4,
                       train_levels: tuple[int, int] = (0, 200), eval_episodes: int = 500,
                       eval_levels: tuple[int, int] = (100000, 100000), base: str | None = None,
-                      real_frames: int | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
+                      real_frames: int | None = None, log: Callable[[str], None] = print,
+                      near_end: int = 0) -> dict[str, Any]:
     """The issue's comparison in one folder: the same PPO agent trained inside ``world``
     (``out/world``), inside its base model alone (``out/base-alone``; ``base`` or the run's own) and in the
     real game on as many real frames as ``world`` learnt from (``out/real``), each judged with the
@@ -304,7 +310,7 @@ def run_rl_comparison(out: str, world: str, starts: str, reward_model: str | Non
     results: dict[str, dict[str, Any]] = {}
     for arm, (model, cfg) in arms.items():
         folder = Path(out) / arm
-        want = rl_settings(model, starts, reward_model, cfg, num_envs, horizon, denoising_steps, train_levels)
+        want = rl_settings(model, starts, reward_model, cfg, num_envs, horizon, denoising_steps, train_levels, near_end)
         done = folder / "results.json"
         if done.exists():
             old = json.loads(done.read_text())
@@ -318,7 +324,7 @@ def run_rl_comparison(out: str, world: str, starts: str, reward_model: str | Non
             log(f"{arm}: {done} has other settings; training again")
         log(f"{arm}: PPO in {model or 'the real game'} for {cfg.timesteps} timesteps -> {folder}")
         results[arm] = run_rl(str(folder), model, starts, reward_model, cfg, num_envs, horizon, denoising_steps,
-                              train_levels, eval_episodes, eval_levels, log)
+                              train_levels, eval_episodes, eval_levels, log, near_end)
     summary = comparison_table(results, real_frames)
     atomic_write_text(Path(out) / "comparison.json", json.dumps({"real_frames": real_frames, "arms": results},
                                                                  indent=1))
