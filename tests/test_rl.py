@@ -116,3 +116,13 @@ def test_the_comparison_trains_three_arms_once_and_tables_them_against_random(tm
     assert (tmp_path / "cmp" / "real" / "policy.zip").stat().st_mtime_ns != stamp
     with pytest.raises(ValueError, match="names no base"):
         run_rl_comparison(**{**args, "base": None})
+
+
+def test_near_end_starts_are_recorded_so_an_arm_trained_without_them_is_not_reused():
+    from avid.pipelines.rl import rl_settings
+
+    ppo = PPOConfig()
+    plain = rl_settings("runs/w", "data/d", "assets/o", ppo, 8, 50, 4, (0, 200))
+    near = rl_settings("runs/w", "data/d", "assets/o", ppo, 8, 50, 4, (0, 200), near_end=16)
+    assert "near_end" not in plain and near == {**plain, "near_end": 16}  # records made before it still match
+    assert "near_end" not in rl_settings(None, "data/d", None, ppo, 8, 50, 4, (0, 200), near_end=16)  # the real game
