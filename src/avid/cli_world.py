@@ -73,8 +73,6 @@ def cmd_outcome_check(args) -> None:
 
         torch.set_num_threads(args.threads)
     models = _world_models(args)
-    if any(h < 1 for h in args.horizons):
-        raise ValueError(f"--horizons takes steps >= 1 (1: the real frames), got {args.horizons}")
     spec = EventCheckSpec(args.game, args.levels[0], args.levels[1], args.events, args.negatives,
                           tuple(sorted(set(args.horizons))), args.chunk, args.seed)
     cfg = SampleConfig(sampler=args.sampler, steps=args.ddim_steps, eta=args.eta, batch_size=args.batch_size,

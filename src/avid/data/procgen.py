@@ -159,6 +159,31 @@ def play_level(game: str, level: int, actions: np.ndarray, mode: str = "hard", s
     return frames, rewards, ends
 
 
+def _random_play(env, rng: np.random.Generator, num_envs: int, frames: int, steps: int, timeout: int):
+    """Uniform random play of ``env``'s ``num_envs`` games for ``steps`` steps. After each action
+    yields ``(window, actions, reward, first, event, length)``: ``window`` ``(N, frames, 64, 64, 3)``,
+    the frames up to and including the one the action was taken on (the episode's first frame
+    repeated before it); ``actions`` ``(N, frames)``, the actions taken on them (no-ops before the
+    episode; the last is this step's); what the game gave (``reward``, ``first``: a new episode
+    began); ``event``: a reward, or an end before ``timeout`` steps (a cut at the time limit is no
+    ending); ``length``: the episode's frames up to the acted one. Yielded arrays are only valid
+    until the next step."""
+    window = np.repeat(env.observe()[1]["rgb"][:, None], frames, axis=1)
+    actions = np.full((num_envs, frames), NOOP, np.int64)
+    length = np.zeros(num_envs, np.int64)
+    for _ in range(steps):
+        acts = rng.integers(0, NUM_ACTIONS, num_envs)
+        actions = np.concatenate([actions[:, 1:], acts[:, None]], axis=1)
+        env.act(acts.astype(np.int32))
+        rew, obs, first = env.observe()
+        length += 1
+        yield window, actions, rew, first, (first & (length < timeout)) | (rew > 0), length
+        window = np.concatenate([window[:, 1:], obs["rgb"][:, None]], axis=1)
+        window[first] = np.repeat(obs["rgb"][first][:, None], frames, axis=1)
+        actions[first] = NOOP
+        length[first] = 0
+
+
 def collect_outcomes(game: str, start_level: int, num_levels: int, steps: int, cond_frames: int = 2,
                      keep_negatives: float = 0.02, num_envs: int = 64, timeout: int = 1000, seed: int = 0,
                      progress: bool = True, history: int = 0) -> dict[str, np.ndarray]:
@@ -175,35 +200,21 @@ def collect_outcomes(game: str, start_level: int, num_levels: int, steps: int, c
     the H frames before the step's own (padded likewise, with no-ops), for imagining the context."""
     env = _make_env(game, num_envs, start_level, num_levels, "hard", seed)
     rng = np.random.default_rng(seed)
-    frames = cond_frames + history
-    history_ = np.repeat(env.observe()[1]["rgb"][:, None], frames, axis=1)
-    acts_hist = np.full((num_envs, history), NOOP, np.int64)
-    length = np.zeros(num_envs, np.int64)
     out: dict[str, list] = {k: [] for k in ("context", "actions", "reward", "end", "weight")}
     if history:
         out.update(before=[], actions_before=[])
-    for _ in tqdm(range(steps), desc=f"{game} outcomes", disable=not progress):
-        acts = rng.integers(0, NUM_ACTIONS, num_envs)
-        env.act(acts.astype(np.int32))
-        rew, obs, first = env.observe()
-        length += 1
-        event = (first & (length < timeout)) | (rew > 0)
+    play = _random_play(env, rng, num_envs, cond_frames + history, steps, timeout)
+    for window, actions, rew, first, event, _ in tqdm(play, total=steps, desc=f"{game} outcomes", disable=not progress):
         keep = event | (~first & (rng.random(num_envs) < keep_negatives))
         for e in np.flatnonzero(keep):
-            out["context"].append(history_[e, history:].copy())
-            out["actions"].append(acts[e])
+            out["context"].append(window[e, history:].copy())
+            out["actions"].append(actions[e, -1])
             out["reward"].append(rew[e])
             out["end"].append(bool(event[e]) and bool(first[e]))
             out["weight"].append(1.0 if event[e] else 1.0 / keep_negatives)
             if history:
-                out["before"].append(history_[e, :history].copy())
-                out["actions_before"].append(acts_hist[e].copy())
-        history_ = np.concatenate([history_[:, 1:], obs["rgb"][:, None]], axis=1)
-        history_[first] = np.repeat(obs["rgb"][first][:, None], frames, axis=1)
-        if history:
-            acts_hist = np.concatenate([acts_hist[:, 1:], acts[:, None]], axis=1)
-            acts_hist[first] = NOOP
-        length[first] = 0
+                out["before"].append(window[e, :history].copy())
+                out["actions_before"].append(actions[e, -history - 1:-1].copy())
     result = {"context": np.stack(out["context"]), "actions": np.asarray(out["actions"], np.int64),
               "reward": np.asarray(out["reward"], np.float32), "end": np.asarray(out["end"], bool),
               "weight": np.asarray(out["weight"], np.float32)}
@@ -227,21 +238,11 @@ def event_windows(game: str, start_level: int, num_levels: int, events: int, fra
     eligible steps only)."""
     env = _make_env(game, num_envs, start_level, num_levels, "hard", seed)
     rng = np.random.default_rng(seed)
-    history = np.zeros((num_envs, frames, 64, 64, 3), np.uint8)
-    history[:, -1] = env.observe()[1]["rgb"]
-    acts_hist = np.zeros((num_envs, frames), np.int64)
-    length = np.zeros(num_envs, np.int64)  # frames of the current episode seen so far
     out: dict[str, list] = {k: [] for k in ("frames", "actions", "reward", "end")}
     found, seen, eligible = [0, 0], 0, 0
     bar = tqdm(total=events, desc=f"{game} events", disable=not progress)
-    for _ in range(max_steps):
-        acts = rng.integers(0, NUM_ACTIONS, num_envs)
-        acts_hist = np.concatenate([acts_hist[:, 1:], acts[:, None]], axis=1)
-        env.act(acts.astype(np.int32))
-        rew, obs, first = env.observe()
-        length += 1  # frames of the episode up to the one the action was taken on
-        event = (first & (length < timeout)) | (rew > 0)
-        ok = length >= frames
+    for window, actions, rew, first, event, length in _random_play(env, rng, num_envs, frames, max_steps, timeout):
+        ok = length >= frames  # the whole window inside the episode
         eligible, seen = eligible + int(ok.sum()), seen + int((ok & event).sum())
         for e in np.flatnonzero(ok):
             kind = 0 if event[e] else 1
@@ -250,12 +251,10 @@ def event_windows(game: str, start_level: int, num_levels: int, events: int, fra
                 continue
             found[kind] += 1
             bar.update(kind == 0)
-            out["frames"].append(history[e].copy())
-            out["actions"].append(acts_hist[e].copy())
+            out["frames"].append(window[e].copy())
+            out["actions"].append(actions[e].copy())
             out["reward"].append(float(rew[e]))
             out["end"].append(bool(first[e] and event[e]))
-        history = np.concatenate([history[:, 1:], obs["rgb"][:, None]], axis=1)
-        length[first] = 0
         if found[0] >= events and found[1] >= negatives:
             break
     bar.close()

@@ -80,13 +80,13 @@ class WindowDataset(Dataset):
         shards = 1 if limit is not None else None
         while True:
             data = store.load_all(shards)
-            self.frames, self.actions, firsts = data["frames"], data["actions"], data["firsts"]
-            self.starts = _window_starts(firsts, frames, stride)
+            self.frames, self.actions, self.firsts = data["frames"], data["actions"], data["firsts"]
+            self.starts = _window_starts(self.firsts, frames, stride)
             if limit is None or len(self.starts) >= limit or shards >= len(store.shards):
                 break
             shards *= 2
-        if len(firsts) < frames:  # every shard was read (a limit stops early only with windows found)
-            raise ValueError(f"dataset {store.root} has {len(firsts)} frames, fewer than one window of {frames}")
+        if len(self.firsts) < frames:  # every shard was read (a limit stops early only with windows found)
+            raise ValueError(f"dataset {store.root} has {len(self.firsts)} frames, fewer than one window of {frames}")
         if limit is not None:
             self.starts = self.starts[:limit]
         if len(self.starts) == 0:

@@ -41,9 +41,8 @@ class DatasetStarts:
 
     def _near_end(self, k: int, n: int) -> np.ndarray:
         """Indices of the windows whose last frame lies at most ``n`` frames before an episode's last."""
-        firsts = self.windows.store.load_all()["firsts"]
         cuts = np.cumsum([0] + [int(sh["frames"]) for sh in self.windows.store.shards])[:-1]
-        ends = np.setdiff1d(np.flatnonzero(firsts), cuts) - 1  # the last frame of every episode that ended
+        ends = np.setdiff1d(np.flatnonzero(self.windows.firsts), cuts) - 1  # the last frame of every episode that ended
         last = self.windows.starts + k - 1  # each window's last (conditioning) frame
         nxt = np.searchsorted(ends, last)  # the first ending at or after it (windows stay inside an episode)
         ok = nxt < len(ends)
