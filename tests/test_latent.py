@@ -149,3 +149,20 @@ def test_a_served_latent_base_model_answers_encode_and_decode_as_the_local_one(l
         z = remote.codec.encode(video)
         assert torch.allclose(z, local.codec.encode(video), atol=1e-5)
         assert torch.allclose(remote.codec.decode(z), local.codec.decode(z), atol=1e-5)
+
+
+def test_sampling_a_latent_model_keeps_latents_outside_the_frames_range(latent_base, monkeypatch):
+    """A model that predicts the true clean latents exactly gets them back, decoded: the sampler clips
+    its x0 to [-1, 1] in pixel space only. The codec's latents have unit variance, so clipping them
+    there (as it once did) turns every latent model's sample into a washed-out still of its first frame
+    whatever the model predicts (the shipped robot base's and AVID's samples were equal to three digits)."""
+    data, _, base = latent_base
+    method, _ = load_method(base, precision="fp32")
+    codec = method.ctx.codec
+    batch = collate([WindowDataset(data, FRAMES, K, stride=FRAMES)[j] for j in range(2)])
+    z = codec.encode(batch.x0)
+    assert float(z.abs().max()) > 1.5  # the case the old clip broke
+    oracle = lambda x_i, i, first, actions: (method.diffusion.from_x0(z, x_i, i), {})  # noqa: E731
+    monkeypatch.setattr(method, "predict", oracle)
+    roll = sample_videos(method, batch.first, batch.actions, SampleConfig(steps=3, batch_size=2), progress=False)
+    torch.testing.assert_close(roll.videos, codec.decode(z).clamp(-1, 1), atol=1e-4, rtol=0)
