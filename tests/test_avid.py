@@ -340,3 +340,37 @@ def test_snap_drops_changes_below_it_at_inference_only():
     with pytest.raises(ValueError, match="needs the x0"):
         ResidualOutput.from_config(cfg, 3)
     assert not ResidualOutput.from_config({**cfg, "diffusion": {"param": "x0"}}, 3).training  # served for inference
+
+
+def test_hard_shift_copies_a_confident_frame_exactly_and_leaves_an_unsure_one_blended():
+    """``ShiftPath(hard=p)``: at inference an axis whose likeliest shift has probability >= p uses that
+    shift alone, so the moved frame is an exact copy (a 0.9 / 0.1 blend is off wherever the frame has
+    edges); an axis below p, and every axis in training, keep the blend. Bases record it in their
+    config and are rebuilt with it."""
+    import torch.nn.functional as F
+
+    from avid.nn import ResidualOutput, ShiftPath, shift_frame
+
+    g = torch.Generator().manual_seed(0)
+    last = torch.rand(1, 3, SIZE, SIZE, generator=g)
+    channels = torch.zeros(1, 10, 2, SIZE, SIZE)  # radius 2: 5 row + 5 column logits per frame
+    channels[:, 2, 0] = 1.0  # frame 0: "no move" on rows, a logit lead of 4 (p ~ 0.93)
+    channels[:, 5 + 2, 0] = 1.0  # ... and on columns
+    channels[:, 5 + 2, 1] = 1.0  # frame 1: columns sure, rows uniform (p = 0.2)
+    path = ShiftPath(2, scale=4.0, prior=0.0, hard=0.8)
+    blended = path(last, channels, {})
+    assert (blended[:, :, 0] - last).abs().max() > 0.01  # trained mode: a blend, not the frame
+    path.eval()
+    moved = path(last, channels, {})
+    assert torch.equal(moved[:, :, 0], last)  # confident on both axes: exactly the frame
+    # frame 1: the sure columns commit to "no move", the unsure rows stay the uniform blend
+    rows_blend = sum(shift_frame(last, F.one_hot(torch.tensor([[dy]]), 5).float(),
+                                 F.one_hot(torch.tensor([[2]]), 5).float()) for dy in range(5)) / 5
+    assert torch.allclose(moved[:, :, 1], rows_blend[:, :, 0], atol=1e-6)
+    assert not torch.allclose(blended[:, :, 1], rows_blend[:, :, 0], atol=1e-4)  # the soft columns blur too
+    assert torch.equal(ShiftPath(2, scale=4.0, prior=0.0).eval()(last, channels, {}), blended)  # off by default
+    with pytest.raises(ValueError, match="hard is a probability"):
+        ShiftPath(2, hard=1.5)
+    cfg = {"residual": True, "residual_output": {"shift": path.options(), "gate": False},
+           "diffusion": {"param": "x0"}}
+    assert ResidualOutput.from_config(cfg, 3).shifts.hard == 0.8

@@ -8,7 +8,10 @@ adapter uses ``ShiftPath`` in its own eq. 5.
 frame (``avid.nn.shift_frame``), its logits the mean of ``channels`` output channels over the pixels.
 A prior puts most mass on "no move", so a zero-initialised output starts as "nothing moves";
 ``target`` adds a cross-entropy against the best whole-frame shift of each clean training frame
-(``avid.nn.best_shifts``: no labels). The gate (one more output channel) scales the change by a
+(``avid.nn.best_shifts``: no labels); ``hard`` (inference only) replaces an axis's distribution by its
+likeliest shift where that shift's probability reaches it, so a confident frame is copied exactly
+rather than blended with its neighbours' shifts (a blend is off by a grey level or more wherever
+the frame has edges). The gate (one more output channel) scales the change by a
 sigmoid, so a pixel that does not change can be reproduced exactly (to the 8-bit grey level videos
 are scored at) by a saturated gate rather than by a change output of exactly zero. ``snap`` (x0
 parameterisation, inference only): a pixel whose change is below it on every channel gets none, so
@@ -41,8 +44,11 @@ def shift_radii(radius: int | list[int]) -> tuple[int, int]:
 
 class ShiftPath(nn.Module):
     def __init__(self, radius: int | list[int] = 12, scale: float = SHIFT_LOGIT_SCALE, prior: float = SHIFT_PRIOR,
-                 target: float = 0.0) -> None:
+                 target: float = 0.0, hard: float | None = None) -> None:
         super().__init__()
+        if hard is not None and not 0.0 <= float(hard) <= 1.0:
+            raise ValueError(f"hard is a probability (0-1) at which a frame's likeliest shift is taken alone, got {hard}")
+        self.hard = None if hard is None else float(hard)
         self.radii = shift_radii(radius)
         self.sizes = tuple(2 * r + 1 for r in self.radii)  # candidate shifts per axis (rows, columns)
         self.channels = sum(self.sizes)  # output channels the network gives this path
@@ -53,7 +59,7 @@ class ShiftPath(nn.Module):
 
     def options(self) -> dict[str, Any]:
         """What rebuilds this path (its training target aside)."""
-        return {"radius": list(self.radii), "scale": self.scale, "prior": self.prior}
+        return {"radius": list(self.radii), "scale": self.scale, "prior": self.prior, "hard": self.hard}
 
     def forward(self, last: torch.Tensor, channels: torch.Tensor, extras: dict) -> torch.Tensor:
         """``last`` ``(B, C, H, W)`` moved by the distributions that ``channels`` ``(B, self.channels, T,
@@ -61,7 +67,10 @@ class ShiftPath(nn.Module):
         d = self.sizes[0]
         logits = channels.float().mean(dim=(-2, -1)).transpose(1, 2) * self.scale + self.logit_prior.float()
         extras["shift_logits"] = logits
-        return shift_frame(last, logits[..., :d].softmax(-1), logits[..., d:].softmax(-1))
+        p_y, p_x = logits[..., :d].softmax(-1), logits[..., d:].softmax(-1)
+        if self.hard is not None and not self.training:
+            p_y, p_x = _commit(p_y, self.hard), _commit(p_x, self.hard)
+        return shift_frame(last, p_y, p_x)
 
     def loss(self, extras: dict, batch) -> torch.Tensor | None:
         """``target > 0``: its weight times the cross-entropy of the distributions against the whole-frame
@@ -73,6 +82,14 @@ class ShiftPath(nn.Module):
         ce = (nn.functional.cross_entropy(logits[..., :d].flatten(0, 1), best[..., 0].flatten())
               + nn.functional.cross_entropy(logits[..., d:].flatten(0, 1), best[..., 1].flatten()))
         return self.target * ce
+
+
+def _commit(p: torch.Tensor, at: float) -> torch.Tensor:
+    """Distributions ``p`` ``(..., D)`` whose likeliest value has probability ``>= at`` replaced by that
+    value alone (one-hot): a confident frame is an exact copy of the moved frame, not a blend."""
+    top = p.max(-1, keepdim=True)
+    one = nn.functional.one_hot(top.indices[..., 0], p.shape[-1]).to(p.dtype)
+    return torch.where(top.values >= at, one, p)
 
 
 class ResidualOutput(nn.Module):
