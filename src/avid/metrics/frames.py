@@ -7,9 +7,12 @@ passed in, never the conditioning frames. PSNR of identical frames is infinite; 
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from einops import rearrange
 from torchmetrics.functional.image import structural_similarity_index_measure as _ssim
+
+from avid.metrics.bootstrap import bootstrap_ci
 
 PSNR_CAP = 100.0
 
@@ -59,16 +62,23 @@ def against_copy_last(real: torch.Tensor, fakes: dict[str, torch.Tensor], copy: 
     equals the last conditioning frame ("still": nothing moved, exactly, in 8 bits) is copied exactly
     by the baseline and scored at ``PSNR_CAP``, so a few still frames dominate its mean PSNR. Returns
     ``{"still_frames": fraction, "psnr_moving": {name: mean PSNR over the other frames},
-    "beats_copy_last": {name: fraction of frames with a lower MSE than the baseline's}}``; the names
-    are those of ``fakes`` plus ``"copy"`` in ``psnr_moving``."""
+    "beats_copy_last": {name: fraction of frames with a lower MSE than the baseline's},
+    "psnr_vs_copy": {name: [mean PSNR minus the baseline's, low, high]}}``, the last a paired 95%
+    percentile-bootstrap interval over trajectories (each trajectory's frames stay together, and a
+    method and the baseline are drawn with the same trajectories); the names are those of ``fakes``
+    plus ``"copy"`` in ``psnr_moving``."""
     for fake in (copy, *fakes.values()):
         _check(real, fake)
     copy_mse = _frame_mse(real, copy)
     moving = copy_mse > 0
-    out = {"still_frames": float((~moving).float().mean()), "psnr_moving": {}, "beats_copy_last": {}}
+    per_video = real.shape[2]  # frames per trajectory, in the order _frames lays them out
+    out = {"still_frames": float((~moving).float().mean()), "psnr_moving": {}, "beats_copy_last": {},
+           "psnr_vs_copy": {}}
     for name, fake in {**fakes, "copy": copy}.items():
         mse = copy_mse if fake is copy else _frame_mse(real, fake)
         out["psnr_moving"][name] = float(_psnr(mse)[moving].mean()) if bool(moving.any()) else float("nan")
         if fake is not copy:
             out["beats_copy_last"][name] = float((mse < copy_mse).float().mean())
+            diff = (_psnr(mse) - _psnr(copy_mse)).view(-1, per_video).mean(1).double().numpy()
+            out["psnr_vs_copy"][name] = [float(diff.mean()), *bootstrap_ci(np.mean, diff)]
     return out

@@ -243,11 +243,14 @@ def _copy_last_note(batch: Batch, rolls: dict[str, Rollout], results: dict) -> s
     split = against_copy_last(to01(batch.x0), {n: to01(r.videos) for n, r in rolls.items()},
                               to01(copy_last_frame(batch)))
     for name in rolls:
-        results[name].update(psnr_moving=split["psnr_moving"][name], beats_copy_last=split["beats_copy_last"][name])
+        results[name].update(psnr_moving=split["psnr_moving"][name], beats_copy_last=split["beats_copy_last"][name],
+                             psnr_vs_copy=split["psnr_vs_copy"][name])
     results[COPY_LAST].update(psnr_moving=split["psnr_moving"]["copy"], still_frames=split["still_frames"])
     moving = ", ".join(f"{n} {split['psnr_moving'][n]:.2f}" for n in rolls)
     closer = ", ".join(f"{n} {100 * split['beats_copy_last'][n]:.1f}%" for n in rolls)
-    return (f"\nStill frames (the ground truth equals the last conditioning frame): "
+    paired = ", ".join(f"{n} {d:+.2f} [{lo:+.2f}, {hi:+.2f}]" for n, (d, lo, hi) in split["psnr_vs_copy"].items())
+    return (f"\nPSNR minus {COPY_LAST}'s, paired over trajectories (95% bootstrap interval): {paired}."
+            f"\nStill frames (the ground truth equals the last conditioning frame): "
             f"{100 * split['still_frames']:.1f}% of predicted frames; {COPY_LAST} gets them exactly, each scored at "
             f"the {PSNR_CAP:g} dB PSNR cap. PSNR over the other frames: {moving}, {COPY_LAST} "
             f"{split['psnr_moving']['copy']:.2f}. Frames closer to the truth (lower MSE) than {COPY_LAST}: {closer}.")
