@@ -113,6 +113,46 @@ def test_the_robot_quickstart_plans_from_an_adapter_step_in_the_codec_latent_spa
         qs.QuickstartOptions(domain="mars")
 
 
+def test_a_latent_run_encodes_its_frames_once_when_the_codec_encodes_frames_apart(latent_base):
+    """The black box's codec encodes each frame on its own, so a latent run encodes every stored frame
+    once (one call per chunk, not one per batch): its windows equal the windows encoded as they come;
+    a codec that mixes frames (a video codec) is caught, and its batches are encoded as they come."""
+    from avid.data import LatentWindows
+    from avid.methods.base import encodes_frames_apart, to_latent
+    from avid.train.run import latent_data
+
+    data, _, base = latent_base
+    box = open_denoiser(base, precision="fp32")
+    windows = WindowDataset(data, FRAMES, K)
+    video = frames_of(data, 4)
+    assert encodes_frames_apart(box.codec, video)
+    before = box.stats.calls
+    latents = LatentWindows(windows, box.codec.encode, chunk=10)
+    assert box.stats.calls - before == -(-len(windows.frames) // 10)
+    assert len(latents) == len(windows) and latents.action_kind == "continuous"
+    for j in (0, len(windows) // 2, len(windows) - 1):
+        expected = to_latent(box.codec, collate([windows[j]]))
+        got = latents[j]
+        assert torch.allclose(got["first"], expected.first[0], atol=1e-5)
+        assert torch.allclose(got["x0"], expected.x0[0], atol=1e-5)
+        assert torch.equal(got["actions"], windows[j]["actions"])
+
+    class Mixing:  # each frame's latent also sees the video's mean frame
+        def encode(self, v):
+            z = box.codec.encode(v)
+            return z + z.mean(dim=2, keepdim=True)
+
+    assert not encodes_frames_apart(Mixing(), video)
+    cfg = load_run_config(None, ["out=unused", f"base={base}", f"data.train={data}", f"data.frames={FRAMES}",
+                                 "method.name=avid"])
+    ctx = type("Ctx", (), {"codec": Mixing()})()
+    same, transform = latent_data(cfg, ctx, windows)
+    assert same is windows and transform is not None
+    ctx.codec = box.codec
+    cached, transform = latent_data(cfg, ctx, windows)
+    assert isinstance(cached, LatentWindows) and transform is None
+
+
 @pytest.mark.parametrize("name, options", [("avid", {"unet": TINY_UNET}), ("scratch", {"unet": TINY_UNET}),
                                            ("controlnet-small", {"unet": {**TINY_UNET, "base_channels": 4}})])
 def test_methods_train_and_sample_in_the_latent_space_and_return_frames(tmp_path, latent_base, name, options):

@@ -2,6 +2,6 @@
 per-step batch."""
 
 from avid.data.storage import EpisodeStore
-from avid.data.windows import Batch, WindowDataset, collate, to_uint8, to_video
+from avid.data.windows import Batch, LatentWindows, WindowDataset, collate, to_uint8, to_video
 
-__all__ = ["Batch", "EpisodeStore", "WindowDataset", "collate", "to_uint8", "to_video"]
+__all__ = ["Batch", "EpisodeStore", "LatentWindows", "WindowDataset", "collate", "to_uint8", "to_video"]

@@ -114,6 +114,38 @@ class WindowDataset(Dataset):
         return torch.as_tensor(self.actions[s + self.k - 1:s + self.T - 1])
 
 
+class LatentWindows(Dataset):
+    """The windows of ``windows`` (a ``WindowDataset``) in a codec's latent space, every stored frame
+    encoded once up front instead of every window at every training step (a window's frames are
+    re-encoded ~T times per epoch otherwise: half of a robot adapter's step). Only for a codec that
+    encodes each frame on its own (``avid.methods.base.encodes_frames_apart``): ``encode`` takes
+    ``(B, C, T, H, W)`` videos in [-1, 1]; ``chunk`` frames go in per call."""
+
+    def __init__(self, windows: WindowDataset, encode, chunk: int = 128) -> None:
+        self.windows = windows
+        parts = []
+        with torch.no_grad():
+            for s in range(0, len(windows.frames), chunk):
+                parts.append(encode(to_video(windows.frames[s:s + chunk])[None])[0].float())
+        self.latents = torch.cat(parts, dim=1)  # (c, N, h, w)
+
+    @property
+    def action_kind(self) -> str:
+        return self.windows.action_kind
+
+    @property
+    def num_actions(self) -> int:
+        return self.windows.num_actions
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def __getitem__(self, idx: int) -> dict[str, torch.Tensor]:
+        s, k = int(self.windows.starts[idx]), self.windows.k
+        z = self.latents[:, s:s + self.windows.T]
+        return {"first": z[:, :k], "x0": z[:, k:], "actions": self.windows.window_actions(idx)}
+
+
 def _window_starts(firsts: np.ndarray, frames: int, stride: int) -> np.ndarray:
     """Starts of the windows of ``frames`` frames that stay inside one episode (no episode starts
     inside ``(s, s + frames)``), spaced by ``stride``."""

@@ -46,6 +46,19 @@ def to_latent(codec, batch: Batch) -> Batch:
     return Batch(z[:, :, :k], z[:, :, k:], batch.actions)
 
 
+def encodes_frames_apart(codec, video: torch.Tensor, tol: float = 0.02) -> bool:
+    """Whether ``codec`` encodes each frame of ``video`` ``(B, C, T >= 2, H, W)`` (its first 4) on its own (an image
+    autoencoder applied per frame, as the shipped one) rather than mixing frames (a video codec):
+    measured, the frames encoded together against each encoded alone, within ``tol`` of the latents'
+    spread (reduced precision reorders sums). Only then may a latent run encode its frames once
+    (``avid.data.LatentWindows``)."""
+    with torch.no_grad():
+        n = min(4, video.shape[2])
+        together = codec.encode(video[:1, :, :n]).float()
+        apart = torch.cat([codec.encode(video[:1, :, t:t + 1]).float() for t in range(n)], dim=2)
+    return bool((together - apart).abs().max() <= tol * (together.std() + 1e-6))
+
+
 class Method(nn.Module):
     """A way of producing the final prediction ``(B, C, T, H, W)`` at diffusion step ``i``.
 

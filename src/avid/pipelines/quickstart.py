@@ -40,7 +40,7 @@ from avid.methods import build_method
 from avid.memory import give_back
 from avid.metrics.action_classifier import SHIPPED_CLASSIFIER
 from avid.metrics.perceptual import release_loaded
-from avid.methods.base import to_latent
+from avid.methods.base import encodes_frames_apart, to_latent
 from avid.pipelines import quickstart_robot
 from avid.precision import describe_cpu, resolve_precision
 from avid.pipelines.report import report_files_markdown
@@ -156,12 +156,25 @@ def plan_steps(cfg: RunConfig, train_dir: Path, opt: QuickstartOptions, seconds_
             method.predict(x, i, first, actions)
             base.predict(x, i, first, actions)
 
-    train_s, sample_s = _seconds(train_step(method, batch, precision, lr=0.0)), _seconds(sample_step, 1)
+    step, once_s = train_step(method, batch, precision, lr=0.0), 0.0
+    if ctx.codec is not None:  # training encodes its frames through the codec (black-box calls)
+        encode_s = _seconds(lambda: to_latent(ctx.codec, pixel_batch), 1)
+        video = torch.cat([pixel_batch.first, pixel_batch.x0], dim=2)
+        if encodes_frames_apart(ctx.codec, video):  # once, every stored frame (avid.data.LatentWindows)
+            once_s = encode_s * store.num_frames() / (video.shape[0] * video.shape[2])
+        else:  # every batch as it comes
+            optimiser_step = step
+
+            def step() -> None:
+                to_latent(ctx.codec, pixel_batch)
+                optimiser_step()
+
+    train_s, sample_s = _seconds(step), _seconds(sample_step, 1)
     metric_s = metric_seconds(pixel_batch, list(metrics)) if metrics else 0.0
     denoising_steps = s.steps if s.sampler == "ddim" and s.steps else ctx.diffusion.num_steps
     rows = 3  # base, AVID and copy-last-frame are scored
     eval_s = math.ceil(opt.eval_size / bs) * denoising_steps * sample_s * 1.1 + rows * opt.eval_size * metric_s + 20
-    train_s_left = seconds_left - eval_s
+    train_s_left = seconds_left - eval_s - once_s
     affordable = max(0, int(train_s_left / (train_s * 1.05)))  # Lightning's own overhead per step
     steps = min(cfg.train.max_steps, affordable)
     too_slow = steps < opt.min_steps

@@ -11,24 +11,26 @@ command again resumes from ``last.ckpt``.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch.utils.data import Dataset
 
 from avid import tiny
 from avid.blackbox import open_denoiser
 from avid.checkpoint import CONFIG, WEIGHTS, load_config, load_weights, require_keys, resolve, save_model
 from avid.config import RunConfig, run_config_from_dict
-from avid.data import EpisodeStore, WindowDataset
+from avid.data import EpisodeStore, LatentWindows, WindowDataset, to_video
 from avid.data.storage import atomic_write
 from avid.diffusion import Diffusion, DiffusionConfig
 from avid.locks import locked
 from avid.memory import give_back
 from avid.methods import Context, Method, build_method, check_method_options, method_class
-from avid.methods.base import to_latent
+from avid.methods.base import encodes_frames_apart, to_latent
 from avid.nn import count_parameters, tune_networks
 from avid.nn.autoencoder import AutoencoderConfig
 from avid.options import build
@@ -147,22 +149,31 @@ def _train(cfg: RunConfig) -> Path:
                 atomic_write(out / CODEC_FOLDER / name, lambda f, data=data: f.write(data))
 
     queries = (QueryLog(ctx.base, out / "blackbox.json", str(cfg.base)),) if ctx.base is not None else ()
+    data, transform = latent_data(cfg, ctx, data)
     fit_run(method, data, cfg.train, out, cfg.to_dict(), write, cfg.method.name, precision, queries,
-            transform=latent_transform(cfg, ctx))
+            transform=transform)
     return out
 
 
-def latent_transform(cfg: RunConfig, ctx: Context):
-    """Batches into latents when the run works in a codec's latent space: a method's, through its
-    black-box base model's codec; a base model's pretraining, through the codec of ``cfg.codec``
-    (the provider's side: white box). None for pixel-space runs."""
+def latent_data(cfg: RunConfig, ctx: Context, data: WindowDataset) -> tuple[Dataset, Any]:
+    """The training windows and the transform every batch goes through before the loss. A run in a
+    codec's latent space (a method's, through its black-box base model's codec; a base model's
+    pretraining, through the codec of ``cfg.codec``: the provider's side, white box) encodes every
+    stored frame once when the codec encodes frames apart (measured: ``encodes_frames_apart``),
+    else every batch as it comes. Pixel-space runs: the windows as they are, no transform."""
     if cfg.codec and run_kind(cfg) != BASE_KIND:
         raise ValueError("`codec` is for pretraining a latent base model; a method uses its base model's codec")
-    if ctx.codec is not None:
-        return partial(to_latent, ctx.codec)
-    if cfg.codec:
-        return partial(to_latent, load_codec(cfg.codec)[0])
-    return None
+    codec = ctx.codec if ctx.codec is not None else load_codec(cfg.codec)[0] if cfg.codec else None
+    if codec is None:
+        return data, None
+    if encodes_frames_apart(codec, to_video(data.frames[:4])[None]):
+        t = time.perf_counter()
+        latents = LatentWindows(data, codec.encode)
+        log.info("encoded the %d training frames once through the codec (%.1f s)", len(data.frames),
+                 time.perf_counter() - t)
+        return latents, None
+    log.info("the codec mixes frames: every training batch is encoded as it comes")
+    return data, partial(to_latent, codec)
 
 
 def _check_same_run(out: Path, cfg: RunConfig) -> None:
