@@ -342,6 +342,36 @@ def test_snap_drops_changes_below_it_at_inference_only():
     assert not ResidualOutput.from_config({**cfg, "diffusion": {"param": "x0"}}, 3).training  # served for inference
 
 
+@pytest.mark.parametrize("param", ["v", "eps"])
+def test_a_residual_change_moves_the_clean_frame_by_itself_at_every_noise_level(param):
+    """In v and eps the change is added to the clean frame (``change="x0"``): the implied x0 is the last
+    frame plus the change at every step, so at the least noisy steps a change of the frame's size
+    suffices (in v units it had to be ~1/sigma times larger). Bases exported before (no ``change`` in
+    their config) keep the change in the parameterisation's units, as they were trained; AVID's
+    residual adapter adds its change to the clean frame too."""
+    from avid.diffusion import DiffusionConfig
+    from avid.nn import ResidualOutput
+
+    d = Diffusion(DiffusionConfig(num_steps=1000, schedule="linear", param=param))
+    g = torch.Generator().manual_seed(0)
+    first = torch.randn(2, 4, 1, 8, 8, generator=g)
+    x_i, change = torch.randn(2, 4, 3, 8, 8, generator=g), 0.3 * torch.randn(2, 4, 3, 8, 8, generator=g)
+    i = torch.tensor([20, 990])
+    head = ResidualOutput(4, param=param)
+    pred, _ = head(change, first, x_i, i, d.from_x0)
+    assert torch.allclose(d.to_x0(pred, x_i, i), first + change, atol=1e-4)
+    legacy = ResidualOutput.from_config({"residual": True, "residual_output": {"gate": False},
+                                         "diffusion": {"param": param}}, 4)
+    assert legacy.change == "param" and head.options()["change"] == "x0"
+    pred, _ = legacy(change, first, x_i, i, d.from_x0)
+    moved = d.to_x0(pred, x_i, i) - first
+    sigma = (1 - d.alphas_cumprod[i]).sqrt().view(-1, 1, 1, 1, 1)
+    if param == "v":  # the old way: the clean frame moves by -sigma times the change
+        assert torch.allclose(moved, -sigma * change, atol=1e-4)
+    with pytest.raises(ValueError, match="change must be one of"):
+        ResidualOutput(4, param=param, change="pixels")
+
+
 def test_hard_shift_copies_a_confident_frame_exactly_and_leaves_an_unsure_one_blended():
     """``ShiftPath(hard=p)``: at inference an axis whose likeliest shift has probability >= p uses that
     shift alone, so the moved frame is an exact copy (a 0.9 / 0.1 blend is off wherever the frame has

@@ -2,9 +2,10 @@
 black-box model's prediction and the first frames, and outputs a mask ``m`` and its own
 prediction; ``final = out_pre * m + out_adapt * (1 - m)`` (eq. 5), trained with eq. 6.
 
-``residual=True`` (a CPU-scale choice, not the paper's): the adapter's own prediction is the change
-from the last conditioning frame (``out_adapt = hold_last + adapter output``, the output starting
-at zero), so at initialisation ``final`` mixes the base prediction with "nothing moves".
+``residual=True`` (a CPU-scale choice, not the paper's): the adapter's own prediction is the last
+conditioning frame plus a change (``out_adapt = from_x0(last + adapter output)``: the change is in
+clean-frame units whatever the parameterisation, see ``avid.nn.residual``; the output starts at zero),
+so at initialisation ``final`` mixes the base prediction with "nothing moves".
 ``motion`` (with ``residual``; also not the paper's): the adapter's own prediction is the last
 conditioning frame *moved*, plus the change (``avid.nn.warp``), starting at "no move": a camera that
 follows the agent is a few numbers per frame instead of a redrawn frame. ``"flow"`` (or ``True``): a
@@ -78,11 +79,10 @@ class AVID(Method):
             return out_pre + self.out_head(out), {}
         out_adapt, m = out[:, :c], torch.sigmoid(self.mask_head(out[:, -1:]).float())
         extras = {}
-        if self.motion:
-            moved = self._moved(first[:, :, -1], out[:, c:], extras)
-            out_adapt = out_adapt + self.diffusion.from_x0(moved.to(x_i.dtype), x_i, i)
-        elif self.residual:
-            out_adapt = out_adapt + self.diffusion.hold_last(first, x_i, i)
+        if self.residual:  # the change is added to the clean frame (for v/eps too: avid.nn.residual)
+            held = (self._moved(first[:, :, -1], out[:, c:], extras) if self.motion
+                    else first[:, :, -1:].expand_as(x_i))
+            out_adapt = self.diffusion.from_x0((held + out_adapt).to(x_i.dtype), x_i, i)
         final = out_pre * m + out_adapt * (1 - m)  # eq. 5, mask broadcast over channels
         return final, {"mask": m, **extras}
 
