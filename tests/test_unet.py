@@ -199,3 +199,26 @@ def test_compiled_and_channels_last_networks_keep_their_parameter_names_and_outp
     assert set(holder.state_dict()) == {f"adapter.{k}" for k in net.state_dict()} | {f"other.{k}" for k in other.state_dict()}
     assert "_orig_mod" not in "".join(holder.state_dict())
     assert torch.allclose(net(x, i, a), want, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind, n", [("continuous", 7), ("discrete", 15)])
+def test_action_history_gives_each_frame_the_actions_before_it_and_none_after(kind, n):
+    """``action_history``: frame t's conditioning depends on the actions 0..t (their running sum), never
+    on later ones; without it, on frame t's own action alone. It starts at zero: the plain embedding."""
+    from avid.nn.unet import Conditioning
+
+    torch.manual_seed(0)
+    t = 6
+    plain = Conditioning(UNetConfig(**{**TINY_UNET, "action_kind": kind, "num_actions": n}))
+    hist = Conditioning(UNetConfig(**{**TINY_UNET, "action_kind": kind, "num_actions": n, "action_history": True}))
+    hist.load_state_dict({**plain.state_dict(), **{k: v for k, v in hist.state_dict().items() if "history" in k}})
+    i = torch.tensor([5])
+    a = torch.rand(1, t, n) * 2 - 1 if kind == "continuous" else torch.randint(0, n, (1, t))
+    assert torch.allclose(hist(i, a, t), plain(i, a, t))  # zero-initialised: the plain embedding
+    with torch.no_grad():
+        hist.history.weight.normal_()
+    b = a.clone()
+    b[:, 2] = -a[:, 2] if kind == "continuous" else (a[:, 2] + 1) % n  # change the action of frame 2
+    changed = lambda net: (net(i, a, t) - net(i, b, t)).abs().amax(dim=(0, 2)) > 1e-6  # noqa: E731
+    assert changed(plain).tolist() == [False, False, True, False, False, False]
+    assert changed(hist).tolist() == [False, False, True, True, True, True]

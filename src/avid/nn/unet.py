@@ -34,6 +34,7 @@ from avid.nn.blocks import (ChannelLayerNorm, Conv3d, Downsample, ResBlock, RMSN
 from avid.options import check_numbers
 
 ACTION_KINDS = ("none", "discrete", "continuous")
+HISTORY_SCALE = 4.0  # the running sum of T embeddings grows ~T times (or sqrt T) larger: ~1 at 16 frames
 BLOCKS = ("cpu", "paper")
 SPATIAL_ATTN = ("full", "linear")
 
@@ -59,6 +60,7 @@ class UNetConfig:
     blocks: str = "cpu"  # "cpu": the project's compact blocks; "paper": Unet3D's (module docstring)
     spatial_attn: str = "full"  # spatial attention at the levels: "full" or "linear" (middle: full)
     spatial_head_dim: int | None = None  # head width of spatial attention (None: attn_head_dim)
+    action_history: bool = False  # each frame also sees the running sum of the actions up to it (Conditioning)
 
     def __post_init__(self) -> None:
         for name, allowed in (("action_kind", ACTION_KINDS), ("blocks", BLOCKS), ("spatial_attn", SPATIAL_ATTN)):
@@ -94,7 +96,12 @@ class UNetConfig:
 
 
 class Conditioning(nn.Module):
-    """``(i, actions)`` -> per-frame conditioning vectors ``(B, T, cond_dim)``."""
+    """``(i, actions)`` -> per-frame conditioning vectors ``(B, T, cond_dim)``.
+
+    ``action_history``: frame ``t``'s action embedding also gets the running sum of a second embedding
+    of the actions ``0..t`` (zero at initialisation). Where an action moves something by a step (a
+    robot's end-effector deltas, a platformer's runs), frame ``t`` shows the sum of the steps so far;
+    a frame's own action alone leaves that integration to the network's few temporal layers."""
 
     def __init__(self, cfg: UNetConfig) -> None:
         super().__init__()
@@ -107,6 +114,11 @@ class Conditioning(nn.Module):
             self.action = nn.Embedding(cfg.num_actions, d)
         elif cfg.action_kind == "continuous":
             self.action = nn.Linear(cfg.num_actions, d)
+        if cfg.action_history and cfg.action_kind != "none":
+            self.history = type(self.action)(cfg.num_actions, d)
+            nn.init.zeros_(self.history.weight)
+            if getattr(self.history, "bias", None) is not None:
+                nn.init.zeros_(self.history.bias)
         if cfg.action_kind != "none":
             self.null_action = nn.Parameter(torch.zeros(d))  # "no action" (classifier-free dropout)
             n_in = 2 * d
@@ -121,7 +133,10 @@ class Conditioning(nn.Module):
         if actions is None:
             ea = self.null_action.expand(b, frames, -1)
         else:
-            ea = self.action(actions if self.cfg.action_kind == "discrete" else actions.float())
+            a = actions if self.cfg.action_kind == "discrete" else actions.float()
+            ea = self.action(a)
+            if self.cfg.action_history:
+                ea = ea + self.history(a).cumsum(dim=1) / HISTORY_SCALE
             if drop is not None:  # (B,) bool: replace this sample's actions by the null action
                 ea = torch.where(drop[:, None, None], self.null_action.to(ea.dtype), ea)
         return self.mlp(torch.cat([e, ea], dim=-1))
