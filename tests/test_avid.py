@@ -118,6 +118,12 @@ def test_a_residual_adapter_starts_halfway_between_the_base_and_nothing_moves(ti
     assert torch.allclose(final, 0.5 * tiny_denoiser(x_i, i, first) + 0.5 * still, atol=1e-5)
     with pytest.raises(ValueError, match="no-mask"):
         build_method("avid-no-mask", ctx_for(tiny_denoiser), {"unet": TINY_UNET, "residual": True})
+    in_x0 = build_method("avid", ctx_for(tiny_denoiser), {"unet": TINY_UNET, "residual": True,
+                                                           "residual_change": "x0"})
+    in_x0.load_state_dict(avid.state_dict())  # x0 parameterisation: both ways of adding the change agree
+    assert torch.allclose(in_x0.predict(x_i, i, first, a)[0], final, atol=1e-6)
+    with pytest.raises(ValueError, match="residual_change must be one of"):
+        build_method("avid", ctx_for(tiny_denoiser), {"unet": TINY_UNET, "residual": True, "residual_change": "v"})
 
 
 def test_the_motion_path_moves_the_last_frame_by_the_adapters_flow(tiny_denoiser):
@@ -344,11 +350,10 @@ def test_snap_drops_changes_below_it_at_inference_only():
 
 @pytest.mark.parametrize("param", ["v", "eps"])
 def test_a_residual_change_moves_the_clean_frame_by_itself_at_every_noise_level(param):
-    """In v and eps the change is added to the clean frame (``change="x0"``): the implied x0 is the last
-    frame plus the change at every step, so at the least noisy steps a change of the frame's size
-    suffices (in v units it had to be ~1/sigma times larger). Bases exported before (no ``change`` in
-    their config) keep the change in the parameterisation's units, as they were trained; AVID's
-    residual adapter adds its change to the clean frame too."""
+    """``change="x0"`` (v and eps): the implied x0 is the last frame plus the change at every step, so
+    at the least noisy steps a change of the frame's size suffices; the default ``"param"`` (and every
+    base exported before ``change`` was recorded) adds it in v units, where it moves x0 by -sigma times
+    itself."""
     from avid.diffusion import DiffusionConfig
     from avid.nn import ResidualOutput
 
@@ -357,7 +362,7 @@ def test_a_residual_change_moves_the_clean_frame_by_itself_at_every_noise_level(
     first = torch.randn(2, 4, 1, 8, 8, generator=g)
     x_i, change = torch.randn(2, 4, 3, 8, 8, generator=g), 0.3 * torch.randn(2, 4, 3, 8, 8, generator=g)
     i = torch.tensor([20, 990])
-    head = ResidualOutput(4, param=param)
+    head = ResidualOutput(4, param=param, change="x0")
     pred, _ = head(change, first, x_i, i, d.from_x0)
     assert torch.allclose(d.to_x0(pred, x_i, i), first + change, atol=1e-4)
     legacy = ResidualOutput.from_config({"residual": True, "residual_output": {"gate": False},

@@ -197,7 +197,7 @@ def test_a_base_model_with_a_shift_path_and_a_gate_answers_through_the_door_as_i
     out = train(cfg)
     recorded = yaml.safe_load((out / "config.yaml").read_text())
     assert recorded["residual_output"] == {"shift": {"radius": [3, 2], "scale": 8.0, "prior": 5.0, "hard": None},
-                                           "gate": True, "snap": 0.0, "change": "x0"}
+                                           "gate": True, "snap": 0.0, "change": "param"}
     from avid.blackbox import open_denoiser
     from avid.methods import build_method
     from avid.train import build_context

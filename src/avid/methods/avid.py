@@ -2,10 +2,11 @@
 black-box model's prediction and the first frames, and outputs a mask ``m`` and its own
 prediction; ``final = out_pre * m + out_adapt * (1 - m)`` (eq. 5), trained with eq. 6.
 
-``residual=True`` (a CPU-scale choice, not the paper's): the adapter's own prediction is the last
-conditioning frame plus a change (``out_adapt = from_x0(last + adapter output)``: the change is in
-clean-frame units whatever the parameterisation, see ``avid.nn.residual``; the output starts at zero),
-so at initialisation ``final`` mixes the base prediction with "nothing moves".
+``residual=True`` (a CPU-scale choice, not the paper's): the adapter's own prediction is the change
+from the last conditioning frame (``out_adapt = hold_last + adapter output``, the output starting
+at zero), so at initialisation ``final`` mixes the base prediction with "nothing moves";
+``residual_change="x0"`` adds the change to the clean frame instead (``from_x0(last + output)``; the
+same for x0, different for v and eps: ``avid.nn.residual``).
 ``motion`` (with ``residual``; also not the paper's): the adapter's own prediction is the last
 conditioning frame *moved*, plus the change (``avid.nn.warp``), starting at "no move": a camera that
 follows the agent is a few numbers per frame instead of a redrawn frame. ``"flow"`` (or ``True``): a
@@ -26,6 +27,7 @@ from torch import nn
 from avid.methods._unet import build_unet
 from avid.methods.base import Context, Method
 from avid.nn import SHIFT_LOGIT_SCALE, SHIFT_PRIOR, ShiftPath, warp_frame, with_first_frames, zero_module
+from avid.nn.residual import CHANGE_SPACES
 
 FLOW_SCALE = 8.0  # pixels per unit of the flow channels: the view moves up to ~10 px per frame in Coinrun
 MOTIONS = {False: None, None: None, True: "flow", "flow": "flow", "shift": "shift"}
@@ -38,8 +40,10 @@ class AVID(Method):
     def __init__(self, ctx: Context, unet: dict | None = None, mask: bool = True,
                  condition_on_base: bool = True, residual: bool = False, motion: bool | str = False,
                  shift_radius: int | list[int] = 12, shift_scale: float = SHIFT_LOGIT_SCALE,
-                 shift_prior: float = SHIFT_PRIOR, shift_target: float = 0.0) -> None:
+                 shift_prior: float = SHIFT_PRIOR, shift_target: float = 0.0, residual_change: str = "param") -> None:
         super().__init__(ctx)
+        if residual_change not in CHANGE_SPACES:
+            raise ValueError(f"residual_change must be one of {CHANGE_SPACES}, got {residual_change!r}")
         c, k = ctx.channels, ctx.cond_frames
         if motion not in MOTIONS:
             raise ValueError(f"motion must be false, 'flow' (or true) or 'shift', got {motion!r}")
@@ -56,7 +60,7 @@ class AVID(Method):
                              "change to: it needs residual=True")
         if motion and ctx.codec is not None:
             raise ValueError("motion=True moves pixels; this base model works in a codec's latent space")
-        self.residual, self.motion = residual, motion
+        self.residual, self.motion, self.residual_change = residual, motion, residual_change
         in_ch = c * (1 + int(condition_on_base) + k)  # x_i, out_pre, first frames (3c for one frame)
         # residual: the adapter's own prediction starts at zero; its mask logit channel does not, or the
         # mask head (zero-initialised below) and that channel would both stay at zero (each one's
@@ -79,10 +83,13 @@ class AVID(Method):
             return out_pre + self.out_head(out), {}
         out_adapt, m = out[:, :c], torch.sigmoid(self.mask_head(out[:, -1:]).float())
         extras = {}
-        if self.residual:  # the change is added to the clean frame (for v/eps too: avid.nn.residual)
+        if self.residual:  # the change from the held frame, in clean-frame or in the parameterisation's units
             held = (self._moved(first[:, :, -1], out[:, c:], extras) if self.motion
                     else first[:, :, -1:].expand_as(x_i))
-            out_adapt = self.diffusion.from_x0((held + out_adapt).to(x_i.dtype), x_i, i)
+            if self.residual_change == "x0":
+                out_adapt = self.diffusion.from_x0((held + out_adapt).to(x_i.dtype), x_i, i)
+            else:
+                out_adapt = out_adapt + self.diffusion.from_x0(held.to(x_i.dtype), x_i, i)
         final = out_pre * m + out_adapt * (1 - m)  # eq. 5, mask broadcast over channels
         return final, {"mask": m, **extras}
 

@@ -12,6 +12,8 @@ sigmoid gate, so an unchanged pixel can be reproduced exactly by a saturated gat
 inference) drops changes smaller than it, so a background that does not move comes out exactly;
 ``shift_hard`` (at inference) takes a frame's likeliest shift alone when its probability is at least
 that, so a frame the model is sure of is an exact copy of the moved frame rather than a blend.
+``residual_change`` (v and eps): ``"param"`` adds the change in the parameterisation's units, ``"x0"``
+to the clean frame (``avid.nn.residual`` says what each costs).
 
 ``action_dropout`` replaces a sample's actions by the learned "no action" embedding with that
 probability during training (classifier-free guidance training, Ho & Salimans 2021).
@@ -35,7 +37,7 @@ class Scratch(Method):
                  action_dropout: float = 0.0, residual: bool = False, motion: bool | str = False,
                  shift_radius: int | list[int] = 12, shift_scale: float = SHIFT_LOGIT_SCALE,
                  shift_prior: float = SHIFT_PRIOR, shift_target: float = 0.0, gate: bool = False,
-                 snap: float = 0.0, shift_hard: float | None = None) -> None:
+                 snap: float = 0.0, shift_hard: float | None = None, residual_change: str = "param") -> None:
         super().__init__(ctx)
         if not 0 <= action_dropout < 1:
             raise ValueError(f"action_dropout must be in [0, 1), got {action_dropout}")
@@ -56,7 +58,7 @@ class Scratch(Method):
         self.residual = residual
         shifts = ShiftPath(shift_radius, shift_scale, shift_prior, shift_target, shift_hard) if motion else None
         c, k = ctx.channels, ctx.cond_frames
-        self.output = ResidualOutput(c, shifts, gate, snap, ctx.diffusion.param) if residual else None
+        self.output = ResidualOutput(c, shifts, gate, snap, ctx.diffusion.param, residual_change) if residual else None
         self.net = build_unet(ctx, self.unet_options, c * (1 + k), self.output.out_channels if residual else c,
                               actions=use_actions, zero_output=residual)
 
@@ -90,10 +92,10 @@ class Pretrain(Scratch):
     def __init__(self, ctx: Context, unet: dict | None = None, residual: bool = False, motion: bool | str = False,
                  shift_radius: int | list[int] = 12, shift_scale: float = SHIFT_LOGIT_SCALE,
                  shift_prior: float = SHIFT_PRIOR, shift_target: float = 0.0, gate: bool = False,
-                 snap: float = 0.0, shift_hard: float | None = None) -> None:
+                 snap: float = 0.0, shift_hard: float | None = None, residual_change: str = "param") -> None:
         super().__init__(ctx, unet, use_actions=False, residual=residual, motion=motion, shift_radius=shift_radius,
                          shift_scale=shift_scale, shift_prior=shift_prior, shift_target=shift_target, gate=gate,
-                         snap=snap, shift_hard=shift_hard)
+                         snap=snap, shift_hard=shift_hard, residual_change=residual_change)
 
 
 class CopyLast(Method):
