@@ -27,7 +27,7 @@ from torch import nn
 from avid.methods._unet import build_unet
 from avid.methods.base import Context, Method
 from avid.nn import SHIFT_LOGIT_SCALE, SHIFT_PRIOR, ShiftPath, warp_frame, with_first_frames, zero_module
-from avid.nn.residual import CHANGE_SPACES
+from avid.nn.residual import add_change, check_change_space
 
 FLOW_SCALE = 8.0  # pixels per unit of the flow channels: the view moves up to ~10 px per frame in Coinrun
 MOTIONS = {False: None, None: None, True: "flow", "flow": "flow", "shift": "shift"}
@@ -42,8 +42,7 @@ class AVID(Method):
                  shift_radius: int | list[int] = 12, shift_scale: float = SHIFT_LOGIT_SCALE,
                  shift_prior: float = SHIFT_PRIOR, shift_target: float = 0.0, residual_change: str = "param") -> None:
         super().__init__(ctx)
-        if residual_change not in CHANGE_SPACES:
-            raise ValueError(f"residual_change must be one of {CHANGE_SPACES}, got {residual_change!r}")
+        check_change_space(residual_change, "residual_change")
         c, k = ctx.channels, ctx.cond_frames
         if motion not in MOTIONS:
             raise ValueError(f"motion must be false, 'flow' (or true) or 'shift', got {motion!r}")
@@ -86,10 +85,7 @@ class AVID(Method):
         if self.residual:  # the change from the held frame, in clean-frame or in the parameterisation's units
             held = (self._moved(first[:, :, -1], out[:, c:], extras) if self.motion
                     else first[:, :, -1:].expand_as(x_i))
-            if self.residual_change == "x0":
-                out_adapt = self.diffusion.from_x0((held + out_adapt).to(x_i.dtype), x_i, i)
-            else:
-                out_adapt = out_adapt + self.diffusion.from_x0(held.to(x_i.dtype), x_i, i)
+            out_adapt = add_change(out_adapt, held, x_i, i, self.diffusion.from_x0, self.residual_change)
         final = out_pre * m + out_adapt * (1 - m)  # eq. 5, mask broadcast over channels
         return final, {"mask": m, **extras}
 

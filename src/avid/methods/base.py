@@ -47,8 +47,8 @@ def to_latent(codec, batch: Batch) -> Batch:
 
 
 def encodes_frames_apart(codec, video: torch.Tensor, tol: float = 0.02) -> bool:
-    """Whether ``codec`` encodes each frame of ``video`` ``(B, C, T >= 2, H, W)`` (its first 4) on its own (an image
-    autoencoder applied per frame, as the shipped one) rather than mixing frames (a video codec):
+    """Whether ``codec`` encodes each frame of ``video`` ``(B, C, T >= 2, H, W)`` (its first 4) on its
+    own (an image autoencoder applied per frame, as the shipped one) rather than mixing frames (a video codec):
     measured, the frames encoded together against each encoded alone, within ``tol`` of the latents'
     spread (reduced precision reorders sums). Only then may a latent run encode its frames once
     (``avid.data.LatentWindows``)."""

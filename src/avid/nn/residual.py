@@ -41,6 +41,24 @@ from avid.nn.warp import best_shifts, shift_frame
 
 CHANGE_SPACES = ("x0", "param")
 
+
+def check_change_space(space: str, name: str = "change") -> str:
+    """``space`` if it names where a residual change is added (``CHANGE_SPACES``), else one clear error."""
+    if space not in CHANGE_SPACES:
+        raise ValueError(f"{name} must be one of {CHANGE_SPACES}, got {space!r}")
+    return space
+
+
+def add_change(change: torch.Tensor, held: torch.Tensor, x_i: torch.Tensor, i: torch.Tensor,
+               from_x0: FromX0, space: str) -> torch.Tensor:
+    """The prediction of the clean frame ``held`` plus ``change``, in the parameterisation ``from_x0``
+    expresses an x0 estimate in: the change added to the clean frame (``space="x0"``) or to ``held``'s
+    prediction in the parameterisation's own units (``"param"``); the module docstring says what each
+    costs. The one rule for the residual base models and AVID's residual adapter."""
+    if space == "x0":
+        return from_x0((held + change).to(x_i.dtype), x_i, i)
+    return change + from_x0(held.to(x_i.dtype), x_i, i)
+
 SHIFT_LOGIT_SCALE = 4.0  # logits per unit of the shift channels, so a few units make a confident choice
 SHIFT_PRIOR = 5.0  # logit lead of "no move" on each axis at the start (p = 0.85 each at radius 12)
 
@@ -112,8 +130,7 @@ class ResidualOutput(nn.Module):
     def __init__(self, channels: int, shifts: ShiftPath | None = None, gate: bool = False, snap: float = 0.0,
                  param: str = "x0", change: str = "param") -> None:
         super().__init__()
-        if change not in CHANGE_SPACES:
-            raise ValueError(f"change must be one of {CHANGE_SPACES}, got {change!r}")
+        check_change_space(change)
         if snap < 0:
             raise ValueError(f"snap is a size of change (>= 0), got {snap}")
         if snap and param != "x0":
@@ -134,9 +151,7 @@ class ResidualOutput(nn.Module):
         last = first[:, :, -1]
         held = (self.shifts(last, out[:, c:c + self.shifts.channels], extras) if self.shifts
                 else last[:, :, None].expand_as(x_i))
-        if self.change == "x0":
-            return from_x0((held + change).to(x_i.dtype), x_i, i), extras
-        return change + from_x0(held.to(x_i.dtype), x_i, i), extras
+        return add_change(change, held, x_i, i, from_x0, self.change), extras
 
     def options(self) -> dict[str, Any]:
         """What a base model's config records to rebuild this output (``from_config``)."""

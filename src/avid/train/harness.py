@@ -92,8 +92,8 @@ def fit_run(model: nn.Module, data: Dataset, t: TrainConfig, out: Path, run: dic
     """Fit ``model`` (``model.loss(batch) -> (loss, logs)``; ``what`` names it in the log and the progress
     bar) on ``data`` with ``t`` into ``out``, recording ``run`` (the resolved config) as ``run.yaml``;
     resumes from ``out/checkpoints/last.ckpt``. ``transform``: applied to every batch before the loss
-    (a latent run whose codec mixes frames: its encoding, ``avid.train.run.latent_data``); ``collate_fn``: how items become a
-    batch (default: the videos' ``Batch``). Returns the step reached."""
+    (a latent run whose codec mixes frames: its encoding, ``avid.train.run.latent_data``);
+    ``collate_fn``: how items become a batch (default: the videos' ``Batch``). Returns the step reached."""
     module = MethodModule(model, lr=t.lr, weight_decay=t.weight_decay, lr_schedule=t.lr_schedule,
                           warmup_steps=t.warmup_steps, max_steps=t.max_steps, min_lr_ratio=t.min_lr_ratio,
                           transform=transform)
