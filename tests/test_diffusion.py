@@ -123,17 +123,47 @@ def test_samplers_recover_a_point_mass_with_an_oracle(sampler, steps, param):
     assert torch.allclose(out, c, atol=1e-3 if sampler == "ddim" else 2e-2)
 
 
-def test_ddpm_matches_the_data_distribution_of_two_points():
-    """DDPM with the exact posterior-mean predictor of a two-point dataset samples both points ~equally."""
-    d = Diffusion(DiffusionConfig(num_steps=50, schedule="cosine", param="x0"))
-    pts = torch.tensor([-0.5, 0.5])
-
+def _two_point_x0(d, pts):
     def exact_x0(x_i, i):
         a = d.alphas_cumprod[i].view(-1, 1, 1, 1, 1)
         logw = -(x_i[..., None] - a.sqrt()[..., None] * pts) ** 2 / (2 * (1 - a[..., None]))
         return (torch.softmax(logw, -1) * pts).sum(-1)
+    return exact_x0
 
-    out = sample(d, exact_x0, (4000, 1, 1, 1, 1), sampler="ddpm", generator=torch.Generator().manual_seed(0))
+
+@pytest.mark.parametrize("sampler,steps", [("ddpm", None), ("ddim", 4)])
+def test_a_part_way_start_noises_the_guess_to_that_step_and_walks_down_from_it(sampler, steps):
+    """SDEdit-style start: the first network call sees the guess noised to ``start`` (with the sampler's
+    own noise), the steps run start..0, and a lightly noised guess keeps its mode where pure noise
+    splits between both."""
+    d = Diffusion(DiffusionConfig(num_steps=50, schedule="cosine", param="x0"))
+    exact = _two_point_x0(d, torch.tensor([-0.5, 0.5]))
+    seen = []
+
+    def record(x_i, i):
+        seen.append((int(i[0]), x_i.clone()))
+        return exact(x_i, i)
+
+    shape, guess = (2000, 1, 1, 1, 1), torch.full((2000, 1, 1, 1, 1), 0.5)
+    out = sample(d, record, shape, sampler=sampler, steps=steps, start=5, init=guess,
+                 generator=torch.Generator().manual_seed(0))
+    visited = [t for t, _ in seen]
+    assert visited[0] == 5 and visited[-1] == 0 and len(visited) == (6 if sampler == "ddpm" else 4)
+    a = d.alphas_cumprod[5]
+    expected = a.sqrt() * guess + (1 - a).sqrt() * torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(seen[0][1], expected, atol=1e-6)
+    assert float((out > 0).float().mean()) > 0.98  # from pure noise: about half (the test below)
+    with pytest.raises(ValueError, match="both the starting step"):
+        sample(d, exact, shape, start=12)
+    with pytest.raises(ValueError, match=r"\[0, 49\]"):
+        sample(d, exact, shape, start=50, init=guess)
+
+
+def test_ddpm_matches_the_data_distribution_of_two_points():
+    """DDPM with the exact posterior-mean predictor of a two-point dataset samples both points ~equally."""
+    d = Diffusion(DiffusionConfig(num_steps=50, schedule="cosine", param="x0"))
+    pts = torch.tensor([-0.5, 0.5])
+    out = sample(d, _two_point_x0(d, pts), (4000, 1, 1, 1, 1), sampler="ddpm", generator=torch.Generator().manual_seed(0))
     assert torch.all((out.flatten().abs() - 0.5).abs() < 0.05)
     assert abs(float((out > 0).float().mean()) - 0.5) < 0.05
     assert math.isfinite(float(out.mean()))

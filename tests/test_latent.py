@@ -206,3 +206,47 @@ def test_sampling_a_latent_model_keeps_latents_outside_the_frames_range(latent_b
     monkeypatch.setattr(method, "predict", oracle)
     roll = sample_videos(method, batch.first, batch.actions, SampleConfig(steps=3, batch_size=2), progress=False)
     torch.testing.assert_close(roll.videos, codec.decode(z).clamp(-1, 1), atol=1e-4, rtol=0)
+
+
+def test_a_part_way_start_noises_the_last_conditioning_frame_in_the_latent_space(latent_base, monkeypatch):
+    """``SampleConfig.start_step``: the first network call sees the encoded last conditioning frame,
+    repeated over the clip and noised to that step (at step 0, almost itself), and only the steps from
+    there down are walked."""
+    data, _, base = latent_base
+    method, _ = load_method(base, precision="fp32")
+    codec = method.ctx.codec
+    batch = collate([WindowDataset(data, FRAMES, K, stride=FRAMES)[j] for j in range(2)])
+    last = codec.encode(batch.first)[:, :, -1:].expand(-1, -1, FRAMES - K, -1, -1)
+    seen = []
+
+    def record(x_i, i, first, actions):
+        seen.append((int(i[0]), x_i.clone()))
+        return method.diffusion.from_x0(last, x_i, i), {}
+
+    monkeypatch.setattr(method, "predict", record)
+    roll = sample_videos(method, batch.first, batch.actions, SampleConfig(steps=1, batch_size=2, start_step=0),
+                         progress=False)
+    assert [t for t, _ in seen] == [0]
+    noise = (1 - method.diffusion.alphas_cumprod[0]).sqrt()
+    assert float((seen[0][1] - last).abs().mean()) < 2 * float(noise) < 0.2 * float(last.abs().mean())
+    torch.testing.assert_close(roll.videos, codec.decode(last).clamp(-1, 1), atol=1e-4, rtol=0)
+
+
+def test_a_latent_evaluation_also_scores_copy_last_through_the_codec(tmp_path, latent_base):
+    """Every table of a latent base closes with copy-last and with copy-last after the black box's
+    encode/decode: the score of a latent model that predicts "nothing moves" exactly."""
+    from avid.metrics import frame_metrics
+    from avid.pipelines.evaluate import COPY_LAST, COPY_LAST_CODEC, copy_last_frame, evaluate, to01
+
+    data, _, base = latent_base
+    method, _ = load_method(base, precision="fp32")
+    codec = method.ctx.codec
+    batch = collate([WindowDataset(data, FRAMES, K, stride=FRAMES)[j] for j in range(2)])
+    res = evaluate({"base": method}, batch, SampleConfig(steps=1, batch_size=2), tmp_path / "report")
+    through = codec.decode(codec.encode(batch.first[:, :, -1:])).clamp(-1, 1).expand_as(batch.x0)
+    expected = frame_metrics(to01(batch.x0), to01(through))
+    assert res.metrics[COPY_LAST_CODEC]["psnr"] == pytest.approx(expected["psnr"], abs=1e-4)
+    plain = frame_metrics(to01(batch.x0), to01(copy_last_frame(batch)))["psnr"]
+    assert res.metrics[COPY_LAST]["psnr"] == pytest.approx(plain, abs=1e-4) and plain != expected["psnr"]
+    table = (tmp_path / "report" / "metrics.md").read_text()
+    assert f"| {COPY_LAST_CODEC} |" in table and table.index(f"| {COPY_LAST} |") < table.index(f"| {COPY_LAST_CODEC} |")

@@ -83,7 +83,7 @@ def cmd_sample(args) -> None:
     from avid.pipelines.sample import sample_to_folder
 
     cfg = SampleConfig(sampler=args.sampler, steps=args.ddim_steps, eta=args.eta, batch_size=args.batch_size,
-                       seed=args.seed, precision=args.precision)
+                       seed=args.seed, precision=args.precision, start_step=args.start_step)
     print(sample_to_folder(args.checkpoint, args.out, cfg, args.data, args.limit, args.first_frames, args.actions))
 
 
@@ -92,7 +92,7 @@ def cmd_eval(args) -> None:
     from avid.pipelines.eval_runs import evaluate_runs
 
     cfg = SampleConfig(sampler=args.sampler, steps=args.ddim_steps, eta=args.eta, batch_size=args.batch_size,
-                       seed=args.seed, precision=args.precision)
+                       seed=args.seed, precision=args.precision, start_step=args.start_step)
     out = evaluate_runs(args.runs, args.data, args.out, cfg, args.with_base, args.limit, args.title, args.classifier,
                         args.weights, args.fvd_features, args.aer_classes)
     print((out / "metrics.md").read_text())

@@ -76,6 +76,9 @@ def add_sampler_options(p, batch_size: int) -> None:
     p.add_argument("--ddim-steps", type=int, default=d.steps, help="DDIM sampling steps, ignored by ddpm; the "
                    "quickstart, the experiment configs and the README's tables use the same number")
     p.add_argument("--eta", type=float, default=d.eta, help="DDIM noise: 0 deterministic, 1 the DDPM posterior's")
+    p.add_argument("--start-step", type=int, default=d.start_step,
+                   help="SDEdit-style: start at this diffusion step from the last conditioning frame noised to it "
+                   "(default: from pure noise at the last step)")
     p.add_argument("--batch-size", type=int, default=batch_size, help="videos sampled at once")
     p.add_argument("--seed", type=int, default=d.seed,
                    help="noise seed: every method sampled with one seed gets the same initial noise")

@@ -95,18 +95,23 @@ class SampleConfig:
     seed: int = 0
     device: str = "cpu"  # e.g. "cuda": the method runs there; the videos come back on the CPU
     precision: str = "auto"  # of every forward pass while sampling (see TrainConfig.precision)
+    # SDEdit-style start: begin at this diffusion step from the last conditioning frame, repeated over
+    # the clip and noised to the step, instead of at the last step from pure noise (None); the steps are
+    # then spaced over start..0. Every method sampled with one config gets the same start.
+    start_step: int | None = None
 
     def __post_init__(self) -> None:
         if self.sampler not in ("ddpm", "ddim"):
             raise ValueError(f"sampler must be 'ddpm' or 'ddim', got {self.sampler!r}")
-        check_numbers(self, "sampling", at_least_1=("steps", "batch_size"), at_least_0=("eta", "seed"))
+        check_numbers(self, "sampling", at_least_1=("steps", "batch_size"), at_least_0=("eta", "seed", "start_step"))
 
     def describe(self) -> str:
         """The sampler in words, as every report states it: "DDIM with 4 steps (eta 0)", "DDPM with every
         diffusion step"."""
+        start = "" if self.start_step is None else f", from the last frame noised to step {self.start_step}"
         if self.sampler != "ddim":
-            return f"{self.sampler.upper()} with every diffusion step"
-        return f"DDIM with {f'{self.steps} steps' if self.steps else 'every diffusion step'} (eta {self.eta:g})"
+            return f"{self.sampler.upper()} with every diffusion step{start}"
+        return f"DDIM with {f'{self.steps} steps' if self.steps else 'every diffusion step'} (eta {self.eta:g}){start}"
 
 
 @dataclass

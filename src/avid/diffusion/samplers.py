@@ -22,24 +22,36 @@ def _call(predict: Predict, x: torch.Tensor, i: torch.Tensor):
     return out if isinstance(out, tuple) else (out, {})
 
 
-def ddim_timesteps(num_steps: int, sample_steps: int) -> list[int]:
-    """Evenly spaced descending steps from ``num_steps - 1`` to 0 (``sample_steps`` of them)."""
-    if not 1 <= sample_steps <= num_steps:
-        raise ValueError(f"sample_steps must be in [1, {num_steps}], got {sample_steps}")
-    steps = torch.linspace(num_steps - 1, 0, sample_steps).round().long().tolist()
+def ddim_timesteps(num_steps: int, sample_steps: int, start: int | None = None) -> list[int]:
+    """Evenly spaced descending steps from ``start`` (default ``num_steps - 1``) to 0 (``sample_steps``
+    of them)."""
+    top = _top(num_steps, start)
+    if not 1 <= sample_steps <= top + 1:
+        raise ValueError(f"sample_steps must be in [1, {top + 1}], got {sample_steps}")
+    steps = torch.linspace(top, 0, sample_steps).round().long().tolist()
     return sorted(set(steps), reverse=True)
 
 
-def sampler_timesteps(num_steps: int, sampler: str = "ddpm", steps: int | None = None) -> list[int]:
-    """The diffusion steps a sampler visits, in sampling order (from ``num_steps - 1`` down):
-    all of them for DDPM, ``steps`` evenly spaced ones for DDIM (None: all)."""
+def sampler_timesteps(num_steps: int, sampler: str = "ddpm", steps: int | None = None,
+                      start: int | None = None) -> list[int]:
+    """The diffusion steps a sampler visits, in sampling order (from ``start``, default ``num_steps -
+    1``, down): all of them for DDPM, ``steps`` evenly spaced ones for DDIM (None: all)."""
+    top = _top(num_steps, start)
     if sampler == "ddpm":
-        if steps not in (None, num_steps):
-            raise ValueError(f"DDPM walks all {num_steps} steps; use sampler='ddim' for {steps}")
-        return list(range(num_steps - 1, -1, -1))
+        if steps not in (None, top + 1):
+            raise ValueError(f"DDPM walks all {top + 1} steps; use sampler='ddim' for {steps}")
+        return list(range(top, -1, -1))
     if sampler == "ddim":
-        return ddim_timesteps(num_steps, steps or num_steps)
+        return ddim_timesteps(num_steps, steps or top + 1, start)
     raise ValueError(f"unknown sampler {sampler!r}; expected 'ddpm' or 'ddim'")
+
+
+def _top(num_steps: int, start: int | None) -> int:
+    if start is None:
+        return num_steps - 1
+    if not 0 <= start < num_steps:
+        raise ValueError(f"the starting diffusion step must be in [0, {num_steps - 1}], got {start}")
+    return start
 
 
 @torch.no_grad()
@@ -56,16 +68,29 @@ def sample(
     device: torch.device | str = "cpu",
     on_step: Callable[[int, int, dict], None] | None = None,
     progress: bool = False,
-    x_start: torch.Tensor | None = None,
+    start: int | None = None,
+    init: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Draw ``x_0`` of ``shape`` (``(B, C, T, H, W)``) by reverse diffusion.
 
     ``sampler="ddpm"`` walks all N steps with the posterior of eq. 1 (``steps`` must be None or N);
     ``sampler="ddim"`` takes ``steps`` evenly spaced steps (Song et al., 2021) with stochasticity
     ``eta`` (``eta=1`` with all steps has the DDPM posterior variance).
+
+    ``start`` and ``init`` (given together) begin the reverse process part-way, as SDEdit (Meng et
+    al., 2022) does: at diffusion step ``start`` from ``init`` (a guess of the clean video, ``shape``)
+    noised to that step, instead of at the last step from pure noise; ``steps`` are then spaced over
+    ``start..0``.
     """
-    seq = sampler_timesteps(diffusion.num_steps, sampler, steps)
-    x = torch.randn(shape, generator=generator, device=device) if x_start is None else x_start.clone()
+    if (start is None) != (init is None):
+        raise ValueError("a part-way start needs both the starting step and the clean guess it noises")
+    seq = sampler_timesteps(diffusion.num_steps, sampler, steps, start)
+    x = torch.randn(shape, generator=generator, device=device)
+    if init is not None:
+        if tuple(init.shape) != tuple(shape):
+            raise ValueError(f"the clean guess to start from has shape {tuple(init.shape)}, expected {tuple(shape)}")
+        a = diffusion.alphas_cumprod.to(device)[seq[0]]
+        x = a.sqrt() * init.to(device).float() + (1 - a).sqrt() * x
     ac = diffusion.alphas_cumprod.to(device)
     for k, t in enumerate(tqdm(seq, desc=f"{sampler} sampling", disable=not progress, leave=False)):
         i = torch.full((shape[0],), t, device=device, dtype=torch.long)

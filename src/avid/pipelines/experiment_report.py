@@ -30,7 +30,7 @@ from safetensors import safe_open
 from avid.checkpoint import WEIGHTS, resolve
 from avid.data.storage import atomic_write_text
 from avid.pipelines.experiment_config import DOMAINS, ExperimentConfig, ExperimentMetrics, SweepResult
-from avid.pipelines.evaluate import COPY_LAST, EvalResult, MetricFn, action_error_ratio, perceptual
+from avid.pipelines.evaluate import BASELINES, COPY_LAST, EvalResult, MetricFn, action_error_ratio, perceptual
 from avid.methods import TABLE1, TABLE3, method_class
 from avid.metrics.normalise import normalised_scores
 from avid.metrics.stats import ALPHA, LEVEL, SIGNIFICANT, MeanCI, compare_to_reference
@@ -106,7 +106,7 @@ def seed_note(seeds: list[int], reference: str | None) -> str:
     if reference:
         note += (f" {SIGNIFICANT}: differs from {reference} by Welch's t-test (two-sided, p < {ALPHA:g}); with "
                  f"{len(seeds)} seeds only large differences can show.")
-    return note + f" {COPY_LAST}: the same for every seed (no randomness)."
+    return note + f" {' and '.join(BASELINES)}: the same for every seed (no randomness)."
 
 
 def seeds_csv(res: EvalResult, seeds: list[int]) -> str:
@@ -148,8 +148,9 @@ def result_rows(res: EvalResult, keys: dict[str, str], names: tuple[str, ...], s
         r = by_key[keys[name]]
         params = r.params if method_class(name).trains else base_params  # the base model alone: its size
         rows.append(_row(name, res.metrics[keys[name]], shown, params, r.needs_parameters))
-    if COPY_LAST in res.metrics:  # the trivial baseline closes every table
-        rows.append(_row(COPY_LAST, res.metrics[COPY_LAST], shown, None, False))
+    for name in BASELINES:  # the trivial baseline (and, for a latent base, it through the codec) closes every table
+        if name in res.metrics:
+            rows.append(_row(name, res.metrics[name], shown, None, False))
     return rows
 
 

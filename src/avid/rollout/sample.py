@@ -59,7 +59,7 @@ def sample_videos(method: Method, first: torch.Tensor, actions: torch.Tensor, cf
     videos, masks, step_sum, steps = [], [], None, None
     bs = cfg.batch_size
     ddim_steps = cfg.steps if cfg.sampler == "ddim" else None
-    per_batch = len(sampler_timesteps(method.diffusion.num_steps, cfg.sampler, ddim_steps))
+    per_batch = len(sampler_timesteps(method.diffusion.num_steps, cfg.sampler, ddim_steps, cfg.start_step))
     batches = range(0, n, bs)
     # one bar in denoising steps over every batch: its rate and ETA move with every network call
     bar = tqdm(total=len(batches) * per_batch, unit="step", disable=not progress,
@@ -83,9 +83,11 @@ def sample_videos(method: Method, first: torch.Tensor, actions: torch.Tensor, cf
         # x0 is clipped to the frames' [-1, 1] in pixel space only: a codec's latents are scaled to unit
         # variance (about +-4 on the robot arm's frames), and clipping them there collapsed every latent
         # model's sample to a washed-out still of its first frame, whatever the model predicted
+        # an SDEdit-style start noises "nothing moves" (the last conditioning frame, repeated)
+        init = None if cfg.start_step is None else fb[:, :, -1:].expand(-1, -1, t, -1, -1)
         x = sample(method.diffusion, predict, (len(fb), c, t, h, w),
                    sampler=cfg.sampler, steps=ddim_steps, eta=cfg.eta, clip_x0=codec is None,
-                   generator=gen, device=cfg.device, on_step=on_step)
+                   generator=gen, device=cfg.device, on_step=on_step, start=cfg.start_step, init=init)
         if codec is not None:
             x = codec.decode(x)
         videos.append(x.clamp(-1, 1).cpu())
