@@ -172,7 +172,7 @@ def plan_steps(cfg: RunConfig, train_dir: Path, opt: QuickstartOptions, seconds_
     train_s, sample_s = _seconds(step), _seconds(sample_step, 1)
     metric_s = metric_seconds(pixel_batch, list(metrics)) if metrics else 0.0
     denoising_steps = s.steps if s.sampler == "ddim" and s.steps else ctx.diffusion.num_steps
-    rows = 3  # base, AVID and copy-last-frame are scored
+    rows = 3 + (ctx.codec is not None)  # base, AVID, copy-last-frame (and through the codec, for a latent base)
     eval_s = math.ceil(opt.eval_size / bs) * denoising_steps * sample_s * 1.1 + rows * opt.eval_size * metric_s + 20
     train_s_left = seconds_left - eval_s - once_s
     affordable = max(0, int(train_s_left / (train_s * 1.05)))  # Lightning's own overhead per step
