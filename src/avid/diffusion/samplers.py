@@ -85,13 +85,12 @@ def sample(
     if (start is None) != (init is None):
         raise ValueError("a part-way start needs both the starting step and the clean guess it noises")
     seq = sampler_timesteps(diffusion.num_steps, sampler, steps, start)
+    ac = diffusion.alphas_cumprod.to(device)
     x = torch.randn(shape, generator=generator, device=device)
     if init is not None:
         if tuple(init.shape) != tuple(shape):
             raise ValueError(f"the clean guess to start from has shape {tuple(init.shape)}, expected {tuple(shape)}")
-        a = diffusion.alphas_cumprod.to(device)[seq[0]]
-        x = a.sqrt() * init.to(device).float() + (1 - a).sqrt() * x
-    ac = diffusion.alphas_cumprod.to(device)
+        x = ac[seq[0]].sqrt() * init.to(device).float() + (1 - ac[seq[0]]).sqrt() * x
     for k, t in enumerate(tqdm(seq, desc=f"{sampler} sampling", disable=not progress, leave=False)):
         i = torch.full((shape[0],), t, device=device, dtype=torch.long)
         pred, extras = _call(predict, x, i)

@@ -97,7 +97,12 @@ def combine_seeds(per_seed: dict[int, EvalResult], reference: str | None) -> Eva
     return EvalResult(metrics, first.rows, first.rollouts)
 
 
-def seed_note(seeds: list[int], reference: str | None) -> str:
+def baselines_of(res: EvalResult) -> tuple[str, ...]:
+    """The trivial rows this result has (copy-last; through the codec only for a latent base)."""
+    return tuple(n for n in BASELINES if n in res.metrics)
+
+
+def seed_note(seeds: list[int], reference: str | None, baselines: tuple[str, ...] = (COPY_LAST,)) -> str:
     if len(seeds) < 2:
         return f"One seed ({seeds[0]})."
     note = (f"Mean ± {LEVEL:.0%} confidence interval over seeds {', '.join(map(str, seeds))} (Student t, "
@@ -106,7 +111,7 @@ def seed_note(seeds: list[int], reference: str | None) -> str:
     if reference:
         note += (f" {SIGNIFICANT}: differs from {reference} by Welch's t-test (two-sided, p < {ALPHA:g}); with "
                  f"{len(seeds)} seeds only large differences can show.")
-    return note + f" {' and '.join(BASELINES)}: the same for every seed (no randomness)."
+    return note + f" {' and '.join(baselines)}: the same for every seed (no randomness)."
 
 
 def seeds_csv(res: EvalResult, seeds: list[int]) -> str:
@@ -148,9 +153,8 @@ def result_rows(res: EvalResult, keys: dict[str, str], names: tuple[str, ...], s
         r = by_key[keys[name]]
         params = r.params if method_class(name).trains else base_params  # the base model alone: its size
         rows.append(_row(name, res.metrics[keys[name]], shown, params, r.needs_parameters))
-    for name in BASELINES:  # the trivial baseline (and, for a latent base, it through the codec) closes every table
-        if name in res.metrics:
-            rows.append(_row(name, res.metrics[name], shown, None, False))
+    for name in baselines_of(res):  # copy-last (and, for a latent base, it through the codec) closes every table
+        rows.append(_row(name, res.metrics[name], shown, None, False))
     return rows
 
 
@@ -208,7 +212,7 @@ def write_report(exp: ExperimentConfig, res: EvalResult, keys: dict[str, str], s
     trained = (f"{steps.pop()} optimiser steps per method" if len(steps) == 1 else
                "optimiser steps: " + ", ".join(f"{m} {b['step']}" for m, b in info.budget.items()))
     common = f"{info.splits.get('test', f'{info.batch_size} test trajectories')}; {trained}. " + seed_note(
-        info.seeds, keys.get("avid"))
+        info.seeds, keys.get("avid"), baselines_of(res))
     chosen_on = f" (chosen on the {info.splits['validation']})" if "validation" in info.splits else ""
     note1 = common + (f" Sampling strengths from the sweeps{chosen_on}: {swept}." if swept else "")
     table1 = result_rows(res, keys, TABLE1, shown, info.base_params)
@@ -260,7 +264,7 @@ def readme(exp: ExperimentConfig, res: EvalResult, keys: dict[str, str], sweeps:
     lines += ["", "## Splits", "", "Choices (sweep values) are made on the validation split only; the tables "
               "score the test split.", ""]
     lines += [f"- {what}" for what in info.splits.values()]
-    lines += ["", "## Seeds", "", seed_note(info.seeds, keys.get("avid")) + (
+    lines += ["", "## Seeds", "", seed_note(info.seeds, keys.get("avid"), baselines_of(res)) + (
         " Sweeps: on the first seed's models only; every seed is evaluated at the chosen values. `seeds.csv`: "
         "every seed's value, the mean, the interval and Welch's p." if len(info.seeds) > 1 else "")]
     lines += ["", "## Sampler and evaluation set", "",

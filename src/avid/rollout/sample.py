@@ -80,11 +80,11 @@ def sample_videos(method: Method, first: torch.Tensor, actions: torch.Tensor, cf
             return pred.float(), extras
 
         gen = torch.Generator(cfg.device).manual_seed(cfg.seed * 1_000_003 + b0)
+        # an SDEdit-style start noises "nothing moves" (the last conditioning frame, repeated)
+        init = None if cfg.start_step is None else fb[:, :, -1:].expand(-1, -1, t, -1, -1)
         # x0 is clipped to the frames' [-1, 1] in pixel space only: a codec's latents are scaled to unit
         # variance (about +-4 on the robot arm's frames), and clipping them there collapsed every latent
         # model's sample to a washed-out still of its first frame, whatever the model predicted
-        # an SDEdit-style start noises "nothing moves" (the last conditioning frame, repeated)
-        init = None if cfg.start_step is None else fb[:, :, -1:].expand(-1, -1, t, -1, -1)
         x = sample(method.diffusion, predict, (len(fb), c, t, h, w),
                    sampler=cfg.sampler, steps=ddim_steps, eta=cfg.eta, clip_x0=codec is None,
                    generator=gen, device=cfg.device, on_step=on_step, start=cfg.start_step, init=init)
