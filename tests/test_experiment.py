@@ -259,3 +259,24 @@ def test_a_stopped_training_segment_still_counts_in_the_runs_budget(tmp_path, mo
     assert record["segments"] == 1 and record["cpu_seconds"] >= 0.05 and record["train_seconds"] >= 0.05
     monkeypatch.setattr(budget, "train", lambda cfg: None)
     assert budget.timed_train(cfg)["segments"] == 2  # the next segment adds to it
+
+
+def test_the_robot_config_gives_the_methods_with_an_own_prediction_the_residual_path_at_matched_sizes(tmp_path):
+    """configs/experiments/robot-cpu.yaml: AVID and every method with a prediction of its own start from
+    "nothing moves" (``residual``), as the robot quickstart's adapter; sizes stay within 10%."""
+    from avid.diffusion import Diffusion, DiffusionConfig
+    from avid.methods import Context
+    from avid.methods.sizes import MATCHED, trainable_parameter_counts
+
+    exp = load_experiment("configs/experiments/robot-cpu.yaml")
+    preset = load_size_preset(exp.sizes)
+    cfgs = {m: method_run_config(exp, m, preset, tmp_path) for m in exp.methods}
+    for m in ("avid", "avid-no-cond", "scratch", "poe", "action-cfg"):
+        assert cfgs[m].method.options == {**preset.options(m), "residual": True}, m
+    assert "residual" not in cfgs["avid-no-mask"].method.options  # its output is added to the base's
+    assert cfgs["finetune"].train.lr == 2e-4 and cfgs["avid"].train.loss_weighting == "truncated_snr"
+    held = type("Held", (), {"spec": type("Spec", (), {"latent": False})()})()
+    ctx = Context(diffusion=Diffusion(DiffusionConfig(num_steps=1000, schedule="linear", param="v")), channels=4,
+                  cond_frames=1, action_kind="continuous", num_actions=7, base=held)
+    counts = trainable_parameter_counts(preset, ctx, options={m: cfgs[m].method.options for m in MATCHED})
+    assert max(counts.values()) <= 1.10 * min(counts.values()) and counts["avid"] > 2e6, counts
