@@ -12,6 +12,7 @@ import yaml
 
 import avid.pipelines.budget
 import avid.pipelines.evaluate
+from avid.diffusion import Diffusion, DiffusionConfig
 from avid.pipelines import experiment
 from avid.pipelines.evaluate import COPY_LAST
 from avid.pipelines.experiment import method_run_config, run_experiment
@@ -155,6 +156,17 @@ def test_the_validation_and_test_splits_must_not_be_the_same_trajectories(tmp_pa
         run_experiment(exp)
 
 
+def matched_counts(preset, cfgs, diffusion, **layout) -> dict:
+    """Trainable parameters of the parameter-matched methods at their experiment options, against a
+    base model that is only held (its layout given by ``layout``)."""
+    from avid.methods import Context
+    from avid.methods.sizes import MATCHED, trainable_parameter_counts
+
+    held = type("Held", (), {"spec": type("Spec", (), {"latent": False})()})()
+    ctx = Context(diffusion=Diffusion(diffusion), base=held, **layout)
+    return trainable_parameter_counts(preset, ctx, options={m: cfgs[m].method.options for m in MATCHED})
+
+
 def test_the_cpu_config_gives_every_method_the_same_steps_and_matched_sizes(tmp_path):
     exp = load_experiment("configs/experiments/coinrun-cpu.yaml", ["steps=7"])
     preset = load_size_preset(exp.sizes)
@@ -169,14 +181,8 @@ def test_the_cpu_config_gives_every_method_the_same_steps_and_matched_sizes(tmp_
     for m in ("avid", "avid-no-cond", "scratch", "poe", "action-cfg"):
         assert cfgs[m].method.options == {**preset.options(m), **shift}, m
     # ... and the parameter-matched methods stay within 10% of each other with it (the paper's rule)
-    from avid.diffusion import Diffusion, DiffusionConfig
-    from avid.methods import Context
-    from avid.methods.sizes import MATCHED, trainable_parameter_counts
-
-    held = type("Held", (), {"spec": type("Spec", (), {"latent": False})()})()  # a base that is only held
-    ctx = Context(diffusion=Diffusion(DiffusionConfig(num_steps=200)), channels=3, cond_frames=2,
-                  action_kind="discrete", num_actions=15, base=held)
-    counts = trainable_parameter_counts(preset, ctx, options={m: cfgs[m].method.options for m in MATCHED})
+    counts = matched_counts(preset, cfgs, DiffusionConfig(num_steps=200), channels=3, cond_frames=2,
+                            action_kind="discrete", num_actions=15)
     assert max(counts.values()) <= 1.10 * min(counts.values()) and counts["avid"] > 3.5e6, counts
     assert cfgs["controlnet"].method.options == {} and cfgs["finetune"].method.options == {}
     assert str(cfgs["poe"].out).endswith("coinrun-cpu/poe")
@@ -264,10 +270,6 @@ def test_a_stopped_training_segment_still_counts_in_the_runs_budget(tmp_path, mo
 def test_the_robot_config_gives_the_methods_with_an_own_prediction_the_residual_path_at_matched_sizes(tmp_path):
     """configs/experiments/robot-cpu.yaml: AVID and every method with a prediction of its own start from
     "nothing moves" (``residual``), as the robot quickstart's adapter; sizes stay within 10%."""
-    from avid.diffusion import Diffusion, DiffusionConfig
-    from avid.methods import Context
-    from avid.methods.sizes import MATCHED, trainable_parameter_counts
-
     exp = load_experiment("configs/experiments/robot-cpu.yaml")
     preset = load_size_preset(exp.sizes)
     cfgs = {m: method_run_config(exp, m, preset, tmp_path) for m in exp.methods}
@@ -275,8 +277,6 @@ def test_the_robot_config_gives_the_methods_with_an_own_prediction_the_residual_
         assert cfgs[m].method.options == {**preset.options(m), "residual": True}, m
     assert "residual" not in cfgs["avid-no-mask"].method.options  # its output is added to the base's
     assert cfgs["finetune"].train.lr == 2e-4 and cfgs["avid"].train.loss_weighting == "truncated_snr"
-    held = type("Held", (), {"spec": type("Spec", (), {"latent": False})()})()
-    ctx = Context(diffusion=Diffusion(DiffusionConfig(num_steps=1000, schedule="linear", param="v")), channels=4,
-                  cond_frames=1, action_kind="continuous", num_actions=7, base=held)
-    counts = trainable_parameter_counts(preset, ctx, options={m: cfgs[m].method.options for m in MATCHED})
+    counts = matched_counts(preset, cfgs, DiffusionConfig(num_steps=1000, schedule="linear", param="v"), channels=4,
+                            cond_frames=1, action_kind="continuous", num_actions=7)
     assert max(counts.values()) <= 1.10 * min(counts.values()) and counts["avid"] > 2e6, counts
