@@ -11,6 +11,8 @@ from avid.blackbox import open_denoiser
 from avid.config import SampleConfig, load_run_config
 from avid.data import WindowDataset, collate
 from avid.data.robot import RobotSpec, generate
+from avid.metrics import ssim_per_frame
+from avid.nn.autoencoder import Autoencoder, AutoencoderConfig, frame_ssim
 from avid.pipelines.evaluate import held_out_loss
 from avid.rollout import sample_videos
 from avid.train import load_method, train
@@ -41,6 +43,42 @@ def latent_base(tmp_path_factory):
         "train.progress=false", "train.precision=32-true"])
     return data, codec, train(cfg)
 
+
+def test_the_codec_loss_adds_a_structural_term_when_asked():
+    """``ssim_weight``: the loss is MSE + latent penalty + weight x (1 - SSIM), SSIM as the reports
+    measure it; 0 leaves the MSE-only loss; a negative weight is refused."""
+    torch.manual_seed(0)
+    video = torch.rand(2, 3, 3, 16, 16) * 2 - 1
+    batch = collate([{"first": v[:, :1], "x0": v[:, 1:], "actions": torch.zeros(2, 1)} for v in video])
+    plain = Autoencoder(AutoencoderConfig(**CODEC))
+    loss0, logs0 = plain.loss(batch)
+    weighted = Autoencoder(AutoencoderConfig(**CODEC, ssim_weight=0.5))
+    weighted.load_state_dict(plain.state_dict())
+    loss, logs = weighted.loss(batch)
+    recon = weighted.decoder(weighted.encoder(video.transpose(1, 2).flatten(0, 1)))
+    frames = video.transpose(1, 2).flatten(0, 1)
+    ssim = float(ssim_per_frame((frames[:, :, None] + 1) / 2, (recon.detach().clamp(-1, 1)[:, :, None] + 1) / 2).mean())
+    assert "ssim" not in logs0 and logs["mse"] == pytest.approx(logs0["mse"])
+    assert logs["ssim"] == pytest.approx(ssim, abs=0.05)  # the reports clamp to [-1, 1] first
+    assert float(loss.detach()) == pytest.approx(float(loss0) + 0.5 * (1 - logs["ssim"]), rel=1e-5)
+    loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in weighted.parameters() if p.grad is not None)
+    with pytest.raises(ValueError, match="ssim_weight"):
+        AutoencoderConfig(ssim_weight=-1)
+
+
+def test_the_codec_structural_term_is_float32_under_bf16_autocast():
+    """Training runs under bf16 autocast; SSIM's variances (means of squares minus squared means) must
+    not be computed in bf16, which cancels them to noise on smooth frames close to their reconstruction."""
+    torch.manual_seed(0)
+    ramp = torch.linspace(0.2, 0.6, 32)
+    frames = (ramp[None, None, :, None] + ramp[None, None, None, :]).expand(4, 3, 32, 32)
+    frames = (frames + 0.02 * torch.randn(4, 3, 32, 32)).contiguous()
+    recon = frames + 0.02 * torch.randn_like(frames)
+    reference = float(ssim_per_frame((frames[:, :, None] + 1) / 2, (recon[:, :, None] + 1) / 2).mean())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ssim = frame_ssim(recon.bfloat16(), frames)
+    assert ssim.dtype == torch.float32 and float(ssim) == pytest.approx(reference, abs=0.02)
 
 def test_the_codec_folder_records_its_scale_and_held_out_error(latent_base):
     data, folder, _ = latent_base
