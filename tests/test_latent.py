@@ -55,8 +55,8 @@ def test_the_codec_loss_adds_a_structural_term_when_asked():
     weighted = Autoencoder(AutoencoderConfig(**CODEC, ssim_weight=0.5))
     weighted.load_state_dict(plain.state_dict())
     loss, logs = weighted.loss(batch)
-    recon = weighted.decoder(weighted.encoder(video.transpose(1, 2).flatten(0, 1)))
     frames = video.transpose(1, 2).flatten(0, 1)
+    recon = weighted.decoder(weighted.encoder(frames))
     ssim = float(ssim_per_frame((frames[:, :, None] + 1) / 2, (recon.detach().clamp(-1, 1)[:, :, None] + 1) / 2).mean())
     assert "ssim" not in logs0 and logs["mse"] == pytest.approx(logs0["mse"])
     assert logs["ssim"] == pytest.approx(ssim, abs=0.05)  # the reports clamp to [-1, 1] first
@@ -79,6 +79,7 @@ def test_the_codec_structural_term_is_float32_under_bf16_autocast():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         ssim = frame_ssim(recon.bfloat16(), frames)
     assert ssim.dtype == torch.float32 and float(ssim) == pytest.approx(reference, abs=0.02)
+
 
 def test_the_codec_folder_records_its_scale_and_held_out_error(latent_base):
     data, folder, _ = latent_base
