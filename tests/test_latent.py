@@ -289,3 +289,42 @@ def test_a_latent_evaluation_also_scores_copy_last_through_the_codec(tmp_path, l
     assert res.metrics[COPY_LAST]["psnr"] == pytest.approx(plain, abs=1e-4) and plain != expected["psnr"]
     table = (tmp_path / "report" / "metrics.md").read_text()
     assert f"| {COPY_LAST_CODEC} |" in table and table.index(f"| {COPY_LAST} |") < table.index(f"| {COPY_LAST_CODEC} |")
+
+
+def test_codec_eval_scores_each_codec_s_reconstruction_and_copy_last_through_it(tmp_path, latent_base, tiny_base,
+                                                                              capsys):
+    """`avid codec eval`: per codec (its folder, or a latent base model's), the reconstruction and
+    copy-last through it, beside copy-last itself; a folder holding no codec is refused in one line."""
+    from avid.cli import main
+    from avid.metrics import frame_metrics
+    from avid.pipelines.codec_eval import codec_rows, reconstruct
+    from avid.pipelines.evaluate import copy_last_frame, to01
+
+    data, codec_dir, base = latent_base
+    main(["codec", "eval", "--codec", str(codec_dir), str(base), "--data", data, "--out", str(tmp_path / "r"),
+          "--frames", str(FRAMES), "--limit", "2"])
+    table = (tmp_path / "r" / "codecs.md").read_text()
+    rows = {line.split(",")[0]: line for line in (tmp_path / "r" / "codecs.csv").read_text().splitlines()[1:]}
+    assert set(rows) == {"copy-last", f"{codec_dir}: reconstruction", f"{codec_dir}: copy-last through codec",
+                         f"{base}: reconstruction", f"{base}: copy-last through codec"}
+    # the base model's folder serves its codec/ subfolder: the same codec, the same numbers
+    assert rows[f"{codec_dir}: reconstruction"].split(",")[1:] == rows[f"{base}: reconstruction"].split(",")[1:]
+    assert "held-out MSE" in table and "2 trajectories" in table
+
+    codec, _ = load_codec(codec_dir)
+    batch = collate([WindowDataset(data, FRAMES, 1, stride=FRAMES)[j] for j in range(2)])
+    got = {r.method: r.values for r in codec_rows(batch, {"c": codec}, "n/a (test)")}
+    real = to01(batch.x0)
+    rec = frame_metrics(real, to01(reconstruct(codec, batch.x0)))
+    assert got["c: reconstruction"]["psnr"] == pytest.approx(rec["psnr"], abs=1e-4)
+    assert got["c: reconstruction"]["ssim"] == pytest.approx(rec["ssim"], abs=1e-5)
+    assert got["copy-last"]["psnr"] == pytest.approx(frame_metrics(real, to01(copy_last_frame(batch)))["psnr"], abs=1e-4)
+    assert got["c: reconstruction"]["psnr"] != pytest.approx(got["c: copy-last through codec"]["psnr"], abs=1e-3)
+    lo, hi = got["c: reconstruction"]["psnr_ci"]
+    assert lo <= got["c: reconstruction"]["psnr"] <= hi and got["c: reconstruction"]["lpips"] == "n/a (test)"
+
+    capsys.readouterr()
+    with pytest.raises(SystemExit):  # a pixel base model holds no codec
+        main(["codec", "eval", "--codec", str(tiny_base), "--data", data, "--out", str(tmp_path / "x")])
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "is not a codec" in err and not (tmp_path / "x").exists()

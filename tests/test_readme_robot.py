@@ -72,3 +72,10 @@ def test_the_robot_configs_reproduce_a_codec_a_latent_base_model_and_a_regressor
     assert {"avid", "poe", "base"} <= rows and "Action Err. Ratio" in table
     assert "MAE generated / real" in (report / "README.md").read_text()  # the AER of the 7-D regressor
     assert (report / "seeds.csv").is_file()  # two seeds: mean and 95% interval
+
+
+def test_the_readme_codec_eval_scores_the_shipped_codec_beside_copy_last(robot_clone):
+    clone, ran = robot_clone
+    assert any(c[:3] == ["avid", "codec", "eval"] for c in ran)
+    rows = {line.split(",")[0] for line in (clone / "reports/codec/codecs.csv").read_text().splitlines()[1:]}
+    assert rows == {"copy-last", "assets/base-robot: reconstruction", "assets/base-robot: copy-last through codec"}

@@ -322,6 +322,27 @@ def _add_codec_command(sub) -> None:
     t.add_argument("--out", default=None, help="codec folder to write (default: the config's)")
     add_train_steps(t, "optimiser steps (default: the config's)")
     t.set_defaults(fn=run)
+
+    def run_eval(args) -> None:
+        from avid.pipelines.codec_eval import evaluate_codecs
+
+        print(evaluate_codecs(args.codec, args.data, args.out, args.frames, args.cond_frames, args.limit,
+                              args.weights))
+        print(f"written to {args.out}/codecs.md and codecs.csv")
+
+    e = csub.add_parser("eval", help="what codecs keep of held-out videos: reconstruction and copy-last through "
+                        "each, beside copy-last (PSNR, SSIM, LPIPS with 95%% intervals)")
+    e.add_argument("--codec", nargs="+", required=True, help="codec folders, or latent base model folders (their "
+                   "codec/), e.g. assets/base-robot runs/codec-study/ssim0.5")
+    e.add_argument("--data", required=True, help="held-out dataset folder, e.g. data/robot-target-val-cpu")
+    e.add_argument("--out", required=True, help="report folder (codecs.md, codecs.csv)")
+    e.add_argument("--frames", type=int, default=16, help="predicted frames per window (default: 16, the robot "
+                   "experiment's)")
+    e.add_argument("--cond-frames", type=int, default=1, help="conditioning frames per window (default: 1)")
+    e.add_argument("--limit", type=int, default=64, help="at most this many trajectories (default: 64)")
+    e.add_argument("--weights", default=None, help="folder of the metric networks' weights (default: "
+                   "$AVID_WEIGHTS_DIR or ./weights); a missing LPIPS gives n/a")
+    e.set_defaults(fn=run_eval)
 # ---- end of the codec block --------------------------------------------------------------------
 
 
