@@ -309,7 +309,8 @@ def test_codec_eval_scores_each_codec_s_reconstruction_and_copy_last_through_it(
                          f"{base}: reconstruction", f"{base}: copy-last through codec"}
     # the base model's folder serves its codec/ subfolder: the same codec, the same numbers
     assert rows[f"{codec_dir}: reconstruction"].split(",")[1:] == rows[f"{base}: reconstruction"].split(",")[1:]
-    assert "held-out MSE" in table and "2 trajectories" in table
+    layout = f"2 trajectories of `{data}`, windows of {FRAMES} frames: 1 conditioning, {FRAMES - 1} predicted"
+    assert "held-out MSE" in table and layout in table
 
     codec, _ = load_codec(codec_dir)
     batch = collate([WindowDataset(data, FRAMES, 1, stride=FRAMES)[j] for j in range(2)])

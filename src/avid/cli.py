@@ -336,8 +336,8 @@ def _add_codec_command(sub) -> None:
                    "codec/), e.g. assets/base-robot runs/codec-study/ssim0.5")
     e.add_argument("--data", required=True, help="held-out dataset folder, e.g. data/robot-target-val-cpu")
     e.add_argument("--out", required=True, help="report folder (codecs.md, codecs.csv)")
-    e.add_argument("--frames", type=int, default=16, help="predicted frames per window (default: 16, the robot "
-                   "experiment's)")
+    e.add_argument("--frames", type=int, default=16, help="frames per window, conditioning frames included "
+                   "(default: 16, the robot experiment's)")
     e.add_argument("--cond-frames", type=int, default=1, help="conditioning frames per window (default: 1)")
     e.add_argument("--limit", type=int, default=64, help="at most this many trajectories (default: 64)")
     e.add_argument("--weights", default=None, help="folder of the metric networks' weights (default: "

@@ -83,12 +83,13 @@ def codec_rows(batch: Batch, codecs: dict[str, object], lpips_net) -> list[Row]:
 def evaluate_codecs(paths: list[str | Path], data: str | Path, out: str | Path, frames: int = 16,
                     cond_frames: int = 1, limit: int | None = 64, weights: str | None = None) -> str:
     """Score each codec in ``paths`` (a codec folder or a latent base model's) on ``limit``
-    trajectories of ``data``, windows of ``frames`` predicted after ``cond_frames``; writes
+    trajectories of ``data``, windows of ``frames`` frames (the first ``cond_frames`` conditioning); writes
     ``codecs.md`` / ``codecs.csv`` to ``out`` and returns the Markdown."""
     if not paths:
         raise ValueError("no codec given: pass one or more codec folders (or latent base model folders)")
-    if cond_frames < 1:
-        raise ValueError(f"cond_frames must be at least 1 (copy-last copies the last of them), got {cond_frames}")
+    if not 1 <= cond_frames < frames:
+        raise ValueError(f"need 1 <= cond_frames < frames (copy-last copies the last conditioning frame), got "
+                         f"cond_frames {cond_frames}, frames {frames}")
     codecs, sources = {}, []
     for p in paths:
         folder = codec_folder(p)
@@ -104,8 +105,8 @@ def evaluate_codecs(paths: list[str | Path], data: str | Path, out: str | Path, 
     batch = load_eval_batch(data, frames, cond_frames, limit=limit)
     lp = Perceptual.load(weights).lpips
     rows = codec_rows(batch, codecs, lp)
-    note = (f"{batch.x0.shape[0]} trajectories of `{data}`, {frames} predicted frames after {cond_frames} "
-            f"conditioning frame(s); PSNR, SSIM, LPIPS on the predicted frames, 95% bootstrap intervals over "
+    note = (f"{batch.x0.shape[0]} trajectories of `{data}`, windows of {frames} frames: {cond_frames} conditioning, "
+            f"{batch.x0.shape[2]} predicted; PSNR, SSIM, LPIPS on the predicted frames, 95% bootstrap intervals over "
             f"trajectories. `reconstruction`: every predicted frame through encode and decode, the ceiling of a "
             f"latent model's samples; `copy-last through codec`: the trivial baseline as a latent model makes it.\n\n"
             + "\n".join(sources))
