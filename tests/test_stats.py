@@ -36,9 +36,11 @@ def test_a_table_shows_mean_plus_minus_interval_marks_significant_differences_an
     avid, base, poe = (summary[m]["psnr"] for m in ("avid", "base", "poe"))
     assert float(avid) == pytest.approx(18.0) and avid.p is None and not avid.significant
     assert base.p < 0.05 and base.significant and not poe.significant
-    assert f"{base:.4g}" == "17 ± 0.1242*" and f"{poe:.4g}".endswith("± 0.7452")
+    assert f"{base:.4g}" == "17 ± 0.12*" and f"{poe:.4g}".endswith("± 0.75")  # the interval to 2 digits
+    assert f"{MeanCI([0.74601, 0.74604, 0.74598]):.4g}" == "0.746 ± 0.000075"
+    assert f"{MeanCI([739.7, 739.7 + 1e-13, 739.7]):.4g}" == "739.7 ± 0"  # float noise of a constant
     rows = [Row(m, {"psnr": summary[m]["psnr"]}) for m in summary]
     assert best_within(rows, "psnr") == {0, 2}  # by the means: 18.0 and 17.9
     md = markdown(rows)
-    assert "| avid | **18 ± 0.2484** |" in md and "| base | 17 ± 0.1242* |" in md
+    assert "| avid | **18 ± 0.25** |" in md and "| base | 17 ± 0.12* |" in md
     assert isinstance(MeanCI([1.0, 2.0]), float) and repr(MeanCI([1.0, 2.0])) == "1.5"  # CSV / JSON get the mean

@@ -68,8 +68,18 @@ class MeanCI(float):
         return self.p is not None and self.p < ALPHA
 
     def __format__(self, spec: str) -> str:
+        """The mean in ``spec``; the half-width to two significant digits under a ``g`` spec (an
+        interval's own precision: 0.746 ± 0.00019, not ± 0.0001896), 0 when it is rounding noise
+        (a method without randomness: the same value from every seed)."""
         mean = float.__format__(self, spec)
-        return f"{mean} ± {float.__format__(self.half, spec)}{SIGNIFICANT if self.significant else ''}"
+        half = self.half
+        if not spec.endswith("g") or not math.isfinite(half):
+            text = float.__format__(half, spec)
+        elif half <= 1e-9 * max(1.0, abs(float(self))):
+            text = "0"
+        else:
+            text = f"{half:.{max(0, 1 - math.floor(math.log10(half)))}f}"
+        return f"{mean} ± {text}{SIGNIFICANT if self.significant else ''}"
 
 
 def compare_to_reference(values: dict[str, dict[str, list[float]]], reference: str | None,
