@@ -2,6 +2,7 @@
 model pretrained in its latent space ships it and serves it only as the black box's encode / decode;
 methods train and sample in that latent space and give back decoded frames."""
 
+import csv
 from dataclasses import replace
 
 import pytest
@@ -298,17 +299,18 @@ def test_codec_eval_scores_each_codec_s_reconstruction_and_copy_last_through_it(
     from avid.cli import main
     from avid.metrics import frame_metrics
     from avid.pipelines.codec_eval import codec_rows, reconstruct
-    from avid.pipelines.evaluate import copy_last_frame, to01
+    from avid.pipelines.evaluate import COPY_LAST, COPY_LAST_CODEC, copy_last_frame, to01
 
     data, codec_dir, base = latent_base
     main(["codec", "eval", "--codec", str(codec_dir), str(base), "--data", data, "--out", str(tmp_path / "r"),
           "--frames", str(FRAMES), "--limit", "2"])
     table = (tmp_path / "r" / "codecs.md").read_text()
-    rows = {line.split(",")[0]: line for line in (tmp_path / "r" / "codecs.csv").read_text().splitlines()[1:]}
-    assert set(rows) == {"copy-last", f"{codec_dir}: reconstruction", f"{codec_dir}: copy-last through codec",
-                         f"{base}: reconstruction", f"{base}: copy-last through codec"}
+    rows = {r["method"]: r for r in csv.DictReader((tmp_path / "r" / "codecs.csv").open())}
+    assert set(rows) == {COPY_LAST, f"{codec_dir}: reconstruction", f"{codec_dir}: {COPY_LAST_CODEC}",
+                         f"{base}: reconstruction", f"{base}: {COPY_LAST_CODEC}"}
     # the base model's folder serves its codec/ subfolder: the same codec, the same numbers
-    assert rows[f"{codec_dir}: reconstruction"].split(",")[1:] == rows[f"{base}: reconstruction"].split(",")[1:]
+    assert ({k: v for k, v in rows[f"{codec_dir}: reconstruction"].items() if k != "method"}
+            == {k: v for k, v in rows[f"{base}: reconstruction"].items() if k != "method"})
     layout = f"2 trajectories of `{data}`, windows of {FRAMES} frames: 1 conditioning, {FRAMES - 1} predicted"
     assert "held-out MSE" in table and layout in table
 
@@ -319,8 +321,8 @@ def test_codec_eval_scores_each_codec_s_reconstruction_and_copy_last_through_it(
     rec = frame_metrics(real, to01(reconstruct(codec, batch.x0)))
     assert got["c: reconstruction"]["psnr"] == pytest.approx(rec["psnr"], abs=1e-4)
     assert got["c: reconstruction"]["ssim"] == pytest.approx(rec["ssim"], abs=1e-5)
-    assert got["copy-last"]["psnr"] == pytest.approx(frame_metrics(real, to01(copy_last_frame(batch)))["psnr"], abs=1e-4)
-    assert got["c: reconstruction"]["psnr"] != pytest.approx(got["c: copy-last through codec"]["psnr"], abs=1e-3)
+    assert got[COPY_LAST]["psnr"] == pytest.approx(frame_metrics(real, to01(copy_last_frame(batch)))["psnr"], abs=1e-4)
+    assert got["c: reconstruction"]["psnr"] != pytest.approx(got[f"c: {COPY_LAST_CODEC}"]["psnr"], abs=1e-3)
     lo, hi = got["c: reconstruction"]["psnr_ci"]
     assert lo <= got["c: reconstruction"]["psnr"] <= hi and got["c: reconstruction"]["lpips"] == "n/a (test)"
 

@@ -77,5 +77,7 @@ def test_the_robot_configs_reproduce_a_codec_a_latent_base_model_and_a_regressor
 def test_the_readme_codec_eval_scores_the_shipped_codec_beside_copy_last(robot_clone):
     clone, ran = robot_clone
     assert any(c[:3] == ["avid", "codec", "eval"] for c in ran)
-    rows = {line.split(",")[0] for line in (clone / "reports/codec/codecs.csv").read_text().splitlines()[1:]}
-    assert rows == {"copy-last", "assets/base-robot: reconstruction", "assets/base-robot: copy-last through codec"}
+    from avid.pipelines.evaluate import COPY_LAST, COPY_LAST_CODEC
+
+    rows = {r["method"] for r in csv.DictReader((clone / "reports/codec/codecs.csv").open())}
+    assert rows == {COPY_LAST, "assets/base-robot: reconstruction", f"assets/base-robot: {COPY_LAST_CODEC}"}

@@ -3,8 +3,9 @@
 A latent base model (and every method adapting it) predicts in its codec's space, and its samples
 are scored on decoded frames, so the codec bounds them: even a perfect latent prediction is
 ``decode(encode(x))``. For each codec this writes two rows on held-out trajectories,
-``reconstruction`` (every predicted frame through encode and decode) and ``copy-last through
-codec`` (the trivial baseline as a latent model would produce it), beside copy-last itself, with
+``reconstruction`` (every predicted frame through encode and decode) and ``COPY_LAST_CODEC``
+(the trivial baseline as a latent model would produce it), beside ``COPY_LAST`` itself, as every
+evaluation table names them, with
 PSNR, SSIM and LPIPS on the predicted frames and 95% bootstrap intervals over trajectories.
 
 The codec is the project's own autoencoder (``avid codec train``), read through ``avid.whitebox``
@@ -18,25 +19,25 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from avid.checkpoint import resolve
+from avid.checkpoint import load_config, resolve
 from avid.data import Batch
 from avid.metrics import psnr_per_frame, ssim_per_frame
 from avid.metrics.bootstrap import bootstrap_ci
 from avid.metrics.lpips import lpips_per_frame_many
 from avid.metrics.perceptual import Perceptual
 from avid.metrics.tables import Row
-from avid.pipelines.evaluate import copy_last_frame, copy_last_through_codec, load_eval_batch, to01
+from avid.pipelines.evaluate import (COPY_LAST, COPY_LAST_CODEC, copy_last_frame, copy_last_through_codec,
+                                     load_eval_batch, to01)
 from avid.pipelines.report import write_table
-from avid.whitebox import CODEC_FOLDER, load_codec
-
-COPY_LAST = "copy-last"
+from avid.whitebox import BASE_KIND, load_codec
 
 
 def codec_folder(path: str | Path) -> Path:
-    """A codec's folder: ``path`` itself, or the ``codec/`` subfolder of a latent base model."""
+    """A codec's folder: ``path`` itself, or the one a latent base model's config names (``codec``),
+    as the black box's provider reads it."""
     folder = resolve(path)
-    sub = folder / CODEC_FOLDER
-    return sub if (sub / "config.yaml").is_file() else folder
+    cfg = load_config(folder)
+    return folder / cfg["codec"] if cfg.get("kind") == BASE_KIND and "codec" in cfg else folder
 
 
 @torch.no_grad()
@@ -57,7 +58,7 @@ def codec_rows(batch: Batch, codecs: dict[str, object], lpips_net) -> list[Row]:
     fakes = {COPY_LAST: to01(copy_last_frame(batch))}
     for name, codec in codecs.items():
         fakes[f"{name}: reconstruction"] = to01(reconstruct(codec, batch.x0))
-        fakes[f"{name}: copy-last through codec"] = to01(copy_last_through_codec(batch, codec))
+        fakes[f"{name}: {COPY_LAST_CODEC}"] = to01(copy_last_through_codec(batch, codec))
     n = real.shape[0]
     per = {name: {"psnr": _per_trajectory(psnr_per_frame(real, f), n),
                   "ssim": _per_trajectory(ssim_per_frame(real, f), n)} for name, f in fakes.items()}
@@ -92,12 +93,11 @@ def evaluate_codecs(paths: list[str | Path], data: str | Path, out: str | Path, 
                          f"cond_frames {cond_frames}, frames {frames}")
     codecs, sources = {}, []
     for p in paths:
-        folder = codec_folder(p)
-        codec, cfg = load_codec(folder)
         name = str(p)
         if name in codecs:
             raise ValueError(f"codec {name} given twice")
-        codecs[name] = codec
+        folder = codec_folder(p)
+        codecs[name], cfg = load_codec(folder)
         mse = cfg.get("held_out_mse")
         sources.append(f"- `{name}`: {folder} ({cfg.get('step', '?')} steps"
                        + (f", held-out MSE {mse:.5f} on {cfg.get('eval_data')}" if isinstance(mse, (int, float)) else "")
@@ -108,7 +108,7 @@ def evaluate_codecs(paths: list[str | Path], data: str | Path, out: str | Path, 
     note = (f"{batch.x0.shape[0]} trajectories of `{data}`, windows of {frames} frames: {cond_frames} conditioning, "
             f"{batch.x0.shape[2]} predicted; PSNR, SSIM, LPIPS on the predicted frames, 95% bootstrap intervals over "
             f"trajectories. `reconstruction`: every predicted frame through encode and decode, the ceiling of a "
-            f"latent model's samples; `copy-last through codec`: the trivial baseline as a latent model makes it.\n\n"
+            f"latent model's samples; `{COPY_LAST_CODEC}`: the trivial baseline as a latent model makes it.\n\n"
             + "\n".join(sources))
     if isinstance(lp, str):
         note += f"\n\nLPIPS: {lp}"
