@@ -409,3 +409,39 @@ def test_hard_shift_copies_a_confident_frame_exactly_and_leaves_an_unsure_one_bl
     cfg = {"residual": True, "residual_output": {"shift": path.options(), "gate": False},
            "diffusion": {"param": "x0"}}
     assert ResidualOutput.from_config(cfg, 3).shifts.hard == 0.8
+
+
+def test_stay_moves_a_frame_only_where_the_model_is_sure_it_moved(tiny_denoiser):
+    """``ShiftPath(stay=s)``: at inference "no move" gets ``s`` more logits on each axis, so a frame whose
+    shift the model leans to but is unsure of stays put, while a frame it is sure of still moves; training
+    keeps the plain distribution (its cross-entropy target is the best shift), and bases record it."""
+    import torch.nn.functional as F
+
+    from avid.nn import ResidualOutput, ShiftPath, shift_frame
+
+    g = torch.Generator().manual_seed(0)
+    last = torch.rand(1, 3, SIZE, SIZE, generator=g)
+    channels = torch.zeros(1, 10, 2, SIZE, SIZE)  # radius 2: 5 row + 5 column logits per frame
+    channels[:, 3, 0] = 0.5  # frame 0: rows lean to +1 (a lead of 2 logits over "no move"), columns flat
+    channels[:, 3, 1] = 3.0  # frame 1: rows sure of +1 (a lead of 12)
+    channels[:, 5:, :] = -1.0
+    channels[:, 5 + 2, :] = 1.0  # columns sure of "no move" in both frames
+    path = ShiftPath(2, scale=4.0, prior=0.0, hard=0.8, stay=5.0)
+    plain = ShiftPath(2, scale=4.0, prior=0.0, hard=0.8).eval()
+    one = lambda dy: shift_frame(last, F.one_hot(torch.tensor([[dy]]), 5).float(),  # noqa: E731
+                                 F.one_hot(torch.tensor([[2]]), 5).float())[:, :, 0]
+    leaned = plain(last, channels, {})
+    assert not torch.equal(leaned[:, :, 0], last)  # without stay: frame 0 is a blend led by +1
+    trained = path(last, channels, {})
+    assert torch.allclose(trained, ShiftPath(2, scale=4.0, prior=0.0, hard=0.8)(last, channels, {}))
+    moved = path.eval()(last, channels, {})
+    assert torch.equal(moved[:, :, 0], last)  # a lean of 2 logits against 5 of stay: p(no move) 0.93, committed
+    assert torch.equal(moved[:, :, 1], one(3))  # sure: still moves by one row, exactly
+    assert torch.equal(plain(last, channels, {})[:, :, 1], moved[:, :, 1])
+    with pytest.raises(ValueError, match="stay is a number of logits"):
+        ShiftPath(2, stay=-1.0)
+    cfg = {"residual": True, "residual_output": {"shift": path.options(), "gate": False},
+           "diffusion": {"param": "x0"}}
+    assert ResidualOutput.from_config(cfg, 3).shifts.stay == 5.0
+    with pytest.raises(ValueError, match="shift_stay favours"):
+        build_method("scratch", ctx_for(tiny_denoiser), {"unet": TINY_UNET, "residual": True, "shift_stay": 1.0})

@@ -196,7 +196,8 @@ def test_a_base_model_with_a_shift_path_and_a_gate_answers_through_the_door_as_i
         "train.max_steps=3", "train.batch_size=4", "train.progress=false", "train.precision=fp32"])
     out = train(cfg)
     recorded = yaml.safe_load((out / "config.yaml").read_text())
-    assert recorded["residual_output"] == {"shift": {"radius": [3, 2], "scale": 8.0, "prior": 5.0, "hard": None},
+    assert recorded["residual_output"] == {"shift": {"radius": [3, 2], "scale": 8.0, "prior": 5.0, "hard": None,
+                                                     "stay": 0.0},
                                            "gate": True, "snap": 0.0, "change": "param"}
     from avid.blackbox import open_denoiser
     from avid.methods import build_method
@@ -223,6 +224,23 @@ def test_a_base_model_with_a_shift_path_and_a_gate_answers_through_the_door_as_i
     with torch.no_grad():  # its action embedding starts at zero: the copy starts as the base exactly
         copied, _ = finetune.predict(x_i, i, first, torch.zeros(2, 4, dtype=torch.long))
     assert torch.allclose(copied, served, atol=1e-5)
+    # an inference-only setting edited into the folder (shift_stay): the same weights and fingerprint but
+    # other answers, so the black box publishes its settings and samples cached under others are not reused
+    import shutil
+
+    from avid.pipelines.evaluate import _cache_key, load_eval_batch
+
+    stayed = shutil.copytree(out, tmp_path / "stayed")
+    edited = yaml.safe_load((stayed / "config.yaml").read_text())
+    edited["residual_output"]["shift"]["stay"] = 50.0
+    (stayed / "config.yaml").write_text(yaml.safe_dump(edited))
+    den_stayed = open_denoiser(stayed, precision="fp32")
+    assert den_stayed.spec.fingerprint == den.spec.fingerprint
+    assert den_stayed.spec.settings["shift"]["stay"] == 50.0 and den.spec.settings["shift"]["stay"] == 0.0
+    assert not torch.allclose(den_stayed(x_i, i, first), served, atol=1e-4)  # the blend of shifts is gone
+    batch, sc = load_eval_batch(tiny_store.root, 6, 2, limit=2), SampleConfig(steps=2)
+    keys = [_cache_key(load_method(folder, "fp32")[0], batch, sc) for folder in (out, out, stayed)]
+    assert keys[0] == keys[1] != keys[2]
 
 
 def test_the_learning_rate_warms_up_then_follows_a_cosine_to_its_floor():

@@ -34,6 +34,9 @@ class DenoiserSpec:
     fingerprint: str  # identifies the exact model (e.g. a weights hash); adapters record it
     latent: bool = False  # True: x_i lives in the space of the provider's codec (encode/decode)
     pixel_size: int | None = None  # a latent model's frame size in pixels (what codec.decode returns)
+    # inference-only settings of the model's output (a residual base's snap, shift_hard, shift_stay): the
+    # same weights answer differently under other settings, so cached samples key on them too
+    settings: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -40,7 +40,8 @@ def spec_from_config(cfg: dict, fingerprint: str) -> DenoiserSpec:
                         channels=cfg["channels"],
                         cond_frames=cfg["cond_frames"], frame_size=cfg["frame_size"],
                         max_frames=cfg["unet"]["max_frames"], fingerprint=fingerprint,
-                        latent="codec" in cfg, pixel_size=cfg.get("pixel_size"))
+                        latent="codec" in cfg, pixel_size=cfg.get("pixel_size"),
+                        settings=dict(cfg.get("residual_output") or {}))
 
 
 class BaseModelProvider:

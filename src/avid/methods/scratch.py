@@ -11,7 +11,9 @@ last conditioning frame moved as a whole by a distribution over integer shifts p
 sigmoid gate, so an unchanged pixel can be reproduced exactly by a saturated gate; ``snap`` (x0, at
 inference) drops changes smaller than it, so a background that does not move comes out exactly;
 ``shift_hard`` (at inference) takes a frame's likeliest shift alone when its probability is at least
-that, so a frame the model is sure of is an exact copy of the moved frame rather than a blend.
+that, so a frame the model is sure of is an exact copy of the moved frame rather than a blend;
+``shift_stay`` (at inference) adds that many logits to "no move", so a frame moves only where the model
+is sure it moved.
 ``residual_change`` (v and eps): ``"param"`` adds the change in the parameterisation's units, ``"x0"``
 to the clean frame (``avid.nn.residual`` says what each costs).
 
@@ -37,7 +39,8 @@ class Scratch(Method):
                  action_dropout: float = 0.0, residual: bool = False, motion: bool | str = False,
                  shift_radius: int | list[int] = 12, shift_scale: float = SHIFT_LOGIT_SCALE,
                  shift_prior: float = SHIFT_PRIOR, shift_target: float = 0.0, gate: bool = False,
-                 snap: float = 0.0, shift_hard: float | None = None, residual_change: str = "param") -> None:
+                 snap: float = 0.0, shift_hard: float | None = None, shift_stay: float = 0.0,
+                 residual_change: str = "param") -> None:
         super().__init__(ctx)
         if not 0 <= action_dropout < 1:
             raise ValueError(f"action_dropout must be in [0, 1), got {action_dropout}")
@@ -52,11 +55,13 @@ class Scratch(Method):
             raise ValueError("shift_target trains the shift path's distributions: it needs motion='shift'")
         if shift_hard is not None and not motion:
             raise ValueError("shift_hard commits the shift path's confident frames to one shift: it needs motion='shift'")
+        if shift_stay and not motion:
+            raise ValueError("shift_stay favours the shift path's 'no move': it needs motion='shift'")
         if snap and not residual:
             raise ValueError("snap drops small changes from the last conditioning frame: it needs residual=True")
         self.unet_options, self.use_actions, self.action_dropout = dict(unet or {}), use_actions, action_dropout
         self.residual = residual
-        shifts = ShiftPath(shift_radius, shift_scale, shift_prior, shift_target, shift_hard) if motion else None
+        shifts = ShiftPath(shift_radius, shift_scale, shift_prior, shift_target, shift_hard, shift_stay) if motion else None
         c, k = ctx.channels, ctx.cond_frames
         self.output = ResidualOutput(c, shifts, gate, snap, ctx.diffusion.param, residual_change) if residual else None
         self.net = build_unet(ctx, self.unet_options, c * (1 + k), self.output.out_channels if residual else c,
@@ -92,10 +97,11 @@ class Pretrain(Scratch):
     def __init__(self, ctx: Context, unet: dict | None = None, residual: bool = False, motion: bool | str = False,
                  shift_radius: int | list[int] = 12, shift_scale: float = SHIFT_LOGIT_SCALE,
                  shift_prior: float = SHIFT_PRIOR, shift_target: float = 0.0, gate: bool = False,
-                 snap: float = 0.0, shift_hard: float | None = None, residual_change: str = "param") -> None:
+                 snap: float = 0.0, shift_hard: float | None = None, shift_stay: float = 0.0,
+                 residual_change: str = "param") -> None:
         super().__init__(ctx, unet, use_actions=False, residual=residual, motion=motion, shift_radius=shift_radius,
                          shift_scale=shift_scale, shift_prior=shift_prior, shift_target=shift_target, gate=gate,
-                         snap=snap, shift_hard=shift_hard, residual_change=residual_change)
+                         snap=snap, shift_hard=shift_hard, shift_stay=shift_stay, residual_change=residual_change)
 
 
 class CopyLast(Method):

@@ -11,7 +11,10 @@ A prior puts most mass on "no move", so a zero-initialised output starts as "not
 (``avid.nn.best_shifts``: no labels); ``hard`` (inference only) replaces an axis's distribution by its
 likeliest shift where that shift's probability reaches it, so a confident frame is copied exactly
 rather than blended with its neighbours' shifts (a blend is off by a grey level or more wherever
-the frame has edges). The gate (one more output channel) scales the change by a
+the frame has edges); ``stay`` (inference only) adds that many logits to "no move" on each axis, so a
+frame moves only where the model is sure it moved (an image-to-video model that does not see the
+actions cannot know when the camera follows an agent that may stand still, and a wrong shift costs
+more than none). The gate (one more output channel) scales the change by a
 sigmoid, so a pixel that does not change can be reproduced exactly (to the 8-bit grey level videos
 are scored at) by a saturated gate rather than by a change output of exactly zero. ``snap`` (x0
 parameterisation, inference only): a pixel whose change is below it on every channel gets none, so
@@ -75,22 +78,26 @@ def shift_radii(radius: int | list[int]) -> tuple[int, int]:
 
 class ShiftPath(nn.Module):
     def __init__(self, radius: int | list[int] = 12, scale: float = SHIFT_LOGIT_SCALE, prior: float = SHIFT_PRIOR,
-                 target: float = 0.0, hard: float | None = None) -> None:
+                 target: float = 0.0, hard: float | None = None, stay: float = 0.0) -> None:
         super().__init__()
         if hard is not None and not 0.0 <= float(hard) <= 1.0:
             raise ValueError(f"hard is a probability (0-1) at which a frame's likeliest shift is taken alone, got {hard}")
-        self.hard = None if hard is None else float(hard)
+        if not float(stay) >= 0.0:
+            raise ValueError(f"stay is a number of logits added to 'no move' (>= 0), got {stay}")
+        self.hard, self.stay = None if hard is None else float(hard), float(stay)
         self.radii = shift_radii(radius)
         self.sizes = tuple(2 * r + 1 for r in self.radii)  # candidate shifts per axis (rows, columns)
         self.channels = sum(self.sizes)  # output channels the network gives this path
         self.scale, self.prior, self.target = float(scale), float(prior), target
-        logit_prior = torch.full((self.channels,), -self.prior)  # not saved: derived from the options
-        logit_prior[self.radii[0]] = logit_prior[self.sizes[0] + self.radii[1]] = 0.0
-        self.register_buffer("logit_prior", logit_prior, persistent=False)
+        no_move = torch.zeros(self.channels)  # not saved (nor the prior): derived from the options
+        no_move[self.radii[0]] = no_move[self.sizes[0] + self.radii[1]] = 1.0  # the zero shift of each axis
+        self.register_buffer("no_move", no_move, persistent=False)
+        self.register_buffer("logit_prior", (no_move - 1.0) * self.prior, persistent=False)
 
     def options(self) -> dict[str, Any]:
         """What rebuilds this path (its training target aside)."""
-        return {"radius": list(self.radii), "scale": self.scale, "prior": self.prior, "hard": self.hard}
+        return {"radius": list(self.radii), "scale": self.scale, "prior": self.prior, "hard": self.hard,
+                "stay": self.stay}
 
     def forward(self, last: torch.Tensor, channels: torch.Tensor, extras: dict) -> torch.Tensor:
         """``last`` ``(B, C, H, W)`` moved by the distributions that ``channels`` ``(B, self.channels, T,
@@ -98,6 +105,8 @@ class ShiftPath(nn.Module):
         d = self.sizes[0]
         logits = channels.float().mean(dim=(-2, -1)).transpose(1, 2) * self.scale + self.logit_prior.float()
         extras["shift_logits"] = logits
+        if self.stay and not self.training:
+            logits = logits + self.stay * self.no_move.float()
         p_y, p_x = logits[..., :d].softmax(-1), logits[..., d:].softmax(-1)
         if self.hard is not None and not self.training:
             p_y, p_x = _commit(p_y, self.hard), _commit(p_x, self.hard)

@@ -130,7 +130,8 @@ def _cache_key(method: Method, batch: Batch, cfg: SampleConfig) -> str:
         h.update(f"{name}{tuple(p.shape)}{p.dtype}".encode())
         h.update(p.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
     if method.base is not None:
-        h.update(method.base.spec.fingerprint.encode())
+        spec = method.base.spec  # the weights, and the settings the black box answers with
+        h.update(json.dumps({"fingerprint": spec.fingerprint, "settings": spec.settings}, sort_keys=True).encode())
     return h.hexdigest()[:16]
 
 
