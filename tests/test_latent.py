@@ -298,8 +298,8 @@ def test_codec_eval_scores_each_codec_s_reconstruction_and_copy_last_through_it(
     copy-last through it, beside copy-last itself; a folder holding no codec is refused in one line."""
     from avid.cli import main
     from avid.metrics import frame_metrics
-    from avid.pipelines.codec_eval import codec_rows, reconstruct
-    from avid.pipelines.evaluate import COPY_LAST, COPY_LAST_CODEC, copy_last_frame, to01
+    from avid.pipelines.codec_eval import RECONSTRUCT_CHUNK, codec_rows
+    from avid.pipelines.evaluate import COPY_LAST, COPY_LAST_CODEC, copy_last_frame, reconstruct, to01
 
     data, codec_dir, base = latent_base
     main(["codec", "eval", "--codec", str(codec_dir), str(base), "--data", data, "--out", str(tmp_path / "r"),
@@ -318,7 +318,7 @@ def test_codec_eval_scores_each_codec_s_reconstruction_and_copy_last_through_it(
     batch = collate([WindowDataset(data, FRAMES, 1, stride=FRAMES)[j] for j in range(2)])
     got = {r.method: r.values for r in codec_rows(batch, {"c": codec}, "n/a (test)")}
     real = to01(batch.x0)
-    rec = frame_metrics(real, to01(reconstruct(codec, batch.x0)))
+    rec = frame_metrics(real, to01(reconstruct(codec, batch.x0, chunk=RECONSTRUCT_CHUNK)))
     assert got["c: reconstruction"]["psnr"] == pytest.approx(rec["psnr"], abs=1e-4)
     assert got["c: reconstruction"]["ssim"] == pytest.approx(rec["ssim"], abs=1e-5)
     assert got[COPY_LAST]["psnr"] == pytest.approx(frame_metrics(real, to01(copy_last_frame(batch)))["psnr"], abs=1e-4)

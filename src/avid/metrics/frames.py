@@ -28,6 +28,12 @@ def _check(real: torch.Tensor, fake: torch.Tensor) -> None:
         raise ValueError(f"real and generated videos differ in shape: {tuple(real.shape)} vs {tuple(fake.shape)}")
 
 
+def per_trajectory(per_frame: torch.Tensor, n: int) -> torch.Tensor:
+    """The mean over each trajectory's frames ``(n,)`` of a per-frame score ``(n * T,)``, laid out as the
+    per-frame functions give it (``_frames``: trajectory-major)."""
+    return per_frame.reshape(n, -1).mean(1)
+
+
 def psnr_per_frame(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
     """PSNR (dB) of every frame ``(N * T,)``, from each frame's MSE, capped at ``PSNR_CAP``."""
     _check(real, fake)
@@ -71,7 +77,6 @@ def against_copy_last(real: torch.Tensor, fakes: dict[str, torch.Tensor], copy: 
         _check(real, fake)
     copy_mse = _frame_mse(real, copy)
     moving = copy_mse > 0
-    per_video = real.shape[2]  # frames per trajectory, in the order _frames lays them out
     out = {"still_frames": float((~moving).float().mean()), "psnr_moving": {}, "beats_copy_last": {},
            "psnr_vs_copy": {}}
     for name, fake in {**fakes, "copy": copy}.items():
@@ -79,6 +84,6 @@ def against_copy_last(real: torch.Tensor, fakes: dict[str, torch.Tensor], copy: 
         out["psnr_moving"][name] = float(_psnr(mse)[moving].mean()) if bool(moving.any()) else float("nan")
         if fake is not copy:
             out["beats_copy_last"][name] = float((mse < copy_mse).float().mean())
-            diff = (_psnr(mse) - _psnr(copy_mse)).view(-1, per_video).mean(1).double().numpy()
+            diff = per_trajectory(_psnr(mse) - _psnr(copy_mse), real.shape[0]).double().numpy()
             out["psnr_vs_copy"][name] = [float(diff.mean()), *bootstrap_ci(np.mean, diff)]
     return out

@@ -17,17 +17,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from avid.checkpoint import load_config, resolve
 from avid.data import Batch
-from avid.metrics import psnr_per_frame, ssim_per_frame
+from avid.metrics import per_trajectory, psnr_per_frame, ssim_per_frame
 from avid.metrics.bootstrap import bootstrap_ci
 from avid.metrics.lpips import lpips_per_frame_many
 from avid.metrics.perceptual import Perceptual
 from avid.metrics.tables import Row
 from avid.pipelines.evaluate import (COPY_LAST, COPY_LAST_CODEC, copy_last_frame, copy_last_through_codec,
-                                     load_eval_batch, to01)
+                                     load_eval_batch, reconstruct, to01)
 from avid.pipelines.report import write_table
 from avid.whitebox import BASE_KIND, load_codec
 
@@ -40,15 +39,7 @@ def codec_folder(path: str | Path) -> Path:
     return folder / cfg["codec"] if cfg.get("kind") == BASE_KIND and "codec" in cfg else folder
 
 
-@torch.no_grad()
-def reconstruct(codec, video: torch.Tensor, chunk: int = 8) -> torch.Tensor:
-    """``decode(encode(video))`` of videos ``(N, C, T, H, W)`` in [-1, 1], ``chunk`` videos at a time."""
-    return torch.cat([codec.decode(codec.encode(video[i:i + chunk])).float().clamp(-1, 1)
-                      for i in range(0, video.shape[0], chunk)])
-
-
-def _per_trajectory(per_frame: torch.Tensor, n: int) -> np.ndarray:
-    return per_frame.reshape(n, -1).mean(1).double().numpy()
+RECONSTRUCT_CHUNK = 8  # videos through the codec at once: every predicted frame of 64 at once is large
 
 
 def codec_rows(batch: Batch, codecs: dict[str, object], lpips_net) -> list[Row]:
@@ -57,17 +48,17 @@ def codec_rows(batch: Batch, codecs: dict[str, object], lpips_net) -> list[Row]:
     real = to01(batch.x0)
     fakes = {COPY_LAST: to01(copy_last_frame(batch))}
     for name, codec in codecs.items():
-        fakes[f"{name}: reconstruction"] = to01(reconstruct(codec, batch.x0))
+        fakes[f"{name}: reconstruction"] = to01(reconstruct(codec, batch.x0, chunk=RECONSTRUCT_CHUNK))
         fakes[f"{name}: {COPY_LAST_CODEC}"] = to01(copy_last_through_codec(batch, codec))
     n = real.shape[0]
-    per = {name: {"psnr": _per_trajectory(psnr_per_frame(real, f), n),
-                  "ssim": _per_trajectory(ssim_per_frame(real, f), n)} for name, f in fakes.items()}
+    per = {name: {"psnr": per_trajectory(psnr_per_frame(real, f), n).double().numpy(),
+                  "ssim": per_trajectory(ssim_per_frame(real, f), n).double().numpy()} for name, f in fakes.items()}
     if isinstance(lpips_net, str):
         for name in fakes:
             per[name]["lpips"] = lpips_net
     else:
         for name, d in zip(fakes, lpips_per_frame_many(real, list(fakes.values()), lpips_net)):
-            per[name]["lpips"] = _per_trajectory(d, n)
+            per[name]["lpips"] = per_trajectory(d, n).double().numpy()
     rows = []
     for name, metrics in per.items():
         values: dict = {}

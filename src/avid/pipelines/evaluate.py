@@ -107,10 +107,17 @@ def copy_last_frame(batch: Batch) -> torch.Tensor:
 
 
 @torch.no_grad()
+def reconstruct(codec, video: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
+    """``decode(encode(video))`` of videos ``(N, C, T, H, W)`` in [-1, 1], as it is scored (float, clamped to
+    [-1, 1]), ``chunk`` videos at a time (``None``: all at once)."""
+    chunk = chunk or video.shape[0]
+    return torch.cat([codec.decode(codec.encode(video[i:i + chunk])).float().clamp(-1, 1)
+                      for i in range(0, video.shape[0], chunk)])
+
+
 def copy_last_through_codec(batch: Batch, codec) -> torch.Tensor:
     """``copy_last_frame`` after ``codec``'s encode and decode (the black box's own door), in [-1, 1]."""
-    last = codec.decode(codec.encode(batch.first[:, :, -1:])).float().clamp(-1, 1)
-    return last.expand_as(batch.x0).contiguous()
+    return reconstruct(codec, batch.first[:, :, -1:]).expand_as(batch.x0).contiguous()
 
 
 def codec_of(methods: dict[str, Method]):

@@ -37,7 +37,7 @@ from avid.pipelines.evaluate import COPY_LAST, copy_last_frame, evaluate, held_o
 from avid.pipelines.budget import budget_record, sized_run_config, timed_train, trained_step
 from avid.methods import Method, build_method, check_method_options, compared_method
 from avid.methods.sizes import load_size_preset
-from avid.metrics import psnr_per_frame, ssim_per_frame
+from avid.metrics import per_trajectory, psnr_per_frame, ssim_per_frame
 from avid.metrics.stats import LEVEL, mean_ci
 from avid.precision import describe_cpu
 from avid.pipelines.report import plot_scaling
@@ -106,7 +106,7 @@ def frame_scores(batch: Batch, video: torch.Tensor) -> dict[str, float]:
     real, fake, n = to01(batch.x0), to01(video), len(batch)
     out = {}
     for key, per_frame in (("psnr", psnr_per_frame(real, fake)), ("ssim", ssim_per_frame(real, fake))):
-        out[key], out[f"{key}_ci95"] = mean_ci(per_frame.reshape(n, -1).mean(1).tolist())  # frames are (n t)
+        out[key], out[f"{key}_ci95"] = mean_ci(per_trajectory(per_frame, n).tolist())
     return out
 
 
